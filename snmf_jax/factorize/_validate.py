@@ -1,0 +1,100 @@
+"""Input checks that run before any work, with messages a user can act on."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+INITS = ("random", "svd", "kmeans")
+
+
+def describe_nonfinite(a, name: str) -> str | None:
+    """A message locating NaN/Inf entries of a 2-D array, or None if all finite."""
+    bad = ~jnp.isfinite(a)
+    count = int(jnp.sum(bad))
+    if count == 0:
+        return None
+    n_nan = int(jnp.sum(jnp.isnan(a)))
+    rows, cols = np.nonzero(np.asarray(bad))
+    first = ", ".join(f"({r}, {c})" for r, c in zip(rows[:5], cols[:5]))
+    return (f"{name} has {count} non-finite value(s) (NaN: {n_nan}, Inf: "
+            f"{count - n_nan}) in {len(np.unique(rows))} row(s); first at "
+            f"(row, column) {first}. Remove or repair those tokens before "
+            f"factorizing.")
+
+
+def check_data(x, name: str = "X") -> jax.Array:
+    """Validates and converts the data matrix.
+
+    Args:
+      x: (n_tokens, d) numpy or jax array.
+      name: argument name used in messages.
+
+    Returns:
+      x as a jax array of a floating dtype JAX can compute in.
+    """
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D (n_tokens, d_mlp); got shape {tuple(x.shape)}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
+    dtype = np.dtype(x.dtype)
+    if dtype == np.float64 and not jax.config.jax_enable_x64:
+        warnings.warn(
+            f"{name} is float64 but JAX's x64 mode is off, so the fit runs in "
+            f"float32. Enable it with jax.config.update('jax_enable_x64', True).",
+            stacklevel=3)
+        dtype = np.dtype(np.float32)
+    elif dtype not in (np.float32, np.float64):
+        dtype = np.dtype(np.float32)
+    x = jnp.asarray(x, dtype)
+    msg = describe_nonfinite(x, name)
+    if msg:
+        raise ValueError(msg)
+    return x
+
+
+def check_settings(*, n: int, d: int, rank, sparsity, init, max_iter, patience,
+                   tol, tol_mode) -> None:
+    """Validates the scalar settings of a fit against the data shape."""
+    if not isinstance(rank, (int, np.integer)) or isinstance(rank, bool):
+        raise TypeError(f"rank must be an int; got {type(rank).__name__}")
+    if not 1 <= rank <= min(n, d):
+        raise ValueError(
+            f"rank must be in [1, min(n_tokens, d_mlp)] = [1, {min(n, d)}] for "
+            f"X of shape ({n}, {d}); got {rank}")
+    if not (isinstance(sparsity, (float, int, np.floating)) and 0 < sparsity <= 1):
+        raise ValueError(f"sparsity (keep-fraction) must be in (0, 1]; got {sparsity!r}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}; got {init!r}")
+    if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"max_iter must be an int >= 1; got {max_iter!r}")
+    if patience is not None and (not isinstance(patience, (int, np.integer)) or patience < 1):
+        raise ValueError(f"patience must be None or an int >= 1; got {patience!r}")
+    if not tol >= 0:
+        raise ValueError(f"tol must be >= 0; got {tol!r}")
+    if tol_mode not in ("relative", "absolute"):
+        raise ValueError(f"tol_mode must be 'relative' or 'absolute'; got {tol_mode!r}")
+
+
+def check_codes_init(codes, n: int, rank: int, dtype) -> jax.Array:
+    """Validates explicit initial codes of shape (n, rank), >= 0 and finite."""
+    codes = jnp.asarray(codes)
+    if codes.shape != (n, rank):
+        raise ValueError(
+            f"codes_init must have shape (n_tokens, rank) = ({n}, {rank}); got "
+            f"{tuple(codes.shape)}")
+    msg = describe_nonfinite(codes, "codes_init")
+    if msg:
+        raise ValueError(msg)
+    neg = int(jnp.sum(codes < 0))
+    if neg:
+        raise ValueError(
+            f"codes_init must be nonnegative; {neg} entries are negative "
+            f"(min {float(jnp.min(codes)):.3g})")
+    return codes.astype(dtype)

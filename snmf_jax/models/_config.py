@@ -1,0 +1,142 @@
+"""Frozen, hashable model configuration shared by every family.
+
+A config is static under `jax.jit`: it decides shapes and control flow, while
+weights travel as a separate pytree argument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+Family = Literal["gpt2", "llama", "gemma2", "gemma3"]
+SITES = ("mlp_hidden", "mlp_out", "resid_post")
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+    """Frequency scaling of rotary embeddings.
+
+    Attributes:
+      factor: the context-extension factor.
+      low_freq_factor, high_freq_factor, original_max_position: "llama3"
+        (Llama 3.1) smoothing parameters; unused by "linear".
+      rope_type: "llama3" (Llama 3.1) or "linear" (all frequencies divided by
+        `factor`, as Gemma 3's larger models do on their global layers).
+    """
+
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position: int = 8192
+    rope_type: str = "llama3"
+
+    def __post_init__(self):
+        if self.rope_type not in ("llama3", "linear"):
+            raise ValueError(
+                f"RopeScaling.rope_type must be 'llama3' or 'linear'; got "
+                f"{self.rope_type!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a decoder-only transformer.
+
+    Attributes:
+      family: "gpt2", "llama", "gemma2" or "gemma3".
+      vocab_size: rows of the embedding table.
+      d_model: residual stream width.
+      n_layers: number of transformer blocks.
+      n_heads: query heads.
+      n_kv_heads: key/value heads (grouped-query attention when < n_heads).
+      head_dim: width of one head.
+      d_mlp: MLP hidden width (the SNMF site's width).
+      max_position: longest context the model supports.
+      norm_eps: epsilon of LayerNorm / RMSNorm.
+      rope_theta: rotary base (global layers for Gemma 3).
+      rope_local_theta: rotary base of sliding-window layers (Gemma 3).
+      rope_scaling: frequency scaling of the full-attention layers (every
+        layer of a model without sliding windows), or None. Sliding layers
+        use `rope_local_theta` unscaled, as in Gemma 3.
+      tie_embeddings: unembedding is the transpose of the embedding.
+      query_pre_attn_scalar: Gemma: queries scaled by this**-0.5 instead of
+        head_dim**-0.5.
+      attn_logit_softcap: Gemma 2: tanh soft-capping of attention scores.
+      final_logit_softcap: Gemma 2: tanh soft-capping of the logits.
+      sliding_window: window of local layers (tokens), or None.
+      layer_types: per layer "full" or "sliding"; empty means all "full".
+      bos_token_id, eos_token_ids, pad_token_id: special tokens.
+      activation: MLP nonlinearity, "silu", "gelu_tanh" or "gelu"; None
+        picks the family's ("gelu_tanh" for gpt2/gemma, "silu" for llama).
+    """
+
+    family: Family
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    d_mlp: int
+    max_position: int = 2048
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_local_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None
+    tie_embeddings: bool = True
+    query_pre_attn_scalar: float | None = None
+    attn_logit_softcap: float | None = None
+    final_logit_softcap: float | None = None
+    sliding_window: int | None = None
+    layer_types: tuple[str, ...] = ()
+    bos_token_id: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
+    pad_token_id: int | None = None
+    activation: str | None = None
+
+    def __post_init__(self):
+        if self.family not in ("gpt2", "llama", "gemma2", "gemma3"):
+            raise ValueError(
+                f"ModelConfig.family must be one of 'gpt2', 'llama', 'gemma2', "
+                f"'gemma3'; got {self.family!r}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads "
+                f"({self.n_kv_heads})")
+        if self.layer_types and len(self.layer_types) != self.n_layers:
+            raise ValueError(
+                f"layer_types has {len(self.layer_types)} entries; expected "
+                f"n_layers={self.n_layers}")
+        bad = [t for t in self.layer_types if t not in ("full", "sliding")]
+        if bad:
+            raise ValueError(
+                f"layer_types entries must be 'full' or 'sliding'; got {bad[0]!r}")
+        if "sliding" in self.layer_types and self.sliding_window is None:
+            raise ValueError(
+                "layer_types has 'sliding' layers but sliding_window is None")
+        if self.activation not in (None, "silu", "gelu_tanh", "gelu"):
+            raise ValueError(
+                f"activation must be None, 'silu', 'gelu_tanh' or 'gelu'; got "
+                f"{self.activation!r}")
+
+    @property
+    def mlp_activation(self) -> str:
+        """The MLP nonlinearity, with the family default filled in."""
+        if self.activation is not None:
+            return self.activation
+        return "silu" if self.family == "llama" else "gelu_tanh"
+
+    @property
+    def sliding_layers(self) -> tuple[bool, ...]:
+        """Per layer: True where attention is restricted to the window."""
+        if not self.layer_types:
+            return (False,) * self.n_layers
+        return tuple(t == "sliding" for t in self.layer_types)
+
+    def site_dim(self, site: str) -> int:
+        """Width of the activations at a named site."""
+        if site == "mlp_hidden":
+            return self.d_mlp
+        if site in ("mlp_out", "resid_post"):
+            return self.d_model
+        raise ValueError(f"unknown site {site!r}; expected one of {SITES}")

@@ -1,0 +1,192 @@
+"""The fit driver: stopping, inits, validation, degenerate data, checkpoints, files."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import snmf_jax as sj
+from snmf_jax import factorize as F
+
+
+def _data(n=120, d=40, k=5, seed=0):
+    rng = np.random.default_rng(seed)
+    codes = rng.exponential(size=(n, k))
+    feats = np.zeros((k, d))
+    for row in feats:  # planted features: 4 neurons each, as sparsity=0.1 keeps
+        row[rng.choice(d, 4, replace=False)] = rng.standard_normal(4) * 3
+    return (codes @ feats + 0.05 * rng.standard_normal((n, d))).astype(np.float32)
+
+
+def test_fit_shapes_sparsity_and_monotone_best():
+    x = _data()
+    res = sj.fit(x, rank=5, sparsity=0.1, seed=0, max_iter=200, progress=False)
+    assert res.features.shape == (5, 40) and res.codes.shape == (120, 5)
+    assert res.codes.min() >= 0
+    assert np.all((res.features != 0).sum(1) == math.ceil(0.1 * 40))
+    assert res.n_iter == len(res.losses) <= 200
+    assert res.loss == pytest.approx(float(F.dense_loss(jnp.asarray(x), res.codes, res.features)),
+                                     rel=1e-4)
+    # The fit explains most of the variance of planted low-rank data.
+    assert res.loss < 0.1 * float(np.sum(x * x))
+
+
+def test_patience_none_runs_exactly_max_iter():
+    res = sj.fit(_data(), rank=4, max_iter=37, patience=None, progress=False, chunk_size=10)
+    assert res.n_iter == 37 and not res.converged
+
+
+def test_early_stopping_rule():
+    x = _data()
+    res = sj.fit(x, rank=5, max_iter=5000, patience=5, tol=1e-3, progress=False)
+    assert res.converged and res.n_iter < 5000
+    # The last `patience` iterations did not beat the best by more than tol.
+    best = res.losses[res.best_iter - 1]
+    assert res.n_iter - res.best_iter == 5
+    assert np.all(res.losses[res.best_iter:] >= best * (1 - 1e-3))
+
+
+@pytest.mark.parametrize("init", ["svd", "kmeans"])
+def test_inits_reach_a_good_fit(init):
+    x = _data()
+    res = sj.fit(x, rank=5, sparsity=0.3, init=init, max_iter=100, progress=False)
+    rand = sj.fit(x, rank=5, sparsity=0.3, init="random", max_iter=100, progress=False)
+    assert np.isfinite(res.losses).all()
+    assert res.loss < 2 * rand.loss
+
+
+def test_svd_init_matches_truncated_svd():
+    x = jnp.asarray(_data(n=300, d=200))
+    import jax
+    codes, feats = F.svd_init(x, 3, jax.random.PRNGKey(0))  # randomized path
+    _, s, _ = np.linalg.svd(np.asarray(x), full_matrices=False)
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1) ** 2, s[:3], rtol=1e-3)
+    assert codes.min() >= np.float32(1e-6)
+
+
+def test_random_codes_independent_of_split():
+    import jax
+    key = jax.random.PRNGKey(3)
+    whole = F.random_codes(key, 0, 9000, 4)
+    parts = jnp.concatenate([F.random_codes(key, 0, 4000, 4), F.random_codes(key, 4000, 9000, 4)])
+    np.testing.assert_array_equal(whole, parts)
+    assert whole.min() >= np.float32(1e-6) and float(whole.max()) < 1
+
+
+def test_same_seed_same_result():
+    x = _data()
+    a = sj.fit(x, rank=4, seed=7, max_iter=30, progress=False)
+    b = sj.fit(x, rank=4, seed=7, max_iter=30, progress=False)
+    np.testing.assert_array_equal(a.features, b.features)
+    np.testing.assert_array_equal(a.losses, b.losses)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(rank=0), r"rank must be in \[1, min\(n_tokens, d_mlp\)\] = \[1, 40\]"),
+    (dict(rank=41), r"got 41"),
+    (dict(rank=3, sparsity=0.0), r"sparsity .* must be in \(0, 1\]; got 0.0"),
+    (dict(rank=3, sparsity=1.5), r"got 1.5"),
+    (dict(rank=3, init="pca"), r"init must be one of"),
+    (dict(rank=3, patience=0), r"patience must be None or an int >= 1"),
+    (dict(rank=3, tol_mode="rel"), r"tol_mode"),
+    (dict(rank=3, codes_init=np.ones((120, 4))), r"codes_init must have shape .* \(120, 3\); got \(120, 4\)"),
+    (dict(rank=3, codes_init=-np.ones((120, 3))), r"codes_init must be nonnegative; 360 entries"),
+])
+def test_bad_settings_are_named(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        sj.fit(_data(), progress=False, **kwargs)
+
+
+def test_bad_data_is_named():
+    x = _data()
+    x[5, 3] = np.nan
+    x[17, 0] = np.inf
+    with pytest.raises(ValueError, match=r"X has 2 non-finite value\(s\) \(NaN: 1, Inf: 1\) in 2 row"
+                                         r"\(s\); first at \(row, column\) \(5, 3\), \(17, 0\)"):
+        sj.fit(x, rank=3, progress=False)
+    with pytest.raises(ValueError, match=r"X must be 2-D .* got shape \(10,\)"):
+        sj.fit(np.ones(10), rank=1, progress=False)
+    with pytest.raises(ValueError, match=r"X is empty"):
+        sj.fit(np.ones((0, 4)), rank=1, progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["zero_rows_cols", "constant", "full_rank", "dying"])
+def test_degenerate_data_never_nan(name):
+    rng = np.random.default_rng(0)
+    n, d = 30, 12
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    rank, codes = 4, None
+    if name == "zero_rows_cols":
+        x[::3] = 0
+        x[:, ::4] = 0
+    elif name == "constant":
+        x = np.full((n, d), 2.5, np.float32)
+    elif name == "full_rank":
+        rank = min(n, d)
+    elif name == "dying":
+        codes = rng.uniform(size=(n, rank)).astype(np.float32)
+        codes[:, 1] = 0  # a feature whose codes are dead from the start
+        codes[:, 2] = 1e-30
+    res = sj.fit(x, rank=rank, sparsity=0.5, codes_init=codes, max_iter=20000,
+                 patience=None, progress=False, chunk_size=5000)
+    assert res.n_iter == 20000
+    assert np.isfinite(res.losses).all(), name
+    assert np.isfinite(res.features).all() and np.isfinite(res.codes).all()
+    assert res.codes.min() >= 0
+
+
+def test_all_zero_data():
+    res = sj.fit(np.zeros((10, 6), np.float32), rank=2, max_iter=50, patience=None, progress=False)
+    assert np.all(res.losses == 0) and np.isfinite(res.features).all()
+
+
+def test_save_load_roundtrip_bit_exact(tmp_path):
+    res = sj.fit(_data(), rank=4, max_iter=20, progress=False, metadata={"layer": 3})
+    res.save(tmp_path / "run")
+    back = sj.SNMFResult.load(tmp_path / "run")
+    for field in ("features", "codes", "losses"):
+        a, b = getattr(res, field), getattr(back, field)
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    assert back.settings == res.settings and back.metadata == {"layer": 3}
+    assert back.best_iter == res.best_iter and back.converged == res.converged
+    assert (tmp_path / "run" / "snmf.json").exists()
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no SNMF result at"):
+        sj.SNMFResult.load(tmp_path)
+
+
+def test_checkpoint_resume_equals_uninterrupted(tmp_path):
+    x = _data()
+    kw = dict(rank=4, max_iter=60, patience=None, progress=False, chunk_size=10)
+    full = sj.fit(x, **kw)
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step, loss):
+        if step >= 30:
+            raise Stop
+
+    with pytest.raises(Stop):
+        sj.fit(x, checkpoint_dir=tmp_path, checkpoint_every=20, callback=interrupt, **kw)
+    resumed = sj.fit(x, checkpoint_dir=tmp_path, checkpoint_every=20, **kw)
+    np.testing.assert_array_equal(resumed.losses, full.losses)
+    np.testing.assert_array_equal(resumed.features, full.features)
+    np.testing.assert_array_equal(resumed.codes, full.codes)
+
+
+def test_checkpoint_for_other_data_or_settings_is_refused(tmp_path):
+    x = _data()
+    sj.fit(x, rank=4, max_iter=10, checkpoint_dir=tmp_path, checkpoint_every=5, progress=False)
+    before = (tmp_path / F.CHECKPOINT_FILE).read_bytes()
+    with pytest.raises(ValueError, match="written for different data"):
+        sj.fit(x + 1, rank=4, max_iter=10, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"other settings \(rank: checkpoint 4 vs now 3"):
+        sj.fit(x, rank=3, max_iter=10, checkpoint_dir=tmp_path, progress=False)
+    # A refused resume leaves the saved state untouched.
+    assert (tmp_path / F.CHECKPOINT_FILE).read_bytes() == before
