@@ -9,6 +9,7 @@ import sys
 # Each module exposes `register(subparsers)`, which adds its subcommand and
 # sets `func` on the parser's defaults.
 _SUBCOMMAND_MODULES = (
+    "snmf_jax._demo",
     "snmf_jax.factorize._cli",
     "snmf_jax.activations._cli",
     "snmf_jax.steer._cli",
