@@ -1,0 +1,81 @@
+"""`snmf-jax export`: write a model's activations over a dataset to a store.
+
+    snmf-jax export --model smollm2-135m --layers 6 --dataset concepts --out runs/acts
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _layers(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--layers takes integers (e.g. 6 or 4,6,8); got {text!r}") from None
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Adds the `export` subcommand to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "export", help="export MLP activations of a model to an on-disk store",
+        description=(
+            "Run a model over a text dataset and write the activations of some "
+            "layers to a chunked safetensors store (resumable: rerun the same "
+            "command after an interruption)."))
+    p.add_argument("--model", required=True,
+                   help="preset name (smollm2-135m, gemma3-270m), HF folder or .gguf")
+    p.add_argument("--layers", required=True, type=_layers, nargs="+",
+                   help="layer indices, e.g. 6 or 4,6,8 or 4 6 8")
+    p.add_argument("--dataset", default="concepts",
+                   help="'concepts' (the package's dataset), a .json concept file, "
+                        ".jsonl, or a text file (default: concepts)")
+    p.add_argument("--out", required=True, help="store directory")
+    p.add_argument("--site", default="mlp_hidden",
+                   choices=("mlp_hidden", "mlp_out", "resid_post"))
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=None,
+                   help="truncate documents to this many tokens (default: model context)")
+    p.add_argument("--chunk-rows", type=int, default=16384)
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16"))
+    p.add_argument("--keep-bos", action="store_true", help="keep BOS rows")
+    p.add_argument("--text-field", default=None, help="text key of .json/.jsonl records")
+    p.add_argument("--label-field", default=None, help="label key of .json/.jsonl records")
+    p.add_argument("--split", default="lines", choices=("lines", "paragraphs"),
+                   help="plain text: one document per line or per paragraph")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use only the first N documents (quick runs)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an existing store at --out instead of resuming it")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Executes `snmf-jax export`."""
+    import dataclasses
+
+    from snmf_jax.activations._export import export_activations
+    from snmf_jax.activations._readers import read_dataset
+    from snmf_jax.models import load_model
+
+    layers = [l for group in args.layers for l in group]
+    dataset = read_dataset(args.dataset, text_field=args.text_field,
+                           label_field=args.label_field, split=args.split)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise SystemExit(f"--limit must be >= 1; got {args.limit}")
+        n = min(args.limit, len(dataset))
+        dataset = dataclasses.replace(
+            dataset, texts=dataset.texts[:n],
+            labels=None if dataset.labels is None else dataset.labels[:n])
+    model = load_model(args.model)
+    store = export_activations(
+        model, dataset, layers, site=args.site,
+        batch_size=args.batch_size, max_length=args.max_length,
+        keep_bos=args.keep_bos, out=args.out, chunk_rows=args.chunk_rows,
+        dtype=args.dtype, overwrite=args.overwrite, progress=not args.no_progress)
+    print(store)
+    return 0

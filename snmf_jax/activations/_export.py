@@ -1,0 +1,472 @@
+"""Export a model's activations over a text dataset, in memory or to disk.
+
+Plan of an export (all decided before the first forward pass, so that a
+rerun makes the very same batches and can resume):
+
+1. Tokenize every document the way `tokenizer.encode` does (BOS only where
+   the model's tokenizer adds one) and
+   truncate documents longer than `max_length` tokens (with a warning; the
+   rest of such a document is dropped, not split into windows, so every row
+   has its document's true left context).
+2. Bucket documents by padded length: powers of two from `min_bucket` up to
+   `max_length` (and `max_length` itself), so a dataset compiles a handful of
+   shapes. Documents are ordered by (bucket, doc_id) and cut into batches of
+   `batch_size`; a bucket's last batch is padded with dummy rows so every
+   batch of a bucket has the same (batch_size, bucket) shape.
+3. Run a jitted forward pass per batch that returns only the captured sites:
+   the logits are dead code (XLA drops them) and the layer stack is cut after
+   the deepest requested layer.
+4. Keep every real token except BOS (unless keep_bos) and padding; rows come
+   out grouped by document in that (bucket, doc_id) order; `doc_ids`,
+   `positions`, `token_ids` and `offsets` say where each row comes from.
+
+Host memory: in memory, the result (n, d) per layer plus one batch; to disk,
+one chunk buffer plus one batch, whatever the dataset size ("one batch" is
+the forward pass's working set, a few (batch_size, bucket, d_mlp) arrays),
+plus 12 bytes per token for the token ids and offsets of the plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+import warnings
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from snmf_jax.activations._readers import read_dataset
+from snmf_jax.activations._store import (Activations, ActivationStore, StoreWriter,
+                                         STORE_DTYPES)
+
+SITES = ("mlp_hidden", "mlp_out", "resid_post")
+_PROVENANCE = {"doc_ids": ("int32", ()), "positions": ("int32", ()),
+               "token_ids": ("int32", ()), "offsets": ("int32", (2,))}
+
+
+# ---------------------------------------------------------------------------
+# Tokenization with character offsets.
+
+
+_TOKENIZE_SLICE = 2048
+
+
+def _backend(tokenizer):
+    """The `tokenizers.Tokenizer` behind a tokenizer, or None."""
+    import tokenizers
+    if isinstance(tokenizer, tokenizers.Tokenizer):
+        return tokenizer
+    backend = getattr(tokenizer, "backend", None)
+    return backend if isinstance(backend, tokenizers.Tokenizer) else None
+
+
+def _offsets_by_search(tokenizer, text: str, ids: Sequence[int]) -> np.ndarray:
+    """Character spans of tokens found by decoding each one and searching."""
+    spans = np.zeros((len(ids), 2), np.int32)
+    cursor = 0
+    for i, t in enumerate(ids):
+        piece = tokenizer.decode([int(t)])
+        key = piece.strip() or piece
+        pos = text.find(key, cursor) if key else -1
+        if pos < 0 or pos - cursor > len(piece) + 8:
+            spans[i] = (cursor, cursor)
+        else:
+            spans[i] = (pos, pos + len(key))
+            cursor = pos + len(key)
+    return spans
+
+
+def tokenize_with_offsets(tokenizer, texts: Sequence[str], add_bos: bool = True
+                          ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Token ids and character spans of each text.
+
+    The ids are exactly `tokenizer.encode(text, add_bos=add_bos)`: BOS is
+    added only where the model's tokenizer adds it (Gemma yes, SmolLM2 no).
+    Spans come from the wrapped `tokenizers.Tokenizer` (`tokenizer.backend`);
+    without one, each decoded token is looked up in the text.
+
+    Args:
+      tokenizer: a `snmf_jax.models.Tokenizer` (or a bare `tokenizers.Tokenizer`).
+      texts: the documents.
+      add_bos: add the special tokens the tokenizer adds (its BOS).
+
+    Returns:
+      Per text (ids (T,) int32, offsets (T, 2) int32 [start, end) into the
+      text; special tokens get an empty span).
+    """
+    texts = list(texts)
+    backend = _backend(tokenizer)
+    if backend is not None:
+        out = []
+        # Slices bound the Rust-side Encoding objects (~100 bytes per token).
+        for k in range(0, len(texts), _TOKENIZE_SLICE):
+            for e in backend.encode_batch(texts[k:k + _TOKENIZE_SLICE],
+                                          add_special_tokens=add_bos):
+                offs = np.asarray(e.offsets, np.int32).reshape(-1, 2)  # (T, 2)
+                special = np.asarray(e.special_tokens_mask, bool)
+                offs[special] = offs[special][:, :1]  # added specials: empty span
+                out.append((np.asarray(e.ids, np.int32), offs))
+        if backend is tokenizer or all(
+                list(tokenizer.encode(texts[j], add_bos=add_bos)) == out[j][0].tolist()
+                for j in range(min(len(texts), 4))):
+            return out
+    return [(np.asarray(ids, np.int32), _offsets_by_search(tokenizer, text, ids))
+            for text, ids in zip(texts, tokenizer.encode_batch(texts, add_bos=add_bos))]
+
+
+# ---------------------------------------------------------------------------
+# Planning.
+
+
+def length_buckets(max_length: int, min_bucket: int = 16) -> tuple[int, ...]:
+    """Padded lengths: powers of two from `min_bucket` below `max_length`, then it.
+
+    >>> length_buckets(100)
+    (16, 32, 64, 100)
+    """
+    out, b = [], min_bucket
+    while b < max_length:
+        out.append(b)
+        b *= 2
+    out.append(max_length)
+    return tuple(out)
+
+
+class _Batch(NamedTuple):
+    length: int              # padded length T of the bucket
+    docs: tuple[int, ...]    # doc ids, at most batch_size
+    row_start: int           # first export row of this batch
+    rows: int                # rows this batch yields
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    tokens: list             # per doc (ids, offsets), truncated
+    first: np.ndarray        # per doc first kept position (1 drops its BOS)
+    batches: tuple[_Batch, ...]
+    n_rows: int
+    buckets: tuple[int, ...]
+    digest: str              # SHA-256 of every doc's token ids and first position
+
+
+def _plan(tokenized, *, max_length: int, batch_size: int, drop_id: int | None,
+          min_bucket: int) -> _Plan:
+    """Truncates, buckets and batches the tokenized documents.
+
+    Args:
+      tokenized: per doc (ids, offsets).
+      max_length: longest kept document (tokens).
+      batch_size: documents per batch.
+      drop_id: a document starting with this id (BOS) loses that row; None
+        keeps every row.
+      min_bucket: shortest padded length.
+    """
+    truncated, dropped = 0, 0
+    tokens = []
+    for ids, offs in tokenized:
+        if len(ids) > max_length:
+            truncated += 1
+            dropped += len(ids) - max_length
+            ids, offs = ids[:max_length], offs[:max_length]
+        tokens.append((ids, offs))
+    if truncated:
+        warnings.warn(
+            f"{truncated} document(s) longer than max_length={max_length} tokens were "
+            f"truncated ({dropped} tokens dropped); raise max_length (at most the "
+            "model's context) or split long documents to keep them", stacklevel=3)
+    first = np.asarray([int(drop_id is not None and len(ids) > 0 and ids[0] == drop_id)
+                        for ids, _ in tokens], np.int64)
+    lengths = np.asarray([len(ids) for ids, _ in tokens], np.int64)
+    buckets = length_buckets(max_length, min_bucket)
+    bucket_of = np.searchsorted(np.asarray(buckets), lengths)
+    order = sorted((int(bucket_of[i]), i) for i in range(len(tokens))
+                   if lengths[i] > first[i])
+    batches, row, k = [], 0, 0
+    while k < len(order):
+        bkt = order[k][0]
+        docs = []
+        while k < len(order) and order[k][0] == bkt and len(docs) < batch_size:
+            docs.append(order[k][1])
+            k += 1
+        rows = int(sum(lengths[i] - first[i] for i in docs))
+        batches.append(_Batch(buckets[bkt], tuple(docs), row, rows))
+        row += rows
+    h = hashlib.sha256()
+    for (ids, _), f in zip(tokens, first):
+        h.update(np.asarray([len(ids), f], "<i8").tobytes())
+        h.update(ids.astype("<i4").tobytes())
+    return _Plan(tokens, first, tuple(batches), row, buckets, h.hexdigest())
+
+
+# ---------------------------------------------------------------------------
+# The jitted capture.
+
+
+@functools.partial(jax.jit, static_argnames=("config", "capture"))
+def _capture(params, tokens, mask, *, config, capture):
+    """Captured sites only, float32: tuple of (B, T, dim) in `capture` order."""
+    from snmf_jax.models import forward
+    out = forward(params, tokens, config=config, attention_mask=mask, capture=capture)
+    return tuple(out.captures[key].astype(jnp.float32) for key in capture)
+
+
+def _truncate_model(params, config, n_layers: int):
+    """Params and config of the first `n_layers` blocks (enough for captures)."""
+    if n_layers == config.n_layers:
+        return params, config
+    params = dict(params)
+    params["layers"] = jax.tree.map(lambda a: a[:n_layers], params["layers"])
+    config = dataclasses.replace(
+        config, n_layers=n_layers,
+        layer_types=tuple(config.layer_types[:n_layers]) if config.layer_types else ())
+    return params, config
+
+
+@jax.jit
+def _leaf_heads(params):
+    return [jnp.ravel(x)[:256].astype(jnp.float32) for x in jax.tree.leaves(params)]
+
+
+def _params_digest(params) -> str:
+    """Cheap fingerprint of the weights: paths, shapes, dtypes, leading values."""
+    h = hashlib.sha256()
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    for (path, leaf), head in zip(leaves, _leaf_heads(params)):
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(str((tuple(leaf.shape), str(leaf.dtype))).encode())
+        h.update(np.asarray(head).tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Export.
+
+
+def _check_layers(layers, n_layers: int) -> tuple[int, ...]:
+    single = isinstance(layers, (int, np.integer)) and not isinstance(layers, bool)
+    seq = (int(layers),) if single else tuple(layers) if isinstance(
+        layers, (list, tuple, range)) else None
+    if seq is None or not seq or any(isinstance(x, bool) or not isinstance(
+            x, (int, np.integer)) for x in seq):
+        raise ValueError(
+            f"layers must be an int or a non-empty list of ints; got {layers!r}")
+    seq = tuple(int(x) for x in seq)
+    bad = [x for x in seq if not 0 <= x < n_layers]
+    if bad:
+        raise ValueError(
+            f"layer index out of range: layers={list(seq)}, but the model has "
+            f"n_layers={n_layers} (valid: 0..{n_layers - 1})")
+    if len(set(seq)) != len(seq):
+        raise ValueError(f"layers has duplicates: {list(seq)}")
+    return seq
+
+
+def export_activations(model, data: Any, layers: int | Sequence[int], *,
+                       site: str = "mlp_hidden", batch_size: int = 16,
+                       max_length: int | None = None, keep_bos: bool = False,
+                       out: str | os.PathLike | None = None, chunk_rows: int = 16384,
+                       dtype: str = "float32", overwrite: bool = False,
+                       min_bucket: int = 16, tokenizer=None, progress: bool = True):
+    """Runs `model` over a dataset and collects the activations of some layers.
+
+    Args:
+      model: a `snmf_jax.models.Model` (config, params, tokenizer, name).
+      data: anything `read_dataset` takes: a `TextDataset`, a list of
+        strings, a path (.json concept file, .jsonl, text) or "concepts".
+      layers: a layer index, or a list of them (0-based).
+      site: "mlp_hidden" (the SNMF input: input of the down projection),
+        "mlp_out" or "resid_post".
+      batch_size: documents per forward pass.
+      max_length: longest document in tokens (BOS included); longer ones are
+        truncated with a warning. Default and maximum: the model's context
+        (`config.max_position`).
+      keep_bos: also keep the rows of the BOS token (excluded by default:
+        BOS activations are huge outliers that dominate a factorization).
+        BOS is whatever the model's tokenizer puts first (`tokenizer.encode`
+        with add_bos=True): Gemma adds one, SmolLM2 adds none, so there
+        every token is kept.
+      out: None to return `Activations`; a directory to write an
+        `ActivationStore` there and return it. Rerunning an interrupted
+        export with the same arguments resumes it from its last complete
+        chunk and gives the same files.
+      chunk_rows: rows per chunk of the store.
+      dtype: storage dtype of the store, "float32" or "float16".
+      overwrite: with `out`, delete an existing store there first.
+      min_bucket: shortest padded length.
+      tokenizer: overrides `model.tokenizer`.
+      progress: show a tqdm progress bar (tokens).
+
+    Returns:
+      With `out`: an `ActivationStore`. Otherwise an `Activations` when
+      `layers` is an int, or a dict layer -> `Activations` (sharing their
+      provenance arrays) when it is a list. Rows are grouped by document,
+      documents ordered by (length bucket, doc_id); see `Activations`.
+
+    Raises:
+      ValueError: empty dataset, layer out of range, unknown site, bad
+        max_length / batch_size / chunk_rows / dtype, NaN or Inf activations,
+        or (with `out`) a store there written with other settings.
+    """
+    config = model.config
+    if site not in SITES:
+        raise ValueError(f"unknown site {site!r}; expected one of {SITES}")
+    layer_seq = _check_layers(layers, config.n_layers)
+    for name, v in (("batch_size", batch_size), ("chunk_rows", chunk_rows),
+                    ("min_bucket", min_bucket)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive int; got {v!r}")
+    if dtype not in STORE_DTYPES:
+        raise ValueError(f"dtype must be one of {STORE_DTYPES}; got {dtype!r}")
+    if max_length is None:
+        max_length = config.max_position
+    if not isinstance(max_length, (int, np.integer)) or not 1 <= max_length <= config.max_position:
+        raise ValueError(
+            f"max_length must be an int in [1, {config.max_position}] (the model's "
+            f"context); got {max_length!r}")
+    tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+    if tokenizer is None:
+        raise ValueError(
+            "the model has no tokenizer; pass tokenizer= or load the model with one")
+    dataset = read_dataset(data)
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty: nothing to export")
+
+    bos_id = getattr(tokenizer, "bos_id", None)
+    pad_id = getattr(tokenizer, "pad_id", None)
+    plan = _plan(tokenize_with_offsets(tokenizer, dataset.texts, add_bos=True),
+                 max_length=int(max_length), batch_size=int(batch_size),
+                 drop_id=None if keep_bos else bos_id, min_bucket=int(min_bucket))
+    if plan.n_rows == 0:
+        raise ValueError(
+            "the dataset yields no tokens to export (every document is empty"
+            + (" apart from BOS" if bos_id is not None and not keep_bos else "") + ")")
+    d = config.site_dim(site)
+    labels = (np.asarray(dataset.labels, np.int32) if dataset.labelled else None)
+    name = getattr(model, "name", "") or ""
+
+    if out is None:
+        X = {l: np.empty((plan.n_rows, d), np.float32) for l in layer_seq}
+        prov = {k: np.empty((plan.n_rows, *v[1]), np.int32) for k, v in _PROVENANCE.items()}
+        if labels is not None:
+            prov["labels"] = np.empty((plan.n_rows,), np.int32)
+
+        def sink(r0, xs, pv):
+            r1 = r0 + next(iter(xs.values())).shape[0]
+            for l in layer_seq:
+                X[l][r0:r1] = xs[l]
+            for k in prov:
+                prov[k][r0:r1] = pv[k]
+
+        _run(model, plan, layer_seq, site, labels, sink, skip_rows=0,
+             batch_size=int(batch_size), pad_id=pad_id, progress=progress)
+        acts = {l: Activations(
+            X=X[l], doc_ids=prov["doc_ids"], positions=prov["positions"],
+            token_ids=prov["token_ids"], offsets=prov["offsets"], texts=dataset.texts,
+            labels=prov.get("labels"),
+            label_names=dataset.label_names if labels is not None else None,
+            layer=l, site=site, model_name=name) for l in layer_seq}
+        return acts[layer_seq[0]] if isinstance(layers, (int, np.integer)) else acts
+
+    provenance = dict(_PROVENANCE)
+    if labels is not None:
+        provenance["labels"] = ("int32", ())
+    settings = {
+        "model": name,
+        "config": hashlib.sha256(repr(config).encode()).hexdigest(),
+        "params": _params_digest(model.params),
+        "layers": list(layer_seq), "site": site, "dtype": dtype,
+        "chunk_rows": int(chunk_rows), "batch_size": int(batch_size),
+        "max_length": int(max_length), "keep_bos": bool(keep_bos),
+        "buckets": list(plan.buckets), "dataset": dataset.fingerprint(),
+        "tokens": plan.digest, "n_rows": plan.n_rows,
+    }
+    writer = StoreWriter(
+        out, layers=layer_seq, d=d, chunk_rows=int(chunk_rows), n_rows=plan.n_rows,
+        settings=settings, dtype=dtype, overwrite=overwrite, provenance=provenance,
+        info={"model": name, "site": site,
+              "dataset": {"fingerprint": settings["dataset"], "n_docs": len(dataset),
+                          "labelled": dataset.labelled,
+                          "source": dataset.metadata.get("source")}},
+        documents={"texts": list(dataset.texts),
+                   "labels": None if labels is None else list(dataset.labels),
+                   "label_names": None if labels is None else list(dataset.label_names),
+                   "metadata": dataset.metadata})
+    if writer.complete:
+        return ActivationStore(writer.path)
+
+    def sink(r0, xs, pv):
+        writer.append(xs, pv)
+
+    _run(model, plan, layer_seq, site, labels, sink,
+         skip_rows=writer.rows_done, batch_size=int(batch_size), pad_id=pad_id,
+         progress=progress)
+    return writer.finish()
+
+
+def _run(model, plan: _Plan, layers: tuple[int, ...], site: str,
+         labels: np.ndarray | None, sink, *, skip_rows: int, batch_size: int,
+         pad_id: int | None, progress: bool) -> None:
+    """Runs the plan's batches from row `skip_rows` on, feeding rows to `sink`.
+
+    sink(row_start, {layer: (m, d) float32}, {provenance name: (m, ...)}).
+    """
+    from tqdm.auto import tqdm
+    params, config = _truncate_model(model.params, model.config, max(layers) + 1)
+    capture = tuple((l, site) for l in layers)
+    pad = pad_id if pad_id is not None else (config.pad_token_id or 0)
+    bar = tqdm(total=plan.n_rows, unit="tok", disable=not progress, dynamic_ncols=True,
+               desc=f"export {getattr(model, 'name', '') or 'model'} "
+                    f"L{','.join(map(str, layers))} {site}")
+    bar.update(min(skip_rows, plan.n_rows))
+    try:
+        for batch in plan.batches:
+            r0, r1 = batch.row_start, batch.row_start + batch.rows
+            if r1 <= skip_rows:
+                continue
+            t = batch.length
+            tokens = np.full((batch_size, t), pad, np.int32)  # (B, T)
+            mask = np.zeros((batch_size, t), np.int32)         # (B, T)
+            mask[:, 0] = 1  # dummy rows get one real token so attention stays finite
+            for j, doc in enumerate(batch.docs):
+                ids = plan.tokens[doc][0]
+                tokens[j, :len(ids)] = ids
+                mask[j, :len(ids)] = 1
+            outs = _capture(params, jnp.asarray(tokens), jnp.asarray(mask),
+                            config=config, capture=capture)
+            # Rows of this batch: docs in order, positions first..len-1.
+            lens = [len(plan.tokens[doc][0]) for doc in batch.docs]
+            firsts = [int(plan.first[doc]) for doc in batch.docs]
+            b_idx = np.repeat(np.arange(len(batch.docs), dtype=np.int32),
+                              [n - f for n, f in zip(lens, firsts)])  # (m,)
+            t_idx = np.concatenate([np.arange(f, n, dtype=np.int32)
+                                    for n, f in zip(lens, firsts)])  # (m,)
+            prov = {
+                "doc_ids": np.asarray(batch.docs, np.int32)[b_idx],
+                "positions": t_idx,
+                "token_ids": tokens[b_idx, t_idx],
+                "offsets": np.concatenate([plan.tokens[doc][1][f:]
+                                           for doc, f in zip(batch.docs, firsts)]),
+            }
+            if labels is not None:
+                prov["labels"] = labels[prov["doc_ids"]]
+            xs = {}
+            for l, o in zip(layers, outs):
+                rows = np.asarray(o)[b_idx, t_idx]  # (m, d)
+                if not np.isfinite(rows).all():
+                    bad = prov["doc_ids"][~np.isfinite(rows).all(axis=1)]
+                    raise FloatingPointError(
+                        f"non-finite activations at layer {l} site {site!r} in "
+                        f"document(s) {sorted(set(bad.tolist()))[:10]}")
+                xs[l] = rows
+            skip = max(skip_rows - r0, 0)  # resuming inside this batch
+            if skip:
+                xs = {l: x[skip:] for l, x in xs.items()}
+                prov = {k: v[skip:] for k, v in prov.items()}
+            sink(r0 + skip, xs, prov)
+            bar.update(batch.rows - skip)
+    finally:
+        bar.close()

@@ -1,0 +1,357 @@
+"""Text datasets and the readers that build them from files or Python values.
+
+A `TextDataset` is what `export_activations` consumes: documents (strings),
+optionally one label per document, and free-form dataset-level metadata.
+
+Readers:
+- `read_concept_json`: the paper's concept files in both shapes, a list of
+  ``{"prompt": ..., "label": ...}`` records or a dict ``label -> [sentences]``.
+- `read_jsonl`: one JSON object per line with a text field (and optionally a
+  label field).
+- `read_text`: plain text, one document per line or per paragraph (blank-line
+  separated).
+- `from_texts`: a Python list of strings (and optional labels).
+- `read_dataset`: dispatches on the argument (a dataset, a list, a path or the
+  name ``"concepts"`` of the package's own dataset).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TextDataset:
+    """Documents to run through a model, optionally labelled.
+
+    Attributes:
+      texts: the documents, in order; a document's index is its `doc_id`.
+      labels: per document an index into `label_names`, or None (unlabelled).
+      label_names: the label vocabulary, or None (unlabelled).
+      metadata: dataset-level information (source path, format, concept
+        hierarchy, ...); JSON-serialisable values.
+    """
+
+    texts: tuple[str, ...]
+    labels: tuple[int, ...] | None = None
+    label_names: tuple[str, ...] | None = None
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        texts = tuple(self.texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(
+                    f"TextDataset.texts[{i}] must be a str; got "
+                    f"{type(t).__name__}")
+        object.__setattr__(self, "texts", texts)
+        if (self.labels is None) != (self.label_names is None):
+            raise ValueError(
+                "TextDataset.labels and label_names must both be given or both "
+                f"be None; got labels={'None' if self.labels is None else '...'}"
+                f", label_names={'None' if self.label_names is None else '...'}")
+        if self.labels is not None:
+            labels = tuple(int(x) for x in self.labels)
+            names = tuple(str(x) for x in self.label_names)
+            if len(labels) != len(texts):
+                raise ValueError(
+                    f"TextDataset.labels has {len(labels)} entries; expected one "
+                    f"per text ({len(texts)})")
+            bad = [x for x in labels if not 0 <= x < len(names)]
+            if bad:
+                raise ValueError(
+                    f"TextDataset.labels must index label_names (0..{len(names) - 1})"
+                    f"; got {bad[0]}")
+            object.__setattr__(self, "labels", labels)
+            object.__setattr__(self, "label_names", names)
+        object.__setattr__(self, "metadata", dict(self.metadata))
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def labelled(self) -> bool:
+        return self.labels is not None
+
+    def label_of(self, doc_id: int) -> str | None:
+        """The label name of document `doc_id`, or None when unlabelled."""
+        if self.labels is None:
+            return None
+        return self.label_names[self.labels[doc_id]]
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of the texts, labels and label names.
+
+        Two datasets with the same fingerprint give the same export; metadata
+        does not count.
+        """
+        h = hashlib.sha256()
+        h.update(f"n={len(self.texts)}\n".encode())
+        for t in self.texts:
+            b = t.encode("utf-8", "surrogatepass")
+            h.update(len(b).to_bytes(8, "little"))
+            h.update(b)
+        if self.labels is not None:
+            h.update(json.dumps([list(self.labels), list(self.label_names)],
+                                ensure_ascii=False).encode())
+        return h.hexdigest()
+
+
+def from_texts(texts: Iterable[str], labels: Sequence[str] | Sequence[int] | None = None,
+               label_names: Sequence[str] | None = None,
+               metadata: Mapping[str, Any] | None = None) -> TextDataset:
+    """Builds a dataset from Python strings.
+
+    Args:
+      texts: the documents.
+      labels: None, one label name (str) per text, or one int index into
+        `label_names` per text.
+      label_names: the label vocabulary when `labels` are ints. With string
+        labels it defaults to the labels in order of first appearance.
+      metadata: dataset-level metadata.
+
+    Returns:
+      A `TextDataset`.
+    """
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(
+            "texts must be a sequence of strings, not a single "
+            f"{type(texts).__name__}; wrap it in a list")
+    texts = tuple(texts)
+    meta = dict(metadata or {})
+    if labels is None:
+        if label_names is not None:
+            raise ValueError("label_names given without labels")
+        return TextDataset(texts, metadata=meta)
+    labels = list(labels)
+    if labels and all(isinstance(x, str) for x in labels):
+        names = list(label_names) if label_names is not None else list(
+            dict.fromkeys(labels))
+        index = {n: i for i, n in enumerate(names)}
+        missing = [x for x in labels if x not in index]
+        if missing:
+            raise ValueError(
+                f"label {missing[0]!r} is not in label_names {names!r}")
+        return TextDataset(texts, tuple(index[x] for x in labels), tuple(names), meta)
+    if label_names is None:
+        raise ValueError("integer labels need label_names")
+    return TextDataset(texts, tuple(int(x) for x in labels), tuple(label_names), meta)
+
+
+def _read_utf8(path: Path) -> str:
+    """Reads a file as UTF-8, naming the file and byte offset on bad bytes."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(
+            f"{path}: not valid UTF-8 at byte offset {e.start} (line {line}): "
+            f"byte {data[e.start:e.start + 1]!r} ({e.reason}); re-encode the "
+            "file as UTF-8") from None
+    return text.removeprefix("\ufeff")  # a BOM is not part of the first document
+
+
+def _check_nonempty(texts: Sequence[str], path: Path) -> None:
+    if not texts:
+        raise ValueError(f"{path}: no documents found (the dataset is empty)")
+
+
+def read_concept_json(path: str | os.PathLike, *, text_field: str | None = None,
+                      label_field: str = "label") -> TextDataset:
+    """Reads a concept dataset in either of the paper's two JSON shapes.
+
+    - a list of records ``[{"prompt": str, "label": str}, ...]`` (the text
+      field may also be called "text" or "sentence"; override with
+      `text_field`), or
+    - a dict ``{label: [sentence, ...], ...}``.
+
+    Label names keep their exact spelling (some paper labels start with a
+    space) and are ordered by first appearance.
+
+    Args:
+      path: the .json file.
+      text_field: the text key of list records (default: the first of
+        "prompt", "text", "sentence" present).
+      label_field: the label key of list records.
+
+    Returns:
+      A labelled `TextDataset`.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(_read_utf8(path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None
+    texts: list[str] = []
+    labels: list[str] = []
+    if isinstance(data, dict):
+        for label, sentences in data.items():
+            if isinstance(sentences, str) or not isinstance(sentences, list):
+                raise ValueError(
+                    f"{path}: expected label -> list of sentences; label "
+                    f"{label!r} maps to a {type(sentences).__name__}")
+            for j, s in enumerate(sentences):
+                if not isinstance(s, str):
+                    raise ValueError(
+                        f"{path}: label {label!r} sentence {j} is a "
+                        f"{type(s).__name__}, expected a string")
+                texts.append(s)
+                labels.append(label)
+        shape = "dict"
+    elif isinstance(data, list):
+        for i, rec in enumerate(data):
+            if not isinstance(rec, dict):
+                raise ValueError(
+                    f"{path}: record {i} is a {type(rec).__name__}; expected an "
+                    'object like {"prompt": ..., "label": ...}')
+            field = text_field or next(
+                (k for k in ("prompt", "text", "sentence") if k in rec), None)
+            if field is None or field not in rec:
+                raise ValueError(
+                    f"{path}: record {i} has no text field "
+                    f"{text_field or 'prompt/text/sentence'!r}; keys: {sorted(rec)}")
+            if label_field not in rec:
+                raise ValueError(
+                    f"{path}: record {i} has no label field {label_field!r}; "
+                    f"keys: {sorted(rec)}")
+            if not isinstance(rec[field], str):
+                raise ValueError(
+                    f"{path}: record {i} field {field!r} is a "
+                    f"{type(rec[field]).__name__}, expected a string")
+            texts.append(rec[field])
+            labels.append(str(rec[label_field]))
+        shape = "records"
+    else:
+        raise ValueError(
+            f"{path}: expected a JSON list of records or a dict label -> "
+            f"sentences; got a {type(data).__name__}")
+    _check_nonempty(texts, path)
+    return from_texts(texts, labels, metadata={
+        "source": str(path), "format": f"concept-json-{shape}"})
+
+
+def read_jsonl(path: str | os.PathLike, *, text_field: str = "text",
+               label_field: str | None = None) -> TextDataset:
+    """Reads JSON Lines, one document per non-blank line.
+
+    Args:
+      path: the .jsonl file.
+      text_field: key of the document text in each object.
+      label_field: key of a label (any JSON scalar, used as a string), or None.
+
+    Returns:
+      A `TextDataset`, labelled when `label_field` is given.
+    """
+    path = Path(path)
+    texts: list[str] = []
+    labels: list[str] = []
+    for lineno, line in enumerate(_read_utf8(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: not valid JSON: {e}") from None
+        if not isinstance(rec, dict) or text_field not in rec:
+            keys = sorted(rec) if isinstance(rec, dict) else type(rec).__name__
+            raise ValueError(
+                f"{path}:{lineno}: expected an object with text field "
+                f"{text_field!r}; got {keys}")
+        if not isinstance(rec[text_field], str):
+            raise ValueError(
+                f"{path}:{lineno}: field {text_field!r} is a "
+                f"{type(rec[text_field]).__name__}, expected a string")
+        texts.append(rec[text_field])
+        if label_field is not None:
+            if label_field not in rec:
+                raise ValueError(
+                    f"{path}:{lineno}: no label field {label_field!r}; keys: "
+                    f"{sorted(rec)}")
+            labels.append(str(rec[label_field]))
+    _check_nonempty(texts, path)
+    return from_texts(texts, labels if label_field is not None else None,
+                      metadata={"source": str(path), "format": "jsonl"})
+
+
+def read_text(path: str | os.PathLike, *, split: str = "lines") -> TextDataset:
+    """Reads a plain UTF-8 text file.
+
+    Args:
+      path: the file.
+      split: "lines" (one document per non-blank line) or "paragraphs"
+        (documents separated by one or more blank lines; a paragraph's lines
+        are joined with a single newline).
+
+    Returns:
+      An unlabelled `TextDataset`. Leading/trailing whitespace of each
+      document is stripped.
+    """
+    path = Path(path)
+    text = _read_utf8(path)
+    if split == "lines":
+        docs = [ln.strip() for ln in text.splitlines()]
+        docs = [d for d in docs if d]
+    elif split == "paragraphs":
+        docs, cur = [], []
+        for ln in text.splitlines():
+            if ln.strip():
+                cur.append(ln.strip())
+            elif cur:
+                docs.append("\n".join(cur))
+                cur = []
+        if cur:
+            docs.append("\n".join(cur))
+    else:
+        raise ValueError(
+            f"split must be 'lines' or 'paragraphs'; got {split!r}")
+    _check_nonempty(docs, path)
+    return from_texts(docs, metadata={"source": str(path), "format": f"text-{split}"})
+
+
+def read_dataset(source: Any, *, text_field: str | None = None,
+                 label_field: str | None = None, split: str = "lines") -> TextDataset:
+    """Turns anything dataset-like into a `TextDataset`.
+
+    Args:
+      source: a `TextDataset` (returned as is); a list/tuple of strings; the
+        name "concepts" (the package's own labelled concept dataset); or a
+        path: ``.json`` (concept JSON), ``.jsonl`` (JSON Lines), anything
+        else is plain text.
+      text_field: text key for .json records / .jsonl lines.
+      label_field: label key (.json records default "label"; .jsonl default
+        none).
+      split: plain text: "lines" or "paragraphs".
+
+    Returns:
+      A `TextDataset`.
+    """
+    if isinstance(source, TextDataset):
+        return source
+    if isinstance(source, (list, tuple)):
+        return from_texts(source)
+    if isinstance(source, str) and source == "concepts" and not Path(source).exists():
+        from snmf_jax.activations._dataset import load_concepts
+        return load_concepts()
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"dataset {str(source)!r} is neither an existing file nor a "
+                "known dataset name ('concepts')")
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            return read_concept_json(path, text_field=text_field,
+                                     label_field=label_field or "label")
+        if suffix == ".jsonl":
+            return read_jsonl(path, text_field=text_field or "text",
+                              label_field=label_field)
+        return read_text(path, split=split)
+    raise TypeError(
+        "dataset must be a TextDataset, a list of strings, a path or "
+        f"'concepts'; got {type(source).__name__}")
