@@ -71,6 +71,7 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
       The SHA-256 (hex) of the file's bytes.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     header: dict[str, Any] = {}
     offset = 0
     names = sorted(tensors)

@@ -161,6 +161,7 @@ def test_load_errors(tmp_path):
 
 
 def test_checkpoint_resume_equals_uninterrupted(tmp_path):
+    tmp_path = tmp_path / "new" / "dir"  # created on demand
     x = _data()
     kw = dict(rank=4, max_iter=60, patience=None, progress=False, chunk_size=10)
     full = sj.fit(x, **kw)

@@ -190,8 +190,22 @@ def winner_take_all(features: Array, keep: int) -> Array:
     return jnp.where(bits >= lo[..., None], features, jnp.zeros_like(features))
 
 
+def scaled_features(gram: Array, cross: Array, config: SNMFConfig) -> tuple[Array, Array]:
+    """Steps 1-3 of `update`: the features from CᵀC and CᵀX, and the norms of C's columns.
+
+    Returns:
+      (features (K, d) already multiplied by the norms, norms (K,)).
+    """
+    phi = solve_features(gram, cross, config.reg)  # (K, d)
+    phi = winner_take_all(phi, config.keep(cross.shape[1]))
+    norms = jnp.maximum(jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0)),
+                        jnp.asarray(config.norm_floor, cross.dtype))  # (K,)
+    return phi * norms[:, None], norms
+
+
 def update(x: Array, state: SNMFState, config: SNMFConfig,
-           *, axis_name: str | None = None) -> SNMFState:
+           *, axis_name: str | None = None,
+           prepared: tuple[Array, Array] | None = None) -> SNMFState:
     """One SNMF iteration.
 
     Args:
@@ -200,18 +214,18 @@ def update(x: Array, state: SNMFState, config: SNMFConfig,
       config: static settings.
       axis_name: mapped axis the tokens are sharded over; the Gram, cross
         term and loss terms are summed over it (the only communication).
+      prepared: `scaled_features(state.gram, state.cross, config)`, when the
+        caller runs this update on many row blocks of one state (the
+        streaming fit) and computes it once.
 
     Returns:
       The next SNMFState.
     """
     dtype = x.dtype
-    gram, cross = state.gram, state.cross
-    phi = solve_features(gram, cross, config.reg)  # (K, d)
-    phi = winner_take_all(phi, config.keep(x.shape[1]))
-    norms = jnp.maximum(jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0)),
-                        jnp.asarray(config.norm_floor, dtype))  # (K,)
+    if prepared is None:
+        prepared = scaled_features(state.gram, state.cross, config)
+    phi, norms = prepared
     codes = state.codes / norms
-    phi = phi * norms[:, None]
 
     p = x @ phi.T  # (n, K): NT product, X untransposed
     q = phi @ phi.T  # (K, K)

@@ -1,0 +1,139 @@
+"""`snmf-jax fit`: factorize stored activations (in memory, streamed, or
+sharded over devices and processes)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("snmf_jax")
+
+
+def register(subparsers) -> None:
+    """Adds the `fit` subcommand."""
+    p = subparsers.add_parser(
+        "fit", help="factorize activations X ≈ C Φ (SNMF)",
+        description=(
+            "Factorize activations X (tokens x neurons) into nonnegative codes and "
+            "sparse features. INPUT is an activation store directory or a .safetensors "
+            "file holding a 2-D tensor 'X'. The result (features, codes, losses) is "
+            "written to --out as snmf.safetensors + snmf.json."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("input", help="activation store directory or .safetensors file")
+    p.add_argument("--out", required=True, help="output folder for the result")
+    p.add_argument("--rank", type=int, required=True, help="number of features K")
+    p.add_argument("--sparsity", type=float, default=0.01,
+                   help="keep-fraction of neurons per feature")
+    p.add_argument("--init", choices=("random", "svd", "kmeans"), default="random")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-iter", type=int, default=1000)
+    p.add_argument("--patience", type=int, default=50,
+                   help="stop after this many iterations without improvement (0: never)")
+    p.add_argument("--tol", type=float, default=1e-5)
+    p.add_argument("--tol-mode", choices=("relative", "absolute"), default="relative")
+    p.add_argument("--layer", type=int, default=None, help="layer of a multi-layer store")
+    p.add_argument("--key", default="X", help="tensor name in a .safetensors input")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="checkpoint folder (resumed if it holds a checkpoint); with "
+                        "--streaming it also holds the codes (default OUT/stream)")
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--streaming", action="store_true",
+                   help="stream the input chunk by chunk each iteration (data larger "
+                        "than memory); codes are kept on disk")
+    p.add_argument("--chunk-rows", type=int, default=4096,
+                   help="rows per chunk when streaming a .safetensors file")
+    p.add_argument("--shard", action="store_true",
+                   help="shard tokens over all local devices (one process)")
+    g = p.add_argument_group("multi-process (one command per process)")
+    g.add_argument("--coordinator", default=None, help="host:port of process 0")
+    g.add_argument("--num-processes", type=int, default=None)
+    g.add_argument("--process-id", type=int, default=None)
+    g.add_argument("--local-devices", type=int, default=None,
+                   help="CPU devices per process (testing on one machine)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _source(args):
+    from snmf_jax.factorize import _streaming  # pylint: disable=g-import-not-at-top
+    path = Path(args.input)
+    if not path.exists():
+        raise SystemExit(f"snmf-jax fit: input {str(path)!r} does not exist")
+    if path.is_file():
+        return _streaming.SafetensorsSource(path, args.key, args.chunk_rows)
+    return _streaming.as_source(path, layer=args.layer)
+
+
+def _load_all(src) -> np.ndarray:
+    return np.concatenate([np.asarray(src.chunk(i), np.float32) for i in range(src.num_chunks)])
+
+
+def run(args) -> int:
+    multi = args.coordinator is not None
+    if multi:
+        if args.num_processes is None or args.process_id is None:
+            raise SystemExit("snmf-jax fit: --coordinator needs --num-processes and --process-id")
+        if args.streaming:
+            raise SystemExit("snmf-jax fit: --streaming runs in one process; drop "
+                             "--coordinator or --streaming")
+        from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
+        _distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                                local_device_count=args.local_devices)
+    elif args.local_devices is not None:
+        import jax  # pylint: disable=g-import-not-at-top
+        jax.config.update("jax_num_cpu_devices", args.local_devices)
+
+    import jax  # pylint: disable=g-import-not-at-top
+    from snmf_jax.factorize import _fit, _sharded, _streaming  # pylint: disable=g-import-not-at-top
+
+    out = Path(args.out)
+    kw = dict(sparsity=args.sparsity, init=args.init, seed=args.seed, max_iter=args.max_iter,
+              patience=args.patience or None, tol=args.tol, tol_mode=args.tol_mode,
+              progress=not args.no_progress and jax.process_index() == 0,
+              metadata={"input": str(Path(args.input).resolve()), "layer": args.layer})
+    src = _source(args)
+    t0 = time.perf_counter()
+    if args.streaming:
+        result = _streaming.fit_streaming(
+            src, args.rank, checkpoint_dir=args.checkpoint_dir or out / "stream", **kw)
+    elif multi:
+        from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
+        rows, start = _distributed.load_process_rows(src)
+        result = _sharded.fit_sharded(rows, args.rank, mesh=_distributed.global_mesh(),
+                                      checkpoint_dir=args.checkpoint_dir,
+                                      checkpoint_every=args.checkpoint_every, **kw)
+        # Codes stay with their process: one chunk per process in OUT/codes.
+        counts = _distributed.allgather_ints([rows.shape[0]])[:, 0]
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        codes_dir = out / "codes"
+        _streaming.CodesStore.write_chunk(codes_dir, jax.process_index(), result.codes)
+        _distributed.barrier("snmf-jax fit: codes written")
+        if jax.process_index() == 0:
+            _streaming.CodesStore.finish(codes_dir, bounds, args.rank)
+        result = dataclasses.replace(result, codes=None, metadata={
+            **result.metadata, "codes_store": "codes"})
+    else:
+        mesh = None
+        if args.shard:
+            from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
+            mesh = _distributed.global_mesh()
+        result = _fit.fit(_load_all(src), args.rank, mesh=mesh,
+                          checkpoint_dir=args.checkpoint_dir,
+                          checkpoint_every=args.checkpoint_every, **kw)
+    seconds = time.perf_counter() - t0
+    if jax.process_index() == 0:
+        result.save(out)
+        print(json.dumps({"out": str(out), "loss": result.loss, "best_iter": result.best_iter,
+                          "n_iter": result.n_iter, "converged": result.converged,
+                          "seconds": round(seconds, 3)}))
+    if multi:
+        from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
+        _distributed.barrier("snmf-jax fit: done")
+    return 0
+
