@@ -22,6 +22,11 @@ _EXPORTS = {
     "Tokenizer": "_tokenizer",
     "load_model": "_load",
     "PRESETS": "_presets",
+    "cache_dir": "_presets",
+    "read_gguf": "_gguf",
+    "GGUFError": "_gguf",
+    "config_from_gguf": "_gguf",
+    "params_from_gguf": "_gguf",
 }
 
 __all__ = sorted(_EXPORTS)

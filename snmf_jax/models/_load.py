@@ -1,0 +1,235 @@
+"""`load_model`: a preset name, a .gguf file, a Hugging Face folder or hub id.
+
+Everything loads offline. Hub ids resolve through huggingface_hub's local
+cache (downloading only when the network is allowed); without it the error
+says how to fetch the folder and pass its path instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from snmf_jax.models._presets import PRESETS
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+# safetensors dtype -> numpy dtype (BF16 / F8 through ml_dtypes, a jax dependency).
+_ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+              "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+              "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+
+
+def _np_dtype(name: str) -> np.dtype:
+    try:
+        return np.dtype(name)
+    except TypeError:
+        import ml_dtypes
+        return np.dtype(getattr(ml_dtypes, name))
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Memory-maps a .safetensors file into numpy arrays (any dtype, bf16 too).
+
+    Args:
+      path: the file.
+
+    Returns:
+      name -> read-only array backed by the file.
+
+    Raises:
+      ValueError: the file is truncated or not safetensors.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path} is not a safetensors file: only {size} bytes")
+        n = int.from_bytes(head, "little")
+        if n > size - 8 or n > 100_000_000:
+            raise ValueError(f"{path} is truncated or not a safetensors file (header "
+                             f"length {n}, file size {size})")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as e:
+            raise ValueError(f"{path} is not a safetensors file: bad header ({e})") from None
+    header.pop("__metadata__", None)
+    data = np.memmap(path, np.uint8, mode="r") if size > 8 + n else np.zeros(0, np.uint8)
+    out = {}
+    for name, info in header.items():
+        try:
+            dtype = _np_dtype(_ST_DTYPES[info["dtype"]])
+            begin, end = (8 + n + int(o) for o in info["data_offsets"])
+            shape = tuple(int(s) for s in info["shape"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ValueError(f"{path}: unsupported or malformed entry for tensor "
+                             f"{name!r}: {info!r}") from None
+        if end > size or end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            raise ValueError(f"{path} is truncated or corrupted: tensor {name!r} needs "
+                             f"bytes {begin}..{end} of {size}")
+        out[name] = data[begin:end].view(dtype).reshape(shape)
+    return out
+
+
+def _hf_weights(folder: Path) -> dict[str, np.ndarray]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{folder}: shards listed in {index.name} are missing: "
+                                    f"{', '.join(missing)}")
+        files = [folder / s for s in shards]
+    elif (folder / "model.safetensors").is_file():
+        files = [folder / "model.safetensors"]
+    else:
+        files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        pickled = sorted(p.name for p in folder.glob("*.bin"))
+        hint = (f" (found {', '.join(pickled)}: pickle-based checkpoints are not loaded; "
+                f"re-save with save_pretrained(..., safe_serialization=True))"
+                if pickled else "")
+        raise FileNotFoundError(f"{folder} has no model.safetensors{hint}")
+    state: dict[str, np.ndarray] = {}
+    for f in files:
+        state.update(read_safetensors(f))
+    return state
+
+
+def _load_hf_folder(folder: Path, dtype, tokenizer: bool, name: str):
+    from snmf_jax.models._hf import config_from_hf, params_from_hf
+    from snmf_jax.models._model import Model
+    from snmf_jax.models._tokenizer import Tokenizer
+
+    cfg_file = folder / "config.json"
+    try:
+        config_dict = json.loads(cfg_file.read_text())
+    except ValueError as e:
+        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
+    try:
+        config = config_from_hf(config_dict)
+    except ValueError as e:
+        raise ValueError(f"cannot load {folder}: {e}") from None
+    tok = None
+    if tokenizer:
+        if not (folder / "tokenizer.json").is_file():
+            raise FileNotFoundError(
+                f"{folder} has no tokenizer.json. Save one beside the weights "
+                f"(AutoTokenizer.from_pretrained(...).save_pretrained('{folder}')), or "
+                f"pass tokenizer=False to load the weights alone")
+        tok = Tokenizer.from_file(folder / "tokenizer.json")
+    params = params_from_hf(config, _hf_weights(folder), dtype)
+    return Model(config=config, params=params, tokenizer=tok, name=name)
+
+
+def _load_gguf(path: Path, dtype, tokenizer: bool, name: str, progress: bool):
+    import jax
+
+    from snmf_jax.models._gguf import config_from_gguf, params_from_gguf, read_gguf
+    from snmf_jax.models._model import Model
+    from snmf_jax.models._tokenizer import Tokenizer
+
+    gf = read_gguf(path)
+    try:
+        config = config_from_gguf(gf)
+        tok = Tokenizer.from_gguf(gf) if tokenizer else None
+        params = params_from_gguf(gf, config, np.dtype(dtype), progress=progress)
+    finally:
+        gf.close()
+    # Zero-copy on CPU: the loader allocates 64-byte aligned buffers.
+    params = jax.device_put(params)
+    return Model(config=config, params=params, tokenizer=tok, name=name)
+
+
+def _from_hub(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FileNotFoundError(
+            f"{repo_id!r} is not a preset ({', '.join(PRESETS)}) nor a local path, and "
+            f"huggingface_hub is not installed to resolve it as a hub id") from None
+    try:
+        return Path(snapshot_download(
+            repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja"]))
+    except Exception as e:  # offline, not cached, gated, unknown repo, network
+        raise FileNotFoundError(
+            f"could not get the Hugging Face model {repo_id!r} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else 'no detail'}). snmf-jax works "
+            f"offline: download the folder where you have network access, e.g.\n"
+            f"    huggingface-cli download {repo_id} --local-dir ./{repo_id.split('/')[-1]}\n"
+            f"and pass its path: load_model('./{repo_id.split('/')[-1]}')") from None
+
+
+def load_model(name_or_path: str | os.PathLike, dtype: Any = jnp.float32, *,
+               tokenizer: bool = True, progress: bool = True):
+    """Loads a model with its weights and tokenizer.
+
+    Args:
+      name_or_path: one of
+        - a preset name: "smollm2-135m", "gemma3-270m" (see `PRESETS`);
+        - a .gguf file (llama.cpp; architectures llama, gemma2, gemma3, gpt2;
+          any quantization, dequantized on load);
+        - a Hugging Face folder: config.json, model.safetensors (or shards
+          with model.safetensors.index.json) and tokenizer.json;
+        - a Hugging Face hub id "org/name", resolved from the local hub cache
+          (and downloaded only when huggingface_hub may use the network).
+      dtype: dtype of the weights (float32 by default; jnp.bfloat16 halves
+        the memory).
+      tokenizer: also load the tokenizer (an error when there is none).
+      progress: show progress bars.
+
+    Returns:
+      A `Model`.
+
+    Raises:
+      FileNotFoundError: unknown name, missing file, or a missing tokenizer.
+      ModuleNotFoundError: a preset whose package is not installed (the
+        message gives the pip command).
+      ValueError: unsupported architecture, corrupted or truncated file.
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"name_or_path must be a str or a path; got "
+                        f"{type(name_or_path).__name__}")
+    try:
+        np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a floating dtype such as jnp.float32; got "
+                        f"{dtype!r}") from None
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype must be a floating dtype such as jnp.float32; got {dtype!r}")
+    key = os.fspath(name_or_path)
+    if key in PRESETS:
+        return _load_gguf(PRESETS[key].path(), dtype, tokenizer, key, progress)
+    path = Path(key).expanduser()
+    if path.is_file():
+        with open(path, "rb") as f:
+            is_gguf = f.read(4) == b"GGUF"
+        if is_gguf or path.suffix == ".gguf":
+            return _load_gguf(path, dtype, tokenizer, str(path), progress)
+        raise ValueError(f"{path} is neither a .gguf file nor a folder; pass a GGUF "
+                         f"file, a Hugging Face folder or a preset "
+                         f"({', '.join(PRESETS)})")
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return _load_hf_folder(path, dtype, tokenizer, str(path))
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return _load_gguf(ggufs[0], dtype, tokenizer, str(ggufs[0]), progress)
+        raise FileNotFoundError(
+            f"{path} has no config.json (a Hugging Face folder) and "
+            f"{'several' if ggufs else 'no'} .gguf files; pass the file itself")
+    if _HUB_ID.match(key) and path.suffix != ".gguf":
+        return _load_hf_folder(_from_hub(key), dtype, tokenizer, key)
+    if path.suffix == ".gguf" or os.sep in key or key.startswith((".", "~")):
+        raise FileNotFoundError(f"no such file or folder: {path}")
+    raise FileNotFoundError(
+        f"unknown model {key!r}: not a preset ({', '.join(PRESETS)}), not an existing "
+        f"file or folder, and not a hub id of the form 'org/name'")
