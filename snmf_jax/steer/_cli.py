@@ -1,0 +1,99 @@
+"""`snmf-jax steer`: calibrate one feature to a KL target and print continuations."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Adds the `steer` subcommand."""
+    p = subparsers.add_parser(
+        "steer", help="steer a model with an SNMF feature at a KL-calibrated strength",
+        description="Calibrates +alpha and -alpha of one feature so that the next-token KL "
+                    "on the calibration prompt hits --kl, then prints the unsteered and both "
+                    "steered continuations of --prompt.")
+    p.add_argument("--model", required=True, help="preset name, HF folder or .gguf file")
+    p.add_argument("--features", required=True, help="folder of a saved SNMFResult")
+    p.add_argument("--feature", type=int, required=True, help="feature index (row of Φ)")
+    p.add_argument("--layer", type=int, default=None,
+                   help="layer the features were fitted on (default: read from the result)")
+    p.add_argument("--kl", type=float, default=0.1, help="KL target in nats (default 0.1)")
+    p.add_argument("--prompt", action="append", default=None,
+                   help="prompt to continue (repeatable; default 'I think that')")
+    p.add_argument("--calibration-prompt", default="I think that",
+                   help="prompt whose next-token KL is calibrated")
+    p.add_argument("--site", default="auto", choices=("auto", "mlp_hidden", "mlp_out"),
+                   help="auto: mlp_out for Gemma 2/3 (post-feedforward norm), else mlp_hidden")
+    p.add_argument("--where", default="all", choices=("all", "prompt", "generated"))
+    p.add_argument("--max-new-tokens", type=int, default=30)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--samples", type=int, default=1, help="samples per variant")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chat", action="store_true", help="use the tokenizer's chat template")
+    p.set_defaults(func=run)
+    return p
+
+
+def _layer_of(result, layer: int | None) -> int:
+    for source in (getattr(result, "metadata", None) or {}, getattr(result, "settings", None) or {}):
+        if source.get("layer") is not None:
+            recorded = int(source["layer"])
+            if layer is not None and layer != recorded:
+                raise SystemExit(f"--layer {layer} disagrees with the layer recorded in the "
+                                 f"result ({recorded})")
+            return recorded
+    if layer is None:
+        raise SystemExit("the result does not record its layer; pass --layer")
+    return layer
+
+
+def _load_model(name: str):
+    from snmf_jax.models import load_model
+    return load_model(name)
+
+
+def run(args: argparse.Namespace) -> int:
+    from snmf_jax.factorize import SNMFResult
+    from snmf_jax.steer._calibrate import calibrate_both
+    from snmf_jax.steer._directions import feature_directions
+    from snmf_jax.steer._generate import generate
+
+    result = SNMFResult.load(args.features)
+    layer = _layer_of(result, args.layer)
+    k = result.features.shape[0]
+    if not 0 <= args.feature < k:
+        raise SystemExit(f"--feature must be in [0, {k}); got {args.feature}")
+    if args.kl <= 0:
+        raise SystemExit(f"--kl must be > 0; got {args.kl}")
+    model = _load_model(args.model)
+    dirs = feature_directions(model, result.features, layer=layer, indices=[args.feature],
+                              site=args.site)
+    pos, neg = calibrate_both(model, dirs, targets=(args.kl,), prompt=args.calibration_prompt,
+                              where="prompt" if args.where == "prompt" else "all",
+                              chat=args.chat)
+    a_pos, a_neg = float(pos.alphas[0, 0]), float(neg.alphas[0, 0])
+    print(f"feature {args.feature} | layer {layer} {dirs.site} | target KL {args.kl:g} "
+          f"on {args.calibration_prompt!r}")
+    for name, cal, a in (("+", pos, a_pos), ("-", neg, a_neg)):
+        note = "" if cal.reachable[0, 0] else "  (target unreachable: best KL shown)"
+        print(f"  {name}alpha = {a:.4g}  KL = {float(cal.kl[0, 0]):.4g}{note}")
+    # One batch: unsteered, +alpha, -alpha.
+    vec = np.repeat(dirs.vectors, 3, axis=0)  # (3, dim)
+    from snmf_jax.steer._patches import make_patch
+    patch = make_patch(layer, dirs.site, vec, scale=np.array([0.0, a_pos, -a_neg], np.float32))
+    prompts = args.prompt or ["I think that"]
+    gen = generate(model, prompts, patch, where=args.where, max_new_tokens=args.max_new_tokens,
+                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                   seed=args.seed, n_samples=args.samples, chat=args.chat)
+    labels = ("unsteered", f"+{a_pos:.3g}", f"-{a_neg:.3g}")
+    for j, prompt in enumerate(prompts):
+        print(f"\nprompt: {prompt!r}")
+        for i, label in enumerate(labels):
+            for s in range(args.samples):
+                text = gen.texts[i][j][s].replace("\n", "\\n")
+                print(f"  [{label:>10}] {text}")
+    return 0

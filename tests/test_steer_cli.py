@@ -1,0 +1,75 @@
+"""`snmf-jax steer`: prints calibrated alphas and three continuations."""
+
+import argparse
+
+import jax
+import numpy as np
+import pytest
+
+from snmf_jax.factorize import SNMFResult
+from snmf_jax.models import Model, ModelConfig, init_params
+from snmf_jax.steer import _cli
+
+
+class CharTokenizer:
+    bos_id, eos_ids, pad_id, chat_template = 2, (1,), 0, None
+
+    def encode(self, text, add_bos=True):
+        return ([2] if add_bos else []) + [3 + ord(c) % 60 for c in text]
+
+    def decode(self, ids, skip_special=False):
+        return "".join(chr(97 + i % 26) for i in ids)
+
+
+def tiny_model():
+    cfg = ModelConfig(family="llama", vocab_size=64, d_model=32, n_layers=2, n_heads=4,
+                      n_kv_heads=2, head_dim=8, d_mlp=48, max_position=64, eos_token_ids=(1,),
+                      tie_embeddings=False)
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    params["unembed"]["kernel"] = params["unembed"]["kernel"] * 3.0
+    return Model(cfg, params, CharTokenizer(), "tiny")
+
+
+def save_result(path, metadata):
+    features = np.random.default_rng(0).standard_normal((4, 48)).astype(np.float32)
+    SNMFResult(features=features, codes=None, losses=np.zeros(1, np.float32), best_iter=1,
+               converged=True, settings={"rank": 4}, metadata=metadata).save(path)
+    return path
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    _cli.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+@pytest.mark.slow
+def test_steer_command_prints_both_signs_next_to_unsteered(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(_cli, "_load_model", lambda name: tiny_model())
+    path = save_result(tmp_path / "res", {"layer": 1, "site": "mlp_hidden"})
+    args = parse(["steer", "--model", "tiny", "--features", str(path), "--feature", "0",
+                  "--kl", "0.5", "--prompt", "hello", "--max-new-tokens", "5"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "feature 0 | layer 1 mlp_hidden | target KL 0.5" in out
+    assert "+alpha =" in out and "-alpha =" in out
+    lines = [line for line in out.splitlines() if line.strip().startswith("[")]
+    assert len(lines) == 3 and "unsteered" in lines[0]
+    assert len({line.split("]", 1)[1] for line in lines}) >= 2  # steering changed something
+
+
+def test_steer_command_needs_a_layer(tmp_path, monkeypatch):
+    monkeypatch.setattr(_cli, "_load_model", lambda name: tiny_model())
+    path = save_result(tmp_path / "res", {})
+    args = parse(["steer", "--model", "tiny", "--features", str(path), "--feature", "0"])
+    with pytest.raises(SystemExit, match="does not record its layer; pass --layer"):
+        args.func(args)
+    args = parse(["steer", "--model", "tiny", "--features", str(path), "--feature", "9",
+                  "--layer", "1"])
+    with pytest.raises(SystemExit, match=r"--feature must be in \[0, 4\)"):
+        args.func(args)
+    path = save_result(tmp_path / "res2", {"layer": 0})
+    args = parse(["steer", "--model", "tiny", "--features", str(path), "--feature", "0",
+                  "--layer", "1"])
+    with pytest.raises(SystemExit, match="disagrees with the layer recorded"):
+        args.func(args)
