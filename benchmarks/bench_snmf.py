@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snmf_jax.factorize import _fit, _inits, _solver
+from snmf_jax.factorize import _fit, _solver
 
 
 def numpy_gemm_pair(x, c, phi):

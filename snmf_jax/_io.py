@@ -6,6 +6,7 @@ renamed over the target, so a reader (or a crash) never sees half a file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,18 +18,20 @@ import numpy as np
 from safetensors.numpy import load_file
 from safetensors import safe_open
 
-__all__ = ["atomic_write_bytes", "write_json", "read_json", "write_safetensors",
+__all__ = ["atomic_open", "atomic_write_bytes", "write_json", "read_json", "write_safetensors",
            "save_arrays", "load_arrays", "read_metadata"]
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to `path` atomically (temp file + fsync + rename)."""
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike):
+    """Opens a temp file beside `path` for binary writing; on success it is
+    fsync'ed and renamed over `path`, on failure removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -36,6 +39,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes `data` to `path` atomically (temp file + fsync + rename)."""
+    with atomic_open(path) as f:
+        f.write(data)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -70,8 +79,6 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
     Returns:
       The SHA-256 (hex) of the file's bytes.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     header: dict[str, Any] = {}
     offset = 0
     names = sorted(tensors)
@@ -90,20 +97,11 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
     hb = json.dumps(header, separators=(",", ":")).encode()
     hb += b" " * (-len(hb) % 8)  # tensor data starts 8-byte aligned
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for piece in (len(hb).to_bytes(8, "little"), hb,
-                          *(memoryview(a).cast("B") for a in arrays if a.size)):
-                f.write(piece)
-                digest.update(piece)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        for piece in (len(hb).to_bytes(8, "little"), hb,
+                      *(memoryview(a).cast("B") for a in arrays if a.size)):
+            f.write(piece)
+            digest.update(piece)
     return digest.hexdigest()
 
 

@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -215,6 +214,23 @@ def drive(run_chunk: Callable[[FitState, int], tuple[FitState, Array, Array]],
     return fs, losses
 
 
+def fit_settings(*, rank, sparsity, init, seed, patience, tol, tol_mode, reg, mu_eps,
+                 dtype, n, d, has_codes_init) -> tuple[_solver.SNMFConfig, StopRule, dict]:
+    """The static update config, the stopping rule and the JSON settings of a fit.
+
+    The settings identify a trajectory: a checkpoint resumes only under the
+    same settings.
+    """
+    config = _solver.SNMFConfig(rank=int(rank), sparsity=float(sparsity), reg=reg, mu_eps=mu_eps)
+    rule = StopRule(patience=patience, tol=float(tol), relative=tol_mode == "relative")
+    settings = {"rank": int(rank), "sparsity": float(sparsity),
+                "init": "codes_init" if has_codes_init else init,
+                "seed": int(seed), "patience": patience, "tol": float(tol),
+                "tol_mode": tol_mode, "reg": reg, "mu_eps": mu_eps,
+                "dtype": str(np.dtype(dtype)), "n_tokens": int(n), "d": int(d)}
+    return config, rule, settings
+
+
 def fit(x, rank: int, *, sparsity: float = 0.01, init: str = "random", seed: int = 0,
         codes_init=None, max_iter: int = 1000, patience: int | None = 50,
         tol: float = 1e-5, tol_mode: str = "relative", reg: float = 1e-6,
@@ -273,13 +289,10 @@ def fit(x, rank: int, *, sparsity: float = 0.01, init: str = "random", seed: int
         raise ValueError(f"checkpoint_every and chunk_size must be >= 1; got "
                          f"{checkpoint_every}, {chunk_size}")
 
-    config = _solver.SNMFConfig(rank=int(rank), sparsity=float(sparsity), reg=reg, mu_eps=mu_eps)
-    rule = StopRule(patience=patience, tol=float(tol), relative=tol_mode == "relative")
-    settings = {"rank": int(rank), "sparsity": float(sparsity),
-                "init": "codes_init" if codes_init is not None else init,
-                "seed": int(seed), "patience": patience, "tol": float(tol),
-                "tol_mode": tol_mode, "reg": reg, "mu_eps": mu_eps,
-                "dtype": str(x.dtype), "n_tokens": int(n), "d": int(d)}
+    config, rule, settings = fit_settings(
+        rank=rank, sparsity=sparsity, init=init, seed=seed, patience=patience, tol=tol,
+        tol_mode=tol_mode, reg=reg, mu_eps=mu_eps, dtype=x.dtype, n=n, d=d,
+        has_codes_init=codes_init is not None)
 
     checkpointer = None
     restored = None

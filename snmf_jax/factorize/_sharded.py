@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import warnings
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -323,15 +322,7 @@ def check_local_data(x, name: str = "X"):
         x = np.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_tokens, d_mlp); got shape {tuple(x.shape)}")
-    dtype = np.dtype(x.dtype)
-    if dtype == np.float64 and not jax.config.jax_enable_x64:
-        warnings.warn(
-            f"{name} is float64 but JAX's x64 mode is off, so the fit runs in "
-            f"float32. Enable it with jax.config.update('jax_enable_x64', True).",
-            stacklevel=3)
-        dtype = np.dtype(np.float32)
-    elif dtype not in (np.float32, np.float64):
-        dtype = np.dtype(np.float32)
+    dtype = _validate.compute_dtype(x.dtype, name)
     if isinstance(x, np.ndarray):
         x = x.astype(dtype, copy=False)
         step = max(1, (1 << 24) // max(1, x.shape[1]))  # bounded temporaries
@@ -519,13 +510,10 @@ def fit_sharded(x, rank: int, *, mesh: Mesh | None = None, sparsity: float = 0.0
     layout = RowLayout(counts=counts, rows_per_device=max(math.ceil(c / lpd) for c in counts),
                        devices_per_process=lpd)
 
-    config = _solver.SNMFConfig(rank=int(rank), sparsity=float(sparsity), reg=reg, mu_eps=mu_eps)
-    rule = _fit.StopRule(patience=patience, tol=float(tol), relative=tol_mode == "relative")
-    settings = {"rank": int(rank), "sparsity": float(sparsity),
-                "init": "codes_init" if codes_init is not None else init,
-                "seed": int(seed), "patience": patience, "tol": float(tol),
-                "tol_mode": tol_mode, "reg": reg, "mu_eps": mu_eps,
-                "dtype": str(np.dtype(dtype)), "n_tokens": int(n), "d": int(d)}
+    config, rule, settings = _fit.fit_settings(
+        rank=rank, sparsity=sparsity, init=init, seed=seed, patience=patience, tol=tol,
+        tol_mode=tol_mode, reg=reg, mu_eps=mu_eps, dtype=dtype, n=n, d=d,
+        has_codes_init=codes_init is not None)
 
     xg = _to_global(x, mesh, layout)  # (padded, d)
     checkpointer = None

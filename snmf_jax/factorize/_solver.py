@@ -21,7 +21,6 @@ import dataclasses
 import math
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 from jax import lax, Array
 

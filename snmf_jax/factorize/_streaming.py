@@ -440,13 +440,11 @@ def fit_streaming(source, rank: int, *, sparsity: float = 0.01, init: str = "ran
         raise ValueError("return_codes=False keeps the codes on disk, so it needs "
                          "checkpoint_dir= (None would delete them at the end)")
 
-    config = _solver.SNMFConfig(rank=int(rank), sparsity=float(sparsity), reg=reg, mu_eps=mu_eps)
-    rule = _fit.StopRule(patience=patience, tol=float(tol), relative=tol_mode == "relative")
-    settings = {"rank": int(rank), "sparsity": float(sparsity),
-                "init": "codes_init" if codes_init is not None else init,
-                "seed": int(seed), "patience": patience, "tol": float(tol),
-                "tol_mode": tol_mode, "reg": reg, "mu_eps": mu_eps,
-                "dtype": str(dtype), "n_tokens": n, "d": d, "streaming": True}
+    config, rule, settings = _fit.fit_settings(
+        rank=rank, sparsity=sparsity, init=init, seed=seed, patience=patience, tol=tol,
+        tol_mode=tol_mode, reg=reg, mu_eps=mu_eps, dtype=dtype, n=n, d=d,
+        has_codes_init=codes_init is not None)
+    settings["streaming"] = True
 
     tmp = None
     if checkpoint_dir is None:

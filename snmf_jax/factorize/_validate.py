@@ -26,6 +26,18 @@ def describe_nonfinite(a, name: str) -> str | None:
             f"factorizing.")
 
 
+def compute_dtype(dtype, name: str = "X") -> np.dtype:
+    """The dtype a fit computes in: float32, or float64 when x64 is on."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float64 and not jax.config.jax_enable_x64:
+        warnings.warn(
+            f"{name} is float64 but JAX's x64 mode is off, so the fit runs in "
+            f"float32. Enable it with jax.config.update('jax_enable_x64', True).",
+            stacklevel=4)
+        return np.dtype(np.float32)
+    return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
+
+
 def check_data(x, name: str = "X") -> jax.Array:
     """Validates and converts the data matrix.
 
@@ -43,16 +55,7 @@ def check_data(x, name: str = "X") -> jax.Array:
             f"{name} must be 2-D (n_tokens, d_mlp); got shape {tuple(x.shape)}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
-    dtype = np.dtype(x.dtype)
-    if dtype == np.float64 and not jax.config.jax_enable_x64:
-        warnings.warn(
-            f"{name} is float64 but JAX's x64 mode is off, so the fit runs in "
-            f"float32. Enable it with jax.config.update('jax_enable_x64', True).",
-            stacklevel=3)
-        dtype = np.dtype(np.float32)
-    elif dtype not in (np.float32, np.float64):
-        dtype = np.dtype(np.float32)
-    x = jnp.asarray(x, dtype)
+    x = jnp.asarray(x, compute_dtype(x.dtype, name))
     msg = describe_nonfinite(x, name)
     if msg:
         raise ValueError(msg)
