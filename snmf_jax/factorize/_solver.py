@@ -76,14 +76,25 @@ def _psum(x, axis_name):
     return x if axis_name is None else lax.psum(x, axis_name)
 
 
+# GEMM orientations measured on XLA:CPU (jax 0.10, 8192 x 3072 x 100, one
+# run, interleaved): CᵀX as `c.T @ x` 49 ms vs dot_general(C, X, contracting
+# (0, 0)) 80-90 ms (numpy 60 ms); XΦᵀ as dot_general(Φ, X, (1, 1)).T 48 ms vs
+# `x @ phi.T` 56 ms (numpy 45 ms). X itself is never transposed.
+
+
 def _gram(c: Array) -> Array:
-    """CᵀC (K, K), contracting the token axis of both operands."""
-    return lax.dot_general(c, c, (((0,), (0,)), ((), ())))
+    """CᵀC (K, K)."""
+    return c.T @ c
 
 
 def _cross(c: Array, x: Array) -> Array:
-    """CᵀX (K, d) as dot_general(C, X) over tokens: X stays untransposed."""
-    return lax.dot_general(c, x, (((0,), (0,)), ((), ())))
+    """CᵀX (K, d); only the small factor C is transposed."""
+    return c.T @ x
+
+
+def _project(x: Array, phi: Array) -> Array:
+    """XΦᵀ (n, K), computed as (Φ Xᵀ)ᵀ: contracts both operands' last axis."""
+    return lax.dot_general(phi, x, (((1,), (1,)), ((), ()))).T
 
 
 def row_losses(row_sqnorm: Array, codes: Array, p: Array, q: Array) -> Array:
@@ -226,7 +237,7 @@ def update(x: Array, state: SNMFState, config: SNMFConfig,
     phi, norms = prepared
     codes = state.codes / norms
 
-    p = x @ phi.T  # (n, K): NT product, X untransposed
+    p = _project(x, phi)  # (n, K)
     q = phi @ phi.T  # (K, K)
     p_pos, p_neg = jnp.maximum(p, 0), jnp.maximum(-p, 0)
     q_pos, q_neg = jnp.maximum(q, 0), jnp.maximum(-q, 0)
