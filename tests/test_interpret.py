@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 
 from snmf_jax import interpret
@@ -27,10 +29,19 @@ def test_summary_labels_and_vocab():
 
 
 def test_vocab_projection_matches_manual():
+    from snmf_jax.models import ModelConfig
     rng = np.random.default_rng(1)
     params = {"embed": rng.standard_normal((7, 3)),
               "layers": {"down": {"kernel": rng.standard_normal((2, 5, 3))}}}
+    config = ModelConfig(family="llama", vocab_size=7, d_model=3, n_layers=2, n_heads=1,
+                         n_kv_heads=1, head_dim=3, d_mlp=5, tie_embeddings=True)
     feats = rng.standard_normal((2, 5))
-    out = interpret.vocab_projection(params, None, feats, layer=1)
+    out = interpret.vocab_projection(params, config, feats, layer=1)
     np.testing.assert_allclose(out, feats @ params["layers"]["down"]["kernel"][1] @ params["embed"].T,
                                rtol=1e-4, atol=1e-5)
+    # Untied: the unembedding kernel is used, not the embedding.
+    params["unembed"] = {"kernel": rng.standard_normal((3, 7))}
+    untied = dataclasses.replace(config, tie_embeddings=False)
+    out = interpret.vocab_projection(params, untied, feats, layer=1)
+    np.testing.assert_allclose(out, feats @ params["layers"]["down"]["kernel"][1]
+                               @ params["unembed"]["kernel"], rtol=1e-4, atol=1e-5)

@@ -6,6 +6,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from snmf_jax.steer._directions import down_project, unembedding
+
 
 class FeatureSummary(NamedTuple):
     """What one feature responds to and what it writes.
@@ -61,16 +63,9 @@ def vocab_projection(params, config, features: np.ndarray, layer: int,
     Returns:
       (K, vocab) float32 logit contributions.
     """
-    down = np.asarray(params["layers"]["down"]["kernel"][layer], np.float32)  # (F, D)
-    if "unembed" in params:
-        unembed = np.asarray(params["unembed"]["kernel"], np.float32)  # (D, V)
-    else:
-        unembed = np.asarray(params["embed"], np.float32).T  # (D, V)
-    resid = np.asarray(features, np.float32) @ down  # (K, D)
-    if "post_mlp_norm" in params["layers"]:
-        # Gemma scales the MLP output per channel before the residual add.
-        resid = resid * np.asarray(params["layers"]["post_mlp_norm"]["scale"][layer], np.float32)
-    return resid @ unembed
+    # Feature images in the residual stream (through any post-MLP norm).
+    resid = down_project(params, config, layer, features)  # (K, D)
+    return resid @ unembedding(params, config)  # (K, V)
 
 
 def summarize_features(codes: np.ndarray, *, labels: np.ndarray | None = None,
