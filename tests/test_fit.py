@@ -191,3 +191,28 @@ def test_checkpoint_for_other_data_or_settings_is_refused(tmp_path):
         sj.fit(x, rank=3, max_iter=10, checkpoint_dir=tmp_path, progress=False)
     # A refused resume leaves the saved state untouched.
     assert (tmp_path / F.CHECKPOINT_FILE).read_bytes() == before
+
+
+def test_fits_pin_blas_to_one_thread_and_restore_it():
+    # OpenBLAS threads busy-wait after each solve and starve XLA's GEMMs on
+    # CPU; every driver runs its iterations with BLAS pinned (see _threads).
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return {i["filepath"]: i["num_threads"] for i in threadpool_info()
+                if i["user_api"] == "blas"}
+
+    x = _data()
+    jnp.linalg.solve(jnp.eye(2), jnp.ones(2)).block_until_ready()  # jaxlib's LAPACK is loaded
+    seen = []
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        assert before and set(before.values()) == {2}
+        sj.fit(x, rank=3, max_iter=4, patience=None, chunk_size=2, progress=False,
+               callback=lambda step, loss: seen.append(blas_threads()))
+        sj.fit_streaming(x, rank=3, max_iter=2, patience=None, progress=False,
+                         callback=lambda step, loss: seen.append(blas_threads()))
+        assert blas_threads() == before
+    assert len(seen) == 4 and all(set(s.values()) == {1} for s in seen)
+    with F.limit_blas_threads(None), threadpool_limits(limits=2, user_api="blas"):
+        assert set(blas_threads().values()) == {2}

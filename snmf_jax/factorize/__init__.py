@@ -6,6 +6,7 @@ from snmf_jax.factorize._result import SNMFResult
 from snmf_jax.factorize._solver import (SNMFConfig, SNMFState, init, update,
                                         winner_take_all, solve_features, scaled_features,
                                         dense_loss)
+from snmf_jax.factorize._threads import limit_blas_threads
 from snmf_jax.factorize._sharded import fit_sharded, token_sharding
 from snmf_jax.factorize._streaming import (fit_streaming, RowSource, ArraySource,
                                            SafetensorsSource, CodesStore, as_source)
@@ -16,7 +17,7 @@ from snmf_jax.factorize._distributed import (initialize as initialize_distribute
 __all__ = [
     "fit", "StopRule", "FitState", "CHECKPOINT_FILE", "SNMFResult", "SNMFConfig",
     "SNMFState", "init", "update", "winner_take_all", "solve_features", "dense_loss",
-    "random_codes", "svd_init", "kmeans_init", "scaled_features",
+    "random_codes", "svd_init", "kmeans_init", "scaled_features", "limit_blas_threads",
     "fit_sharded", "token_sharding", "fit_streaming", "RowSource", "ArraySource",
     "SafetensorsSource", "CodesStore", "as_source", "initialize_distributed", "global_mesh",
     "process_row_range", "process_chunk_range", "load_process_rows",

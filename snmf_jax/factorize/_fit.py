@@ -7,6 +7,7 @@ user's callback and writes checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -23,7 +24,7 @@ from jax import Array, lax
 from tqdm.auto import tqdm
 
 from snmf_jax import _io
-from snmf_jax.factorize import _inits, _solver, _validate
+from snmf_jax.factorize import _inits, _solver, _threads, _validate
 from snmf_jax.factorize._result import SNMFResult
 
 log = logging.getLogger("snmf_jax")
@@ -190,7 +191,8 @@ def drive(run_chunk: Callable[[FitState, int], tuple[FitState, Array, Array]],
     step = len(losses)
     bar = tqdm(total=max_iter, initial=step, disable=not progress, desc="snmf",
                unit="it", dynamic_ncols=True)
-    try:
+    # Every iteration's feature solve calls CPU LAPACK; see _threads.
+    with _threads.limit_blas_threads(), contextlib.closing(bar):
         while step < max_iter and not bool(fs.done):
             n = min(chunk, max_iter - step)
             if checkpointer is not None:
@@ -209,8 +211,6 @@ def drive(run_chunk: Callable[[FitState, int], tuple[FitState, Array, Array]],
             if checkpointer is not None and (step % checkpoint_every == 0 or step >= max_iter
                                              or bool(fs.done)):
                 checkpointer.save(fs, losses)
-    finally:
-        bar.close()
     return fs, losses
 
 

@@ -218,6 +218,9 @@ def update(x: Array, state: SNMFState, config: SNMFConfig,
            prepared: tuple[Array, Array] | None = None) -> SNMFState:
     """One SNMF iteration.
 
+    On CPU, run loops of it inside `limit_blas_threads()` as the fits do:
+    the feature solve's LAPACK threads otherwise spin on XLA's cores.
+
     Args:
       x: (n, d) data (this device's rows when sharded).
       state: current SNMFState.
