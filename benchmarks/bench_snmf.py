@@ -49,8 +49,8 @@ def numpy_iteration(x, c, p_keep, reg=1e-6, eps=1e-6):
 def _time(fn, repeats):
     best = []
     for _ in range(repeats):
-        # BLAS worker threads keep polling for a while after a call; let the previous
-        # contender's threads go idle so no timing pays for another's.
+        # BLAS worker threads keep polling for a while after a call; let the
+        # previous contender's threads go idle so no timing pays for another's.
         time.sleep(0.3)
         t = time.perf_counter()
         fn()

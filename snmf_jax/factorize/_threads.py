@@ -4,10 +4,9 @@ On CPU, jaxlib runs `jnp.linalg.solve` through the LAPACK that scipy ships
 (OpenBLAS in the wheels). OpenBLAS keeps idle worker threads polling for
 a while after each call (its OPENBLAS_THREAD_TIMEOUT), so after the feature
 solve of every iteration they spin on the very cores XLA's GEMM threads need
-next: measured
-on 2 cores (8192 x 3072, K=100), the X Φᵀ product took 61-75 ms inside the
-update against 45 ms alone, and the whole update 136 ms against 90 ms with
-BLAS pinned to one thread. The solve itself (K x K, d right-hand sides)
+next. Measured on 2 cores (8192 x 3072, K=100): the X Φᵀ product took
+61-75 ms inside the update against 45 ms alone, and the whole update 136 ms
+against 90 ms with BLAS pinned to one thread. The solve itself (K x K, d right-hand sides)
 barely notices: pinned vs not, 4.0 vs 5.6 ms at K=100, d=3072 and 108 vs
 103 ms at K=400, d=14336 (same machine, one interleaved run).
 """
