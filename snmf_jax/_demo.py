@@ -37,7 +37,24 @@ def _cell(s: str, width: int) -> str:
     return s if len(s) <= width else s[: width - 1] + "…"
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Fails before any work on settings the fit or the steering would refuse later."""
+    checks = (
+        ("--rank", args.rank, args.rank >= 1, "an integer >= 1"),
+        ("--sparsity", args.sparsity, 0.0 < args.sparsity <= 1.0, "a fraction in (0, 1]"),
+        ("--max-iter", args.max_iter, args.max_iter >= 1, "an integer >= 1"),
+        ("--kl", args.kl, 0.0 < args.kl < float("inf"), "a finite KL target > 0"),
+        ("--steer", args.steer, 0 <= args.steer <= args.rank, "in [0, --rank]"),
+        ("--layer", args.layer, args.layer is None or args.layer >= 0, "a layer index >= 0"),
+        ("--prompt", args.prompt, bool(args.prompt.strip()), "a non-empty prompt"),
+    )
+    for flag, value, ok, expected in checks:
+        if not ok:
+            raise ValueError(f"{flag} must be {expected}; got {value!r}")
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_args(args)
     import snmf_jax as sj
     from snmf_jax import activations, interpret, models, steer
 
@@ -46,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     model = models.load_model(args.model)
     cfg = model.config
     layer = cfg.n_layers // 2 if args.layer is None else args.layer
+    if layer >= cfg.n_layers:
+        raise ValueError(f"--layer must be in [0, {cfg.n_layers - 1}] for {args.model}; "
+                         f"got {layer}")
     data = activations.load_concepts()
     print(f"      {cfg.family}, {cfg.n_layers} layers, d_mlp={cfg.d_mlp}; "
           f"{len(data.texts)} sentences over {len(data.label_names)} concepts")

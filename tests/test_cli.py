@@ -1,0 +1,91 @@
+"""The `snmf-jax` command on bad input: one line on stderr, no traceback, non-zero exit.
+
+Every subcommand gets inputs a user gets wrong (missing files, out-of-range
+settings, unknown models); each must fail before any expensive work with one
+line that names what was wrong.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from snmf_jax import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def x_file(tmp_path):
+    path = tmp_path / "x.safetensors"
+    save_file({"X": np.random.default_rng(0).standard_normal((40, 12)).astype(np.float32)},
+              str(path))
+    return path
+
+
+def bad_inputs(tmp_path, x_file):
+    """(argv, a fragment the one line must contain) per hostile input."""
+    missing = str(tmp_path / "missing")
+    return [
+        (["fit", missing, "--out", str(tmp_path / "o"), "--rank", "3"], "missing"),
+        (["fit", str(x_file), "--out", str(tmp_path / "o"), "--rank", "0"], "rank"),
+        (["fit", str(x_file), "--out", str(tmp_path / "o"), "--rank", "3",
+          "--sparsity", "2"], "sparsity"),
+        (["fit", str(x_file), "--out", str(tmp_path / "o"), "--rank", "3", "--key", "nope"],
+         "nope"),
+        (["export", "--model", "no-such-model", "--layers", "1", "--out",
+          str(tmp_path / "e")], "no-such-model"),
+        (["export", "--model", "smollm2-135m", "--layers", "1", "--dataset",
+          missing + ".jsonl", "--out", str(tmp_path / "e")], "missing.jsonl"),
+        (["steer", "--model", "no-such-model", "--features", missing, "--feature", "0"],
+         "missing"),
+        (["demo", "--rank", "0"], "--rank"),
+        (["demo", "--kl", "-1"], "--kl"),
+        (["demo", "--sparsity", "0"], "--sparsity"),
+    ]
+
+
+def test_every_subcommand_fails_on_bad_input_with_one_line(tmp_path, x_file, capsys):
+    for argv, fragment in bad_inputs(tmp_path, x_file):
+        code = cli.main(argv)
+        err = capsys.readouterr().err.strip()
+        lines = err.splitlines()
+        assert code != 0, argv
+        assert len(lines) == 1, (argv, err)
+        assert "Traceback" not in err, argv
+        assert lines[0].startswith(f"snmf-jax {argv[0]}"), (argv, err)
+        assert fragment in lines[0], (argv, err)
+
+
+def test_usage_errors_are_one_line_with_exit_2(capsys):
+    for argv in (["no-such-command"], ["fit"], ["demo", "--rank", "three"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2, argv
+        assert len(err.splitlines()) == 1, (argv, err)
+        assert "(see --help)" in err
+
+
+def test_debug_shows_the_traceback(tmp_path, x_file, monkeypatch):
+    argv = ["fit", str(x_file), "--out", str(tmp_path / "o"), "--rank", "0"]
+    with pytest.raises(ValueError, match="rank"):
+        cli.main(["--debug", *argv])
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")
+    with pytest.raises(ValueError, match="rank"):
+        cli.main(argv)
+
+
+def test_the_installed_entry_point_prints_one_line(tmp_path):
+    """The real process: what a user sees in a terminal, exit status included."""
+    env = {k: v for k, v in os.environ.items() if k != cli.DEBUG_ENV}
+    proc = subprocess.run(
+        [sys.executable, "-m", "snmf_jax.cli", "demo", "--rank", "0"], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "snmf-jax demo: error: --rank must be an integer >= 1; got 0"]
