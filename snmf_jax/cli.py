@@ -13,6 +13,7 @@ _SUBCOMMAND_MODULES = (
     "snmf_jax.factorize._cli",
     "snmf_jax.activations._cli",
     "snmf_jax.steer._cli",
+    "snmf_jax.interpret._cli",
 )
 
 

@@ -135,7 +135,7 @@ def feature_report(features, codes, data, *, model=None, layer: int | None = Non
             "overlaps": [[j, int(count[f, j]), _r(jac[f, j], 3)] for j in other],
             "contexts": [{"row": c.row, "doc": c.doc, "label": c.label, "value": _r(c.value),
                           "center": c.center, "tokens": list(c.tokens),
-                          "values": [_r(v, 3) for v in c.values]} for c in contexts[f]],
+                          "values": [_r(v) for v in c.values]} for c in contexts[f]],
         }
         if proj is not None:
             entry["pos"] = [[decode(int(t)), _r(s, 4)]
