@@ -69,7 +69,8 @@ def test_list_shows_every_feature(page):
 def test_search_filters_the_list(page):
     dom = report.dump_dom(page, "q=zebra0")
     assert sorted(_entries(dom)) == [i for i in range(0, K, 2) if i % 3 == 0]
-    assert "no feature" not in dom
+    dom = report.dump_dom(page, "q=zebra0%20nothing-like-this")  # every term must match
+    assert _entries(dom) == [] and '<div class="feat empty-list">no feature matches' in dom
     dom = report.dump_dom(page, "q=%23" + "7")  # "#7": the index
     assert 7 in _entries(dom) and len(_entries(dom)) < K
 

@@ -57,7 +57,8 @@ def test_feature_report_gathers_every_part():
     assert f["description"] == "planted" and f["scores"] == {"concept": 1.5}
     assert f["steered"] == [{"text": "text a"}, {"text": "text b", "sign": "-"}]
     assert [c["row"] for c in f["contexts"]] == list(np.argsort(-codes[:, 2])[:4])
-    assert f["frac_nonzero"] == pytest.approx((codes[:, 2] > 0).mean(), rel=1e-3)
+    top = codes[:, 2].max()
+    assert f["frac_active"] == pytest.approx((codes[:, 2] > 0.1 * top).mean(), rel=1e-3)
     assert f["n_neurons"] == int((feats[2] != 0).sum())
     assert [n for n, _ in f["neurons"]] == list(np.argsort(-np.abs(feats[2]))[:f["n_neurons"]])
     assert len(f["labels"]) == 3 and set(rep["label_best"]) == {"x", "y", "z"}
@@ -89,6 +90,7 @@ def test_page_embeds_one_json_blob_safely():
     f = data["features"][0]
     c = f["c"][0]
     assert c[3] == rep["features"][0]["contexts"][0]["value"] and max(c[1]) <= 99
+    assert [data["strings"][t] for t in c[0]] == rep["features"][0]["contexts"][0]["tokens"]
     assert c[1][c[2]] == round(99 * c[3] / f["mx"])  # shading relative to the largest code
     assert "http://" not in page and "https://" not in page  # nothing from the network
 
@@ -117,7 +119,7 @@ def test_neuronpedia_export_layout(tmp_path):
     f = out["features"][0]
     assert f["feature_index"] == 0 and f["pos_str"] == ["a", "b"] and f["pos_values"] == [2.0, 1.0]
     assert f["neg_str"] == ["c"] and f["neg_values"] == [-3.0]
-    assert f["frac_nonzero"] == rep["features"][0]["frac_nonzero"]
+    assert f["frac_nonzero"] == rep["features"][0]["frac_active"]
     a = f["activations"][0]
     assert a["tokens"][a["maxValueTokenIndex"]] == rep["features"][0]["contexts"][0]["tokens"][
         rep["features"][0]["contexts"][0]["center"]]

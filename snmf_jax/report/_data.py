@@ -69,7 +69,8 @@ def feature_report(features, codes, data, *, model=None, layer: int | None = Non
                    max_neurons: int = 32, n_overlaps: int = 8, n_labels: int = 5,
                    descriptions=None, steered=None, scores=None,
                    tree: Mapping | None = None, title: str = "SNMF features",
-                   meta: Mapping | None = None, plots: bool = True) -> dict:
+                   meta: Mapping | None = None, plots: bool = True,
+                   active: float = 0.1) -> dict:
     """Gathers what the browser shows about each feature.
 
     Args:
@@ -92,6 +93,10 @@ def feature_report(features, codes, data, *, model=None, layer: int | None = Non
       title: the page title.
       meta: extra provenance shown in the header (model, layer, dataset, ...).
       plots: render the overview plots (matplotlib).
+      active: a token activates a feature when its code exceeds `active` ×
+        the feature's largest code; `frac_active` is the share of such
+        tokens. (SNMF's multiplicative updates leave every code positive, so
+        "code > 0" would count every token.)
 
     Returns:
       A JSON-able dict (format "snmf-jax/feature-report").
@@ -111,8 +116,10 @@ def feature_report(features, codes, data, *, model=None, layer: int | None = Non
     neurons = interpret.feature_neurons(phi)
     count = interpret.neuron_overlap(phi)
     jac = interpret.neuron_overlap(phi, kind="jaccard")
-    frac = (codes > 0).mean(axis=0)
+    if not 0 <= active < 1:
+        raise ValueError(f"active must be in [0, 1); got {active}")
     max_code = codes.max(axis=0) if len(codes) else np.zeros(n_feat)
+    frac = (codes > active * np.maximum(max_code, 0)).mean(axis=0) if len(codes) else max_code
     proj = decode = None
     if model is not None:
         proj = interpret.vocab_projection(model, phi, layer=layer, k=n_tokens)
@@ -129,7 +136,7 @@ def feature_report(features, codes, data, *, model=None, layer: int | None = Non
         other = np.argsort(-count[f], kind="stable")
         other = [int(j) for j in other if j != f and count[f, j] > 0][:n_overlaps]
         entry = {
-            "index": f, "frac_nonzero": _r(frac[f]), "max_code": _r(max_code[f]),
+            "index": f, "frac_active": _r(frac[f]), "max_code": _r(max_code[f]),
             "n_neurons": int(len(neurons[f][0])),
             "neurons": [[int(i), _r(w, 3)] for i, w in zip(*neurons[f])][:max_neurons],
             "overlaps": [[j, int(count[f, j]), _r(jac[f, j], 3)] for j in other],
@@ -158,7 +165,7 @@ def feature_report(features, codes, data, *, model=None, layer: int | None = Non
               "meta": {"n_features": n_feat, "n_tokens": int(codes.shape[0]),
                        "d_mlp": int(phi.shape[1]), "layer": layer,
                        "model": getattr(model, "name", None), "contexts": k,
-                       "window": window, **dict(meta or {})},
+                       "window": window, "active": active, **dict(meta or {})},
               "features": feats, "tree": tree, "plots": {}}
     if assoc is not None:
         report["label_best"] = {name: [[j, _r(a, 3)] for j, a in assoc.best_features(name, 5)]
@@ -166,17 +173,17 @@ def feature_report(features, codes, data, *, model=None, layer: int | None = Non
     if plots:
         from snmf_jax.report._plots import figure_uri
         report["plots"] = {name: figure_uri(fig)
-                           for name, fig in overview_figures(codes, phi, losses).items()}
+                           for name, fig in overview_figures(codes, phi, losses, active=active).items()}
     return report
 
 
-def overview_figures(codes, features, losses=None) -> dict:
+def overview_figures(codes, features, losses=None, *, active: float = 0.1) -> dict:
     """{name: Figure} of the overview plots (loss curve only with `losses`)."""
     from snmf_jax.report import _plots
     figs = {}
     if losses is not None and len(losses):
         figs["loss"] = _plots.plot_losses(losses)
-    figs["codes"] = _plots.plot_code_distribution(codes)
+    figs["codes"] = _plots.plot_code_distribution(codes, active=active)
     figs["overlap"] = _plots.plot_overlap(interpret.neuron_overlap(features, kind="jaccard"))
     return figs
 

@@ -5,9 +5,10 @@ report inside as ONE compact JSON blob (`<script type="application/json">`).
 The page parses it once, renders the feature list (one short line per
 feature) and builds a feature's detail panel only when it is opened, so a
 report with 1,000 features × 25 contexts loads in a fraction of a second.
-Compaction: short keys, token scores to 2 decimals, and each context's
-per-token codes as integers 0-99 relative to the feature's largest code
-(the exact code of the activating token is kept).
+Compaction: short keys, context tokens as indices into one table of distinct
+token strings, token scores to 2 decimals, and each context's per-token codes
+as integers 0-99 relative to the feature's largest code (the exact code of the
+activating token is kept).
 """
 
 from __future__ import annotations
@@ -33,12 +34,20 @@ def compact(report: Mapping) -> dict:
     """The page's JSON: the report with short keys and quantised context codes."""
     if report.get("format") != FORMAT:
         raise ValueError(f"report must have format {FORMAT!r}; got {report.get('format')!r}")
-    feats = []
+    feats, strings, table = [], {}, []
+
+    def sid(t: str) -> int:  # index into the page's token-string table
+        if t not in strings:
+            strings[t] = len(table)
+            table.append(t)
+        return strings[t]
+
     for f in report["features"]:
         top = f["max_code"] or 0.0
-        e = {"i": f["index"], "fz": f["frac_nonzero"] or 0.0, "mx": top, "nn": f["n_neurons"],
+        e = {"i": f["index"], "fz": f["frac_active"] or 0.0, "mx": top, "nn": f["n_neurons"],
              "n": f["neurons"], "o": f["overlaps"],
-             "c": [[c["tokens"], _shades(c["values"], top), c["center"], c["value"], c["label"]]
+             "c": [[[sid(t) for t in c["tokens"]], _shades(c["values"], top), c["center"],
+                    c["value"], c["label"]]
                    for c in f["contexts"]]}
         for key, short in (("pos", "p"), ("neg", "q")):
             if key in f:
@@ -48,7 +57,7 @@ def compact(report: Mapping) -> dict:
             if key in f:
                 e[short] = f[key]
         feats.append(e)
-    return {"title": report["title"], "meta": report["meta"], "features": feats,
+    return {"title": report["title"], "meta": report["meta"], "features": feats, "strings": table,
             "tree": report.get("tree"), "plots": report.get("plots") or {},
             "label_best": report.get("label_best")}
 

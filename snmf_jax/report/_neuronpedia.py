@@ -51,7 +51,9 @@ def neuronpedia_features(report: Mapping, *, model_id: str | None = None,
             "pos_str": [t for t, _ in pos], "pos_values": [s for _, s in pos],
             # Most suppressed first, as SAEDashboard's bottom logits (scores of −φ̂).
             "neg_str": [t for t, _ in neg], "neg_values": [-s for _, s in neg],
-            "frac_nonzero": f["frac_nonzero"],
+            # SNMF codes are positive everywhere: the share of tokens whose code
+            # exceeds `active` × the largest (the report's frac_active).
+            "frac_nonzero": f["frac_active"],
             "neuron_alignment_indices": [n for n, _ in f["neurons"]],
             "neuron_alignment_values": [w for _, w in f["neurons"]],
             "activations": acts,

@@ -37,19 +37,25 @@ def plot_losses(losses):
     return fig
 
 
-def plot_code_distribution(codes):
-    """Fraction of tokens each feature fires on, and the histogram of positive codes."""
+def plot_code_distribution(codes, *, active: float = 0.1):
+    """Share of tokens each feature is active on, and the histogram of codes.
+
+    A token is active for a feature when its code exceeds `active` × the
+    feature's largest code. Codes below 1e-6 × the largest are left out of the
+    histogram (multiplicative updates leave long tails of tiny codes).
+    """
     plt = _plt()
     codes = np.asarray(codes, np.float32)
-    frac = (codes > 0).mean(axis=0)
+    top = np.maximum(codes.max(axis=0), 0)
+    frac = (codes > active * top).mean(axis=0)
     fig, (a, b) = plt.subplots(1, 2, figsize=(6.4, 2.8), dpi=110)
     a.hist(frac, bins=min(40, max(5, len(frac) // 5)), color="#3461c1")
-    a.set_xlabel("fraction of tokens with code > 0")
+    a.set_xlabel(f"share of tokens active (code > {active:g} × max)")
     a.set_ylabel("features")
-    pos = codes[codes > 0]
+    pos = codes[codes > 1e-6 * max(float(top.max(initial=0)), 1e-30)]
     if pos.size:
         b.hist(np.log10(pos), bins=60, color="#e8871e")
-    b.set_xlabel("log10 code (codes > 0)")
+    b.set_xlabel("log10 code")
     b.set_ylabel("tokens × features")
     fig.suptitle("Code distribution", fontsize=10)
     for ax in (a, b):
