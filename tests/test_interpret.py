@@ -224,3 +224,17 @@ def test_label_association_finds_planted_labels():
     assert np.all(np.abs(a.auc[4:] - 0.5) < 0.15)
     with pytest.raises(ValueError, match="labels must have shape"):
         interpret.label_association(codes, labels[:5], ["w"])
+
+
+def test_label_association_pools_documents_by_their_largest_code():
+    # Four 5-token documents; feature 0 fires on ONE token of each "b" document.
+    labels = np.repeat([0, 1, 0, 1], 5)
+    docs = np.repeat([0, 1, 2, 3], 5)
+    codes = np.full((20, 1), 0.1)
+    codes[[7, 17], 0] = 5.0
+    tok = interpret.label_association(codes, labels, ["a", "b"])
+    doc = interpret.label_association(codes, labels, ["a", "b"], doc_ids=docs)
+    assert tok.auc[0, 1] < 0.75 and doc.auc[0, 1] == 1.0
+    assert doc.mean_code[0, 1] == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="mix labels"):
+        interpret.label_association(codes, labels, ["a", "b"], doc_ids=np.zeros(20, int))

@@ -1,7 +1,8 @@
 """Label association: which labels' tokens activate a feature, and vice versa.
 
 The score of (feature k, label l) is the ROC-AUC of the code C[:, k] as a
-detector of the tokens labelled l against all other tokens: 1 when every
+detector of the tokens (or, pooled by max, documents) labelled l against all
+the others: 1 when every
 token of l outranks every other token, 0.5 at chance. Unlike mean codes it
 does not favour frequent labels, and ties (many zero codes) count one half.
 """
@@ -53,14 +54,36 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def _pool_documents(codes, labels, doc_ids):
+    """Per document: the max code of each feature and the document's label."""
+    doc_ids = np.asarray(doc_ids)
+    if doc_ids.shape != labels.shape:
+        raise ValueError(f"doc_ids must have shape {labels.shape}; got {doc_ids.shape}")
+    order = np.argsort(doc_ids, kind="stable")
+    d = doc_ids[order]
+    starts = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
+    pooled = np.maximum.reduceat(codes[order], starts, axis=0)  # (docs, K)
+    lab = labels[order]
+    mixed = np.minimum.reduceat(lab, starts) != np.maximum.reduceat(lab, starts)
+    if np.any(mixed):
+        raise ValueError("pooling by document needs one label per document; "
+                         f"{int(mixed.sum())} documents mix labels")
+    return pooled, lab[starts]
+
+
 def label_association(codes: np.ndarray, labels: np.ndarray,
-                      label_names: Sequence[str]) -> LabelAssociation:
+                      label_names: Sequence[str], *, doc_ids: np.ndarray | None = None
+                      ) -> LabelAssociation:
     """ROC-AUC and mean code of every feature for every label.
 
     Args:
       codes: (n, K) codes.
       labels: (n,) int label index of each token (negative: unlabelled, left out).
       label_names: the L label names.
+      doc_ids: (n,) document of each token, or None. Given, each document
+        counts once with its largest code per feature: the right unit when
+        labels belong to whole sentences (the concept dataset) while a feature
+        fires on one or two of their tokens.
 
     Returns:
       LabelAssociation (labels without tokens get AUC NaN).
@@ -77,6 +100,8 @@ def label_association(codes: np.ndarray, labels: np.ndarray,
     if labels.size and labels.max() >= len(names):
         raise ValueError(f"labels must be < len(label_names)={len(names)}; got "
                          f"{int(labels.max())}")
+    if doc_ids is not None:
+        codes, labels = _pool_documents(codes, labels, doc_ids)
     keep = labels >= 0
     codes, labels = codes[keep], labels[keep]
     n = len(labels)

@@ -124,12 +124,16 @@ def feature_report(features, codes, data, *, model=None, layer: int | None = Non
     if model is not None:
         proj = interpret.vocab_projection(model, phi, layer=layer, k=n_tokens)
         decode = _decoder(model)
-    labels = getattr(data, "labels", None)
-    if labels is None and hasattr(data, "provenance_rows"):
-        labels = data.provenance_rows(0, data.n_rows).labels
+    if hasattr(data, "provenance_rows"):
+        prov = data.provenance_rows(0, data.n_rows)
+        labels, doc_ids = prov.labels, prov.doc_ids
+    else:
+        labels, doc_ids = getattr(data, "labels", None), getattr(data, "doc_ids", None)
     label_names = getattr(data, "label_names", None)
-    assoc = (interpret.label_association(codes, labels, label_names)
-             if labels is not None and label_names else None)
+    assoc = None
+    if labels is not None and label_names:
+        # Labels name whole documents: each counts once, by its largest code.
+        assoc = interpret.label_association(codes, labels, label_names, doc_ids=doc_ids)
 
     feats = []
     for f in range(n_feat):
