@@ -185,11 +185,13 @@ def test_shared_core_writes_the_family_exclusive_the_member():
     comp = interpret.group_composition(phi, [0, 1, 2])
     np.testing.assert_array_equal(comp.shared, [0, 1])
     assert {m: v.tolist() for m, v in comp.exclusive.items()} == {0: [2], 1: [3], 2: [4]}
-    eff = interpret.composition_effects(model, phi, comp, layer=0, token_sets={
-        "family": [0, 1], "m0": [2], "m1": [3], "m2": [4]})
-    assert np.all(eff.shared[:, 0] > eff.shared[:, 1:].max(axis=1))  # shared -> the family
-    for j in range(3):  # exclusive -> the member's own token, most
-        assert np.argmax(eff.exclusive[j]) == j + 1
+    sets = {"family": [0, 1], "m0": [2], "m1": [3], "m2": [4]}
+    for prompt in (None, [1, 5, 3, 7]):  # vocabulary projection; amplified in the forward
+        eff = interpret.composition_effects(model, phi, comp, layer=0, token_sets=sets,
+                                            prompt=prompt, alpha=50.0)
+        assert np.all(eff.shared[:, 0] > eff.shared[:, 1:].max(axis=1))  # shared -> family
+        for j in range(3):  # exclusive -> the member's own token, most
+            assert np.argmax(eff.exclusive[j]) == j + 1
     with pytest.raises(ValueError, match="at least two"):
         interpret.group_composition(phi, [1])
 

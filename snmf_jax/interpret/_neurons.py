@@ -148,13 +148,19 @@ class CompositionEffects(NamedTuple):
 
 
 def composition_effects(model, features, composition: GroupComposition, *, layer: int,
-                        token_sets: Mapping[str, Sequence[int]]) -> CompositionEffects:
+                        token_sets: Mapping[str, Sequence[int]],
+                        prompt: str | Sequence[int] | None = None,
+                        alpha: float = 8.0) -> CompositionEffects:
     """Which tokens the shared core and the exclusive neurons promote.
 
     Each member's feature is cut down to only its shared neurons, or only its
-    exclusive ones; each cut is read through the vocabulary projection
-    (`vocab_logits`, unit-normalised), centred by its mean over the
-    vocabulary, and averaged over each token set. The paper's finding reads:
+    exclusive ones, and each cut is normalised. Without a prompt, each cut is
+    read through the vocabulary projection (`vocab_logits`); with a prompt,
+    the model runs on it with the cut amplified (α × the unit cut added at
+    every position; Gemma 2/3: its image through the MLP output map, at
+    mlp_out) and the effect is the change of the last position's logits
+    against the unsteered run. Effects are centred by their mean over the
+    vocabulary and averaged over each token set. The paper's finding reads:
     the shared parts raise the family's tokens (every member's set), the
     exclusive part of a member raises its own set most.
 
@@ -164,10 +170,13 @@ def composition_effects(model, features, composition: GroupComposition, *, layer
       composition: from `group_composition`.
       layer: the layer the features were fitted on.
       token_sets: name -> token ids (e.g. each member's word, the family's).
+      prompt: None (vocabulary projection), a text or a list of token ids.
+      alpha: the amplification with a prompt (activation units).
 
     Returns:
       CompositionEffects.
     """
+    from snmf_jax.interpret._model_maps import _mlp_map
     from snmf_jax.interpret._vocab import vocab_logits
 
     phi = _features(features)
@@ -183,7 +192,24 @@ def composition_effects(model, features, composition: GroupComposition, *, layer
             rows.append(v)
     v = np.stack(rows)  # (2M, d)
     empty = ~np.any(v != 0, axis=1)
-    logits = vocab_logits(model, np.where(empty[:, None], 1.0, v), layer=layer)  # (2M, V)
+    v = np.where(empty[:, None], 1.0, v)
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    if prompt is None:
+        logits = vocab_logits(model, v, layer=layer)  # (2M, V)
+    else:
+        from snmf_jax.steer._patches import make_patch
+        ids = (model.tokenizer.encode(prompt) if isinstance(prompt, str)
+               else [int(t) for t in prompt])
+        site = "mlp_hidden"
+        if model.config.family in ("gemma2", "gemma3"):  # an mlp_hidden edit is normalised away
+            v = _mlp_map(model, v, layer)
+            v, site = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12), "mlp_out"
+        vecs = np.concatenate([np.zeros_like(v[:1]), v])  # row 0: the unsteered run
+        scales = np.r_[0.0, np.full(len(v), alpha)].astype(np.float32)
+        tokens = np.tile(np.asarray(ids, np.int32), (len(vecs), 1))  # (2M + 1, T)
+        out = model.forward(tokens, patch=make_patch(layer, site, vecs, scale=scales))
+        last = np.asarray(out.logits[:, -1], np.float32)
+        logits = last[1:] - last[:1]
     logits = logits - logits.mean(axis=1, keepdims=True)
     eff = np.stack([logits[:, np.asarray(token_sets[n], np.int64)].mean(axis=1)
                     for n in names], axis=1)  # (2M, S)
