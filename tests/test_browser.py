@@ -82,5 +82,8 @@ def test_detail_panel_contexts_and_hierarchy(page, tmp_path):
     assert len(re.findall(r'<div class="ctx"><span class="v">\d', dom)) == 10
     assert "Place in the hierarchy" in dom and "weekdays" in dom and "time words" in dom
     assert "a steered sample" in dom
+    assert re.search(r'siblings: <a class="fl" data-goto="8"', dom)
+    dom = report.dump_dom(page, "q=zebra")  # a search without a feature: the overview
+    assert "Concept tree" in dom and len(re.findall(r'<img alt="\w+" src="data:image/png', dom)) == 3
     png = report.screenshot(page, tmp_path / "feature7.png", "f=7")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
