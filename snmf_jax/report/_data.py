@@ -8,7 +8,7 @@ The dict keeps exact values; the page compacts it when it is written.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
