@@ -140,3 +140,31 @@ def test_cli_writes_browser_exports_and_plots(fitted):
     assert 0 in hits and len(hits) <= K
     png = report.screenshot(out, tmp / "smollm2.png", "f=0")
     assert png.stat().st_size > 10_000
+
+
+def test_gemma_projection_goes_through_the_post_feedforward_norm():
+    """Gemma 3: unembed(final_norm(post_feedforward_norm(W_down v))) as transformers computes it."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    preset = PRESETS["gemma3-270m"]
+    if not preset.available() or importlib.util.find_spec("accelerate") is None:
+        pytest.skip("needs the Gemma 3 package and accelerate")
+    model = sj.load_model("gemma3-270m", progress=False)
+    path = preset.path()
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    layer = model.config.n_layers // 2
+    v = np.random.default_rng(0).standard_normal((4, model.config.d_mlp)).astype(np.float32)
+    unit = v / np.linalg.norm(v, axis=1, keepdims=True)
+    block = theirs.model.layers[layer]
+    with torch.inference_mode():
+        h = block.post_feedforward_layernorm(block.mlp.down_proj(torch.tensor(unit)))
+        want = theirs.lm_head(theirs.model.norm(h)).numpy()
+    cap = getattr(theirs.config, "final_logit_softcapping", None)
+    if cap:
+        want = np.tanh(want / cap) * cap
+    got = interpret.vocab_logits(model, v, layer=layer)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-3)
+    proj = interpret.vocab_projection(model, v, layer=layer, k=75)
+    kth = -np.sort(-want, axis=1)[:, 74]
+    assert np.all(proj.pos_scores[:, -1] >= kth - 2e-3)
