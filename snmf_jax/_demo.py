@@ -82,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
     rel = result.loss / float(np.sum(acts.X.astype(np.float64) ** 2))
     print(f"      {result.n_iter} iterations, relative error {rel:.3f}; saved to {out}")
 
-    logits = interpret.vocab_projection(model.params, cfg, result.features, layer)
+    proj = interpret.vocab_projection(model, result.features, layer=layer, k=5)
     summary = interpret.summarize_features(
-        result.codes, labels=acts.labels, label_names=acts.label_names, logits=logits,
+        result.codes, labels=acts.labels, label_names=acts.label_names, projection=proj,
         decode=lambda t: model.tokenizer.decode([t]), k=10)
     summary.sort(key=lambda s: -s.purity)
     print(f"\n  {'feat':>4}  {'concept of top-10 tokens':<26} {'top activating token':<44} promotes")

@@ -21,6 +21,7 @@ _SUBCOMMAND_MODULES = (
     "snmf_jax.factorize._cli",
     "snmf_jax.activations._cli",
     "snmf_jax.steer._cli",
+    "snmf_jax.interpret._cli",
 )
 
 DEBUG_ENV = "SNMF_JAX_DEBUG"

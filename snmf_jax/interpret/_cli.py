@@ -1,0 +1,103 @@
+"""`snmf-jax interpret`: the HTML feature browser of a fit (and its exports)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Adds the `interpret` subcommand."""
+    p = subparsers.add_parser(
+        "interpret", help="write the HTML feature browser of a fit",
+        description="Top-activating contexts, vocabulary projection (through the final "
+                    "norm), neurons, overlaps and labels of every feature, as one "
+                    "self-contained HTML page; optionally the plots as PNG/SVG and a "
+                    "Neuronpedia/SAEDashboard JSON export.")
+    p.add_argument("--features", required=True, help="folder of a saved SNMFResult")
+    p.add_argument("--activations", required=True,
+                   help="the activation store the features were fitted on")
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--model", default=None,
+                   help="preset, GGUF or HF folder for the vocabulary projection (default: "
+                        "the store's model); 'none' skips it")
+    p.add_argument("--layer", type=int, default=None,
+                   help="layer of the features (default: recorded in the result or store)")
+    p.add_argument("--contexts", type=int, default=25, help="contexts per feature")
+    p.add_argument("--window", type=int, default=15, help="tokens of context on each side")
+    p.add_argument("--tokens", type=int, default=75, help="promoted/suppressed tokens")
+    p.add_argument("--neurons", type=int, default=32, help="neurons listed per feature")
+    p.add_argument("--tree", default=None, help="concept-tree JSON (snmf-jax/concept-tree)")
+    p.add_argument("--descriptions", default=None,
+                   help='JSON {"<feature>": "description", ...} or a list')
+    p.add_argument("--steered", default=None,
+                   help='JSON {"<feature>": ["text", {"text":..., "sign": "+", "kl": 0.1}]}')
+    p.add_argument("--scores", default=None, help='JSON {"<feature>": {"metric": value}}')
+    p.add_argument("--plots", default=None, help="also write the plots as PNG and SVG here")
+    p.add_argument("--neuronpedia", default=None,
+                   help="also write the features in SAEDashboard/Neuronpedia JSON here")
+    p.add_argument("--title", default=None, help="page title")
+    p.set_defaults(func=run)
+    return p
+
+
+def _json(path: str | None, what: str):
+    if path is None:
+        return None
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--{what}: cannot read JSON from {path!r}: {e}")
+
+
+def _layer(result, store, layer: int | None) -> int | None:
+    recorded = (result.metadata or {}).get("layer")
+    if recorded is None and len(store.layers) == 1:
+        recorded = store.layers[0]
+    if layer is not None and recorded is not None and int(recorded) != layer:
+        raise SystemExit(f"--layer {layer} disagrees with the recorded layer {recorded}")
+    return layer if layer is not None else (None if recorded is None else int(recorded))
+
+
+def run(args: argparse.Namespace) -> int:
+    from snmf_jax.activations import ActivationStore
+    from snmf_jax.factorize import SNMFResult
+    from snmf_jax import report
+
+    result = SNMFResult.load(args.features)
+    store = ActivationStore(args.activations)
+    if result.codes is None:
+        raise SystemExit(f"--features: the result at {args.features!r} has no codes; "
+                         "save the fit with its codes to browse its contexts")
+    if result.codes.shape[0] != store.n_rows:
+        raise SystemExit(f"--features has codes for {result.codes.shape[0]} tokens but "
+                         f"--activations holds {store.n_rows}; pass the store it was fitted on")
+    layer = _layer(result, store, args.layer)
+    name = args.model or (result.metadata or {}).get("model") or store.model_name
+    model = None
+    if name and str(name).lower() != "none":
+        if layer is None:
+            raise SystemExit("the layer is not recorded in the result or the store; pass --layer")
+        from snmf_jax.models import load_model
+        model = load_model(name, progress=False)
+    title = args.title or f"SNMF features · {Path(args.features).name}"
+    meta = {"features": str(args.features), "activations": str(args.activations),
+            "site": store.site, **{k: v for k, v in (result.metadata or {}).items()
+                                   if isinstance(v, (str, int, float))}}
+    rep = report.feature_report(
+        result.features, result.codes, store, model=model, layer=layer, losses=result.losses,
+        k=args.contexts, window=args.window, n_tokens=args.tokens, max_neurons=args.neurons,
+        descriptions=_json(args.descriptions, "descriptions"),
+        steered=_json(args.steered, "steered"), scores=_json(args.scores, "scores"),
+        tree=_json(args.tree, "tree"), title=title, meta=meta)
+    out = report.write_html(rep, args.out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {len(rep['features'])} features)")
+    if args.plots:
+        paths = report.save_plots(report.overview_figures(result.codes, result.features,
+                                                          result.losses), args.plots)
+        print(f"wrote {len(paths)} plot files to {args.plots}")
+    if args.neuronpedia:
+        path = report.write_neuronpedia(rep, args.neuronpedia, model_id=name or None)
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,126 @@
+"""The feature report: its data, the page's JSON, plots and the Neuronpedia export."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from snmf_jax import report
+from snmf_jax.activations import Activations
+
+TREE = {"format": "snmf-jax/concept-tree", "version": 1, "ranks": [6, 2], "roots": ["1:0"],
+        "nodes": [{"id": "1:0", "level": 1, "index": 0, "top_tokens": ["Monday"],
+                   "label": "days", "children": [{"id": "0:1", "weight": 0.9},
+                                                  {"id": "0:4", "weight": 0.3}],
+                   "shared_neurons": [1], "exclusive_neurons": {"0:1": [2], "0:4": []}},
+                  {"id": "0:1", "level": 0, "index": 1, "children": []},
+                  {"id": "0:4", "level": 0, "index": 4, "children": []}]}
+
+
+def synthetic(K=6, docs=12, seed=0, evil=False):
+    """Labelled toy documents, random codes and sparse features."""
+    rng = np.random.default_rng(seed)
+    words = ["the", "cat", "sat", "Monday", "red", "</script>" if evil else "blue"]
+    texts, doc_ids, offs, toks, labels = [], [], [], [], []
+    for d in range(docs):
+        w = list(rng.choice(words, size=int(rng.integers(8, 20))))
+        text, pos = "", []
+        for x in w:
+            start = len(text) + (1 if text else 0)
+            text += (" " if text else "") + x
+            pos.append((start, len(text)))
+        texts.append(text)
+        doc_ids += [d] * len(w)
+        offs += pos
+        toks += [words.index(x) for x in w]
+        labels += [d % 3] * len(w)
+    n = len(doc_ids)
+    acts = Activations(X=np.zeros((n, 2), np.float32), doc_ids=np.asarray(doc_ids, np.int32),
+                       positions=np.zeros(n, np.int32), token_ids=np.asarray(toks, np.int32),
+                       offsets=np.asarray(offs, np.int32), texts=tuple(texts),
+                       labels=np.asarray(labels, np.int32), label_names=("x", "y", "z"))
+    codes = np.maximum(rng.standard_normal((n, K)), 0).astype(np.float32)
+    feats = (rng.standard_normal((K, 50)) * (rng.uniform(size=(K, 50)) < 0.2)).astype(np.float32)
+    return acts, codes, feats
+
+
+def test_feature_report_gathers_every_part():
+    acts, codes, feats = synthetic()
+    rep = report.feature_report(feats, codes, acts, losses=np.geomspace(5, 1, 10), k=4,
+                                window=3, descriptions={2: "planted"}, tree=TREE,
+                                steered={2: ["text a", {"text": "text b", "sign": "-"}]},
+                                scores={2: {"concept": 1.5}}, plots=False)
+    json.dumps(rep, allow_nan=False)  # JSON-able, no NaN
+    assert len(rep["features"]) == 6 and rep["tree"]["roots"] == ["1:0"]
+    f = rep["features"][2]
+    assert f["description"] == "planted" and f["scores"] == {"concept": 1.5}
+    assert f["steered"] == [{"text": "text a"}, {"text": "text b", "sign": "-"}]
+    assert [c["row"] for c in f["contexts"]] == list(np.argsort(-codes[:, 2])[:4])
+    top = codes[:, 2].max()
+    assert f["frac_active"] == pytest.approx((codes[:, 2] > 0.1 * top).mean(), rel=1e-3)
+    assert f["n_neurons"] == int((feats[2] != 0).sum())
+    assert [n for n, _ in f["neurons"]] == list(np.argsort(-np.abs(feats[2]))[:f["n_neurons"]])
+    assert len(f["labels"]) == 3 and set(rep["label_best"]) == {"x", "y", "z"}
+    overlap = (feats != 0).astype(int) @ (feats != 0).astype(int).T
+    for j, cnt, _ in f["overlaps"]:
+        assert cnt == overlap[2, j] and j != 2
+    assert "pos" not in f  # no model, no vocabulary projection
+
+
+def test_bad_extras_fail_early():
+    acts, codes, feats = synthetic()
+    with pytest.raises(ValueError, match="descriptions has feature index 9"):
+        report.feature_report(feats, codes, acts, descriptions={9: "x"}, plots=False)
+    with pytest.raises(ValueError, match="unknown child"):
+        bad = dict(TREE, nodes=[dict(TREE["nodes"][0], children=[{"id": "0:99", "weight": 1}])])
+        report.feature_report(feats, codes, acts, tree=bad, plots=False)
+    with pytest.raises(ValueError, match="must agree on K"):
+        report.feature_report(feats[:3], codes, acts, plots=False)
+
+
+def test_page_embeds_one_json_blob_safely():
+    acts, codes, feats = synthetic(evil=True)
+    rep = report.feature_report(feats, codes, acts, k=5, plots=False)
+    page = report.render_html(rep)
+    assert page.count("</script>") == 2  # the blob and the code; a token cannot close it
+    blob = re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S)
+    data = json.loads(blob.group(1))
+    assert data == json.loads(json.dumps(report.compact(rep)))
+    f = data["features"][0]
+    c = f["c"][0]
+    assert c[3] == rep["features"][0]["contexts"][0]["value"] and max(c[1]) <= 99
+    assert [data["strings"][t] for t in c[0]] == rep["features"][0]["contexts"][0]["tokens"]
+    assert c[1][c[2]] == round(99 * c[3] / f["mx"])  # shading relative to the largest code
+    assert "http://" not in page and "https://" not in page  # nothing from the network
+
+
+def test_plots_written_as_png_and_svg(tmp_path):
+    acts, codes, feats = synthetic()
+    figs = report.overview_figures(codes, feats, losses=np.geomspace(5, 1, 10))
+    paths = report.save_plots(figs, tmp_path)
+    assert sorted(p.name for p in paths) == sorted(
+        f"{n}.{e}" for n in ("loss", "codes", "overlap") for e in ("png", "svg"))
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (tmp_path / "overlap.svg").read_bytes()[:2000]
+    rep = report.feature_report(feats, codes, acts, losses=np.ones(3))
+    assert set(rep["plots"]) == {"loss", "codes", "overlap"}
+    assert all(u.startswith("data:image/png;base64,") for u in rep["plots"].values())
+
+
+def test_neuronpedia_export_layout(tmp_path):
+    acts, codes, feats = synthetic()
+    rep = report.feature_report(feats, codes, acts, k=3, plots=False)
+    rep["features"][0]["pos"] = [["a", 2.0], ["b", 1.0]]
+    rep["features"][0]["neg"] = [["c", 3.0]]
+    path = report.write_neuronpedia(rep, tmp_path / "np.json", model_id="m", layer=4)
+    out = json.loads(path.read_text())
+    assert out["model_id"] == "m" and out["layer"] == "4" and len(out["features"]) == 6
+    f = out["features"][0]
+    assert f["feature_index"] == 0 and f["pos_str"] == ["a", "b"] and f["pos_values"] == [2.0, 1.0]
+    assert f["neg_str"] == ["c"] and f["neg_values"] == [-3.0]
+    assert f["frac_nonzero"] == rep["features"][0]["frac_active"]
+    a = f["activations"][0]
+    assert a["tokens"][a["maxValueTokenIndex"]] == rep["features"][0]["contexts"][0]["tokens"][
+        rep["features"][0]["contexts"][0]["center"]]
+    assert len(a["tokens"]) == len(a["values"]) and a["maxValue"] == max(a["values"])
