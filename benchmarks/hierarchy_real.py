@@ -107,7 +107,8 @@ def run(name: str, data, model, args) -> str:
     t2 = time.time()
     tree = annotate(interpret.concept_tree(h, tokens), h, labels, acts.label_names)
     ft = h.metadata["finetune"]
-    head = [f"# {name}: SmolLM2-135M layer {args.layer} mlp_hidden, {n} concept tokens "
+    head = ["# command: python benchmarks/hierarchy_real.py",
+            f"# {name}: SmolLM2-135M layer {args.layer} mlp_hidden, {n} concept tokens "
             f"(of {acts.X.shape[0]}) x {d} neurons",
             f"# ranks {list(h.ranks)}, sparsity {args.sparsity}, level-0 init {args.init}, "
             f"upper restarts {h.settings['restarts']} ({'+'.join(h.settings['upper_inits'])})",
