@@ -66,3 +66,16 @@ def test_hierarchy_from_result(store, tmp_path, capsys):
     np.testing.assert_array_equal(h.features[0], sj.SNMFResult.load(tmp_path / "snmf").features)
     with pytest.raises(SystemExit, match="does not exist"):
         cli.main(["hierarchy", str(tmp_path / "nope"), "--ranks", "2", "--out", str(out)])
+
+
+def test_level0_streamed_or_on_a_mesh_matches_in_memory(store):
+    import jax
+    from jax.sharding import Mesh
+    path, pl = store
+    kw = dict(sparsity=0.2, restarts=2, progress=False, max_iter=100)
+    ref = sj.fit_hierarchical(pl.X, [4, 2], **kw)
+    streamed = sj.fit_hierarchical(str(path), [4, 2], **kw)
+    np.testing.assert_allclose(streamed.losses[0], ref.losses[0], rtol=1e-4)
+    mesh = Mesh(np.array(jax.devices()[:1]), ("tokens",))
+    sharded = sj.fit_hierarchical(pl.X, [4, 2], mesh=mesh, **kw)
+    np.testing.assert_allclose(sharded.losses[0], ref.losses[0], rtol=1e-4)
