@@ -2,7 +2,9 @@
 
 The greedy stack fits each level to the one below; the fine-tune adjusts
 all factors together on the reconstruction of X through the full product,
-‖X − C₀ W₁ … W_L Φ_L‖² (optionally also through intermediate levels).
+‖X − C₀ W₁ … W_L Φ_L‖², plus by default the reconstructions through the
+intermediate levels, ‖X − C₀ W₁ … W_i Φ_i‖², so that every level returned
+(and every tree drawn from it) stays a good model of X.
 Unlike the paper's code it keeps the model's constraints:
 
 - codes C₀ and links W_i stay nonnegative: after every Adam step they are
@@ -53,7 +55,7 @@ def product_losses(x, codes, links, features) -> jax.Array:
 
 
 def finetune_hierarchy(x, h: HierarchicalResult, *, steps: int = 300,
-                       learning_rate: float = 3e-3,
+                       learning_rate: float = 1e-2,
                        level_weights: Sequence[float] | None = None) -> HierarchicalResult:
     """Fine-tunes all levels of a hierarchy jointly with Adam (optax).
 
@@ -62,9 +64,15 @@ def finetune_hierarchy(x, h: HierarchicalResult, *, steps: int = 300,
       h: the greedy hierarchy (with codes).
       steps: Adam steps.
       learning_rate: Adam's step, relative to each factor's RMS.
-      level_weights: weight of X's reconstruction through each level; the
-        default (0, …, 0, 1) is the full product alone. A level with weight
-        0 keeps its greedy features (its links still move).
+      level_weights: weight of X's reconstruction through each level,
+        ‖X − C₀W₁…W_iΦ_i‖²; the default (1, …, 1) includes the full product
+        and keeps every level's features a good reconstruction of X
+        (measured on SmolLM2 concept tokens, ranks 40/12/4, 1000 steps: the
+        product loss ends at 0.786 ‖X‖² vs 0.784 with the product alone,
+        while levels 0 and 1 improve to 0.47 and 0.68 ‖X‖² instead of
+        worsening to 0.57 and 0.82). (0, …, 0, 1) is the full product
+        alone; a level with weight 0 keeps its greedy features (its links
+        still move).
 
     Returns:
       The fine-tuned hierarchy (best iterate). `finetune_losses` holds the
@@ -75,7 +83,7 @@ def finetune_hierarchy(x, h: HierarchicalResult, *, steps: int = 300,
         raise ValueError("fine-tuning needs the level-0 codes (HierarchicalResult.codes is None)")
     levels = h.num_levels
     if level_weights is None:
-        level_weights = [0.0] * (levels - 1) + [1.0]
+        level_weights = [1.0] * levels
     if len(level_weights) != levels or min(level_weights) < 0 or max(level_weights) <= 0:
         raise ValueError(f"level_weights must be {levels} nonnegative numbers, not all 0; "
                          f"got {level_weights}")

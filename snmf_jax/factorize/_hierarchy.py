@@ -20,6 +20,7 @@ and each saved level's input before reusing it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -156,7 +157,7 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
                      patience: int | None = 50, tol: float = 1e-5, mesh=None,
                      layer: int | None = None, level0: SNMFResult | None = None,
                      checkpoint_dir: str | os.PathLike | None = None,
-                     finetune_steps: int = 0, finetune_lr: float = 3e-3,
+                     finetune_steps: int = 0, finetune_lr: float = 1e-2,
                      progress: bool = True, metadata: dict | None = None
                      ) -> HierarchicalResult:
     """Hierarchical SNMF: X ≈ C₀ W₁ … W_L Φ_L, fitted level by level.
@@ -268,15 +269,16 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
     if finetune_steps:
         from snmf_jax.factorize._finetune import finetune_hierarchy  # pylint: disable=g-import-not-at-top
         done = None if root is None else root / "finetuned"
+        greedy_id = array_id(result.link_product(levels - 1))
         if done is not None and (done / "hierarchy.safetensors").is_file():
             tuned = HierarchicalResult.load(done)
-            if tuned.metadata.get("greedy") != array_id(result.link_product(levels - 1)):
-                raise ValueError(f"{done} was fine-tuned from other greedy levels; delete it")
-            return tuned
+            ft = tuned.metadata.get("finetune", {})
+            if (tuned.metadata.get("greedy") == greedy_id and ft.get("steps") == finetune_steps
+                    and ft.get("learning_rate") == float(finetune_lr)):
+                return tuned  # the same fine-tune of the same greedy levels, finished before
         tuned = finetune_hierarchy(load_data(x, layer), result, steps=finetune_steps,
                                    learning_rate=finetune_lr)
-        tuned = HierarchicalResult(**{**tuned.__dict__, "metadata": {
-            **tuned.metadata, "greedy": array_id(result.link_product(levels - 1))}})
+        tuned = dataclasses.replace(tuned, metadata={**tuned.metadata, "greedy": greedy_id})
         if done is not None:
             tuned.save(done)
         return tuned
