@@ -108,13 +108,17 @@ def fit_tree(name: str, data, acts, layer: int, args, export_s: float) -> str:
     t1 = time.time()
     h = sj.fit_hierarchical(x, args.ranks, sparsity=args.sparsity, init=args.init, seed=0,
                             progress=False, finetune_steps=args.finetune_steps,
-                            metadata={"model": "smollm2-135m", "layer": layer,
+                            metadata={"model": args.model, "layer": layer,
                                       "dataset": name})
     t2 = time.time()
     tree = annotate(interpret.concept_tree(h, tokens), h, labels, acts.label_names)
     ft = h.metadata["finetune"]
-    head = ["# command: python benchmarks/hierarchy_real.py",
-            f"# {name}: SmolLM2-135M layer {layer} mlp_hidden, {n} concept tokens "
+    command = "python benchmarks/hierarchy_real.py" + (
+        "" if args.model == "smollm2-135m" else
+        f" --model {args.model} --layers {' '.join(map(str, args.layers))}"
+        + (f" --only {args.only}" if args.only else ""))
+    head = [f"# command: {command}",
+            f"# {name}: {args.model} layer {layer} mlp_hidden, {n} concept tokens "
             f"(of {acts.X.shape[0]}) x {d} neurons",
             f"# ranks {list(h.ranks)}, sparsity {args.sparsity}, level-0 init {args.init}, "
             f"upper restarts {h.settings['restarts']} ({'+'.join(h.settings['upper_inits'])})",
@@ -134,15 +138,17 @@ def fit_tree(name: str, data, acts, layer: int, args, export_s: float) -> str:
              "strongest tokens; [own neurons] exclusive to a child, [share] common to all "
              "children", ""]
     text = "\n".join(head) + "\n" + interpret.format_tree(tree) + "\n"
+    tag = args.model.split("-")[0]  # smollm2 / gemma3
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / f"hierarchy_smollm2_L{layer}_{name}.txt").write_text(text, encoding="utf-8")
-    interpret.save_tree(tree, out / f"hierarchy_smollm2_L{layer}_{name}.json")
+    (out / f"hierarchy_{tag}_L{layer}_{name}.txt").write_text(text, encoding="utf-8")
+    interpret.save_tree(tree, out / f"hierarchy_{tag}_L{layer}_{name}.json")
     return text
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2-135m", help="smollm2-135m or gemma3-270m")
     p.add_argument("--layers", type=int, nargs="+", default=[6, 15])
     p.add_argument("--ranks", type=int, nargs="+", default=[40, 12, 4])
     p.add_argument("--sparsity", type=float, default=0.05)
@@ -150,7 +156,7 @@ def main() -> None:
     p.add_argument("--finetune-steps", type=int, default=1000)
     p.add_argument("--only", choices=["concepts", "paper"], default=None)
     args = p.parse_args()
-    model = sj.load_model("smollm2-135m")
+    model = sj.load_model(args.model)
     if args.only in (None, "concepts"):
         print("\n".join(run("concepts", sj.load_concepts(), model, args)), flush=True)
     if args.only in (None, "paper"):

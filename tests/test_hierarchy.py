@@ -94,6 +94,8 @@ def test_input_validation():
         fit_hierarchical(x, 4, progress=False)
     with pytest.raises(ValueError, match="sparsity must be one value or one per level"):
         fit_hierarchical(x, [4, 2], sparsity=[0.5], progress=False)
+    with pytest.raises(ValueError, match=r"sparsity \(keep-fraction\) of level 1 must be in \(0, 1\]; got 0"):
+        fit_hierarchical(x, [4, 2], sparsity=[0.5, 0], progress=False)
     with pytest.raises(ValueError, match="restarts must be an int >= 1"):
         fit_hierarchical(x, [4, 2], restarts=0, progress=False)
     bad = x.copy()

@@ -195,7 +195,11 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
     d = int(_store(x).d) if streaming else (np.shape(x)[1] if np.ndim(x) == 2 else None)
     ranks = check_ranks(ranks, d)
     levels = len(ranks)
-    sparsities = [float(s) for s in _per_level(sparsity, levels, "sparsity")]
+    sparsities = _per_level(sparsity, levels, "sparsity")
+    for i, p in enumerate(sparsities):  # upper levels are checked here, before level 0 runs
+        if not isinstance(p, (float, int, np.floating)) or isinstance(p, bool) or not 0 < p <= 1:
+            raise ValueError(f"sparsity (keep-fraction) of level {i} must be in (0, 1]; got {p!r}")
+    sparsities = [float(p) for p in sparsities]
     for name, v in (("restarts", restarts), ("level0_restarts", level0_restarts)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name} must be an int >= 1; got {v!r}")
