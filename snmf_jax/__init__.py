@@ -10,6 +10,7 @@ from snmf_jax.activations import (Activations, ActivationStore, TextDataset,
 from snmf_jax.factorize import (SNMFConfig, SNMFResult, SNMFState, fit, fit_sharded,
                                 fit_streaming)
 from snmf_jax.models import load_model
+from snmf_jax.factorize import HierarchicalResult, fit_hierarchical
 
 __version__ = "0.1.0"
 
@@ -19,3 +20,4 @@ __all__ = [
     "read_dataset", "SNMFConfig", "SNMFResult", "SNMFState", "fit", "fit_sharded",
     "fit_streaming", "load_model", "__version__",
 ]
+__all__ += ["HierarchicalResult", "fit_hierarchical"]

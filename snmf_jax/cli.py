@@ -19,6 +19,7 @@ import sys
 _SUBCOMMAND_MODULES = (
     "snmf_jax._demo",
     "snmf_jax.factorize._cli",
+    "snmf_jax.factorize._hierarchy_cli",
     "snmf_jax.activations._cli",
     "snmf_jax.steer._cli",
     "snmf_jax.interpret._cli",

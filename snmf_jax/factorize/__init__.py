@@ -13,6 +13,10 @@ from snmf_jax.factorize._streaming import (fit_streaming, RowSource, ArraySource
 from snmf_jax.factorize._distributed import (initialize as initialize_distributed,
                                              global_mesh, process_row_range,
                                              process_chunk_range, load_process_rows)
+from snmf_jax.factorize._hierarchy_result import HierarchicalResult
+from snmf_jax.factorize._hierarchy import fit_hierarchical, fit_level
+from snmf_jax.factorize._finetune import finetune_hierarchy
+from snmf_jax.factorize._planted import PlantedHierarchy, planted_hierarchy, parent_recovery
 
 __all__ = [
     "fit", "StopRule", "FitState", "CHECKPOINT_FILE", "SNMFResult", "SNMFConfig",
@@ -21,4 +25,6 @@ __all__ = [
     "fit_sharded", "token_sharding", "fit_streaming", "RowSource", "ArraySource",
     "SafetensorsSource", "CodesStore", "as_source", "initialize_distributed", "global_mesh",
     "process_row_range", "process_chunk_range", "load_process_rows",
+    "HierarchicalResult", "fit_hierarchical", "fit_level", "finetune_hierarchy",
+    "PlantedHierarchy", "planted_hierarchy", "parent_recovery",
 ]

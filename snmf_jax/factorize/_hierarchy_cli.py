@@ -1,0 +1,94 @@
+"""`snmf-jax hierarchy`: fit a hierarchical SNMF, print its concept tree, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    """Adds the `hierarchy` subcommand."""
+    p = subparsers.add_parser(
+        "hierarchy", help="hierarchical SNMF and concept trees",
+        description=(
+            "Fit a hierarchy X ≈ C0 W1 ... WL ΦL: level 0 is the SNMF of the activations, "
+            "each further level the SNMF of the features below. SOURCE is an activation "
+            "store (level 0 is fitted, in memory or --streaming) or an SNMF result folder "
+            "(used as level 0; --store then labels the tree's nodes). Writes the hierarchy "
+            "to --out (hierarchy.safetensors + hierarchy.json), the concept tree to "
+            "OUT/tree.json, and prints the tree."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("source", help="activation store directory or SNMF result folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--ranks", type=int, nargs="+", required=True,
+                   help="features per level, e.g. 400 200 100; from a result its rank may "
+                        "be left out")
+    p.add_argument("--sparsity", type=float, nargs="+", default=[0.01],
+                   help="keep-fraction, one for all levels or one per level")
+    p.add_argument("--store", default=None,
+                   help="activation store for token labels (and fine-tuning) when SOURCE "
+                        "is a result")
+    p.add_argument("--layer", type=int, default=None, help="layer of a multi-layer store")
+    p.add_argument("--init", choices=("random", "svd", "kmeans"), default="random")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--restarts", type=int, default=6, help="fits per upper level, best kept")
+    p.add_argument("--max-iter", type=int, default=1000)
+    p.add_argument("--streaming", action="store_true", help="stream level 0 from the store")
+    p.add_argument("--finetune-steps", type=int, default=0,
+                   help="Adam steps of the joint fine-tune (0: none)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="resume folder (default OUT/checkpoint)")
+    p.add_argument("--threshold", type=float, default=0.15,
+                   help="child kept when its link >= threshold x the parent's largest")
+    p.add_argument("--max-children", type=int, default=4)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from snmf_jax.activations._store import ActivationStore  # pylint: disable=g-import-not-at-top
+    from snmf_jax.factorize._hierarchy import fit_hierarchical  # pylint: disable=g-import-not-at-top
+    from snmf_jax.factorize._result import SNMFResult  # pylint: disable=g-import-not-at-top
+    from snmf_jax.interpret import _tree  # pylint: disable=g-import-not-at-top
+
+    src = Path(args.source)
+    if not src.exists():
+        raise SystemExit(f"snmf-jax hierarchy: source {str(src)!r} does not exist")
+    out = Path(args.out)
+    sparsity = args.sparsity[0] if len(args.sparsity) == 1 else args.sparsity
+    common = dict(sparsity=sparsity, init=args.init, seed=args.seed, restarts=args.restarts,
+                  max_iter=args.max_iter, finetune_steps=args.finetune_steps,
+                  checkpoint_dir=args.checkpoint_dir or out / "checkpoint",
+                  progress=not args.no_progress)
+    if (src / "snmf.safetensors").is_file():
+        level0 = SNMFResult.load(src)
+        ranks = list(args.ranks)
+        if ranks[0] != level0.rank:
+            ranks = [level0.rank] + ranks
+        store = ActivationStore(args.store) if args.store else None
+        if args.finetune_steps and store is None:
+            raise SystemExit("snmf-jax hierarchy: --finetune-steps from a result needs --store")
+        x = (store.rows(0, store.n_rows, layer=args.layer) if store is not None
+             else np.empty((0, level0.features.shape[1]), np.float32))  # unused: level 0 given
+        if store is not None and store.n_rows != level0.codes.shape[0]:
+            raise SystemExit(f"snmf-jax hierarchy: --store has {store.n_rows} rows but the "
+                             f"result's codes have {level0.codes.shape[0]}")
+        h = fit_hierarchical(x, ranks, level0=level0, **common)
+    else:
+        store = ActivationStore(src)
+        x = src if args.streaming else store.rows(0, store.n_rows, layer=args.layer)
+        h = fit_hierarchical(x, args.ranks, layer=args.layer, **common)
+    h.save(out)
+    tokens = _tree.token_strings(store) if store is not None else None
+    tree = _tree.concept_tree(h, tokens, threshold=args.threshold,
+                              max_children=args.max_children)
+    _tree.save_tree(tree, out / "tree.json")
+    print(_tree.format_tree(tree))
+    ft = h.metadata.get("finetune")
+    if ft:
+        print(f"\nproduct loss / ||X||^2: greedy {ft['product_loss_before']:.5f} -> "
+              f"fine-tuned {ft['product_loss_after']:.5f}", file=sys.stderr)
+    print(f"wrote {out} (hierarchy) and {out / 'tree.json'}", file=sys.stderr)
+    return 0
