@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import snmf_jax as sj
-from snmf_jax.factorize import _streaming as S
+from snmf_jax import factorize as S
 
 KW = dict(sparsity=0.25, patience=None, progress=False)
 # One data shape and chunking throughout, so the jitted chunk programs compile once.
@@ -77,14 +77,16 @@ class _Flaky:
 def test_interrupted_mid_iteration_resumes_to_the_same_answer(tmp_path):
     x = _data(seed=3)
     full = S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=10, **KW)
-    # 8 chunks: the source id reads 2, the init 8, then fail inside iteration 4.
-    flaky = _Flaky(x, ROWS, fail_after=2 + 8 + 3 * 8 + 4)
+    # 8 chunks: the data identity hashes 8, the init reads 8, then fail inside
+    # iteration 4 (the state is committed after every iteration).
+    flaky = _Flaky(x, ROWS, fail_after=8 + 8 + 3 * 8 + 4)
     with pytest.raises(KeyboardInterrupt):
-        S.fit_streaming(flaky, 4, max_iter=10, checkpoint_dir=tmp_path, **KW)
+        S.fit_streaming(flaky, 4, max_iter=10, checkpoint_dir=tmp_path, checkpoint_every=1,
+                        **KW)
     versions = sorted(p.name for p in (tmp_path / "codes").iterdir())
     assert "step-000003" in versions  # the last committed iteration is intact
     resumed = S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=10,
-                              checkpoint_dir=tmp_path, **KW)
+                              checkpoint_dir=tmp_path, checkpoint_every=1, **KW)
     np.testing.assert_array_equal(resumed.losses, full.losses)
     np.testing.assert_array_equal(resumed.codes, full.codes)
     np.testing.assert_array_equal(resumed.features, full.features)
@@ -126,8 +128,7 @@ def test_safetensors_file_source(tmp_path):
 
 
 def _write_store(path, x, chunk_rows):
-    store_mod = pytest.importorskip("snmf_jax.activations._store")
-    w = store_mod.StoreWriter(path, layers=(0,), d=x.shape[1], chunk_rows=chunk_rows,
+    w = sj.activations.StoreWriter(path, layers=(0,), d=x.shape[1], chunk_rows=chunk_rows,
                               n_rows=x.shape[0], settings={"test": True})
     for i in range(0, x.shape[0], chunk_rows):
         w.append({0: x[i:i + chunk_rows]}, {})
@@ -147,7 +148,7 @@ _CAPPED = """
 import os, sys, resource, json, faulthandler
 faulthandler.dump_traceback_later(240, exit=True)  # a stuck child reports where
 import numpy as np
-from snmf_jax.factorize import _streaming as S
+from snmf_jax import factorize as S
 
 def vm():
     for line in open("/proc/self/status"):
@@ -164,7 +165,7 @@ resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 r = S.fit_streaming(path, 4, max_iter=3, patience=None, sparsity=0.25, progress=False)
 # Control: under the same cap the whole store does not fit in memory.
 try:
-    from snmf_jax.activations._store import ActivationStore
+    from snmf_jax.activations import ActivationStore
     ActivationStore(path).rows(0, r.codes.shape[0])
     whole = "loaded"
 except BaseException as e:  # numpy raises MemoryError; safetensors' Rust side panics
