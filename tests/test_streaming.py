@@ -203,3 +203,55 @@ def test_streaming_under_a_memory_cap_smaller_than_the_store(tmp_path):
     rel = np.abs(np.asarray(got["losses"]) - ref.losses) / ref.losses
     assert rel.max() <= 1e-5, rel
     assert abs(got["codes_sum"] - float(ref.codes.sum())) <= 1e-4 * float(ref.codes.sum())
+
+
+def _write_layers(path, xs, chunk_rows, site="mlp_hidden"):
+    n, d = xs[0].shape
+    w = sj.activations.StoreWriter(path, layers=tuple(range(len(xs))), d=d,
+                                   chunk_rows=chunk_rows, n_rows=n, settings={"t": 1},
+                                   info={"site": site})
+    for i in range(0, n, chunk_rows):
+        w.append({l: x[i:i + chunk_rows] for l, x in enumerate(xs)}, {})
+    return w.finish()
+
+
+def test_checkpoint_for_another_layer_or_other_rows_is_refused(tmp_path):
+    x0, x1 = _data(seed=7), _data(seed=8)
+    _write_layers(tmp_path / "acts", [x0, x1], ROWS)
+    kw = dict(max_iter=4, checkpoint_dir=tmp_path / "ck", **KW)
+    first = S.fit_streaming(tmp_path / "acts", 4, layer=0, **kw)
+    with pytest.raises(ValueError, match=r"different data \(layer: checkpoint 0 vs now 1\)"):
+        S.fit_streaming(tmp_path / "acts", 4, layer=1, **kw)
+    # Same shape and chunking, rows reordered: the chunk digests differ.
+    _write_layers(tmp_path / "acts2", [x0[::-1].copy(), x1], ROWS)
+    with pytest.raises(ValueError, match=r"different data \(content differs"):
+        S.fit_streaming(tmp_path / "acts2", 4, layer=0, **kw)
+    again = S.fit_streaming(tmp_path / "acts", 4, layer=0, **kw)  # the right one resumes
+    np.testing.assert_array_equal(again.losses, first.losses)
+    np.testing.assert_array_equal(again.features, first.features)
+    np.testing.assert_array_equal(again.codes, first.codes)
+
+
+def test_checkpoint_every_and_chunk_size_resume_to_the_same_answer(tmp_path):
+    x = _data(seed=9)
+    full = S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=9, **KW)
+    kw = dict(checkpoint_dir=tmp_path, checkpoint_every=4, chunk_size=3, **KW)
+    S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=6, **kw)
+    # Committed at 4 and at the end (6); the live and best versions are kept.
+    assert {p.name for p in (tmp_path / "codes").iterdir()} <= {"step-000004", "step-000006"}
+    more = S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=9, **kw)
+    np.testing.assert_array_equal(more.losses, full.losses)
+    np.testing.assert_array_equal(more.codes, full.codes)
+    np.testing.assert_array_equal(more.features, full.features)
+
+
+def test_codes_chunks_are_verified(tmp_path):
+    x = _data(seed=10)
+    got = S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=3, checkpoint_dir=tmp_path, **KW)
+    store = S.CodesStore(got.metadata["codes_store"])
+    f = store.path / "chunk-000002.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-3] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="chunk-000002.safetensors: SHA-256 does not match"):
+        store.to_numpy()
