@@ -95,9 +95,14 @@ def check_entry(folder: str | os.PathLike, entry: Mapping[str, Any], *,
                 hash_bytes: bool) -> Path:
     """Checks a listed chunk exists with the recorded size (and SHA-256)."""
     path = chunk_path(folder, entry)
-    if not path.is_file() or path.stat().st_size != entry.get("bytes"):
-        raise ValueError(f"{path}: listed in the manifest but missing or of the wrong size; "
-                         "the store is damaged")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: listed in the manifest but missing or of the wrong "
+                                "size (missing); the store is damaged")
+    size = path.stat().st_size
+    if size != entry.get("bytes"):
+        raise ValueError(f"{path}: listed in the manifest but missing or of the wrong size "
+                         f"({size} bytes; the manifest says {entry.get('bytes')}); the store "
+                         "is damaged")
     if hash_bytes and file_sha256(path) != entry.get("sha256"):
         raise ValueError(f"{path}: SHA-256 does not match the manifest; the chunk is corrupt")
     return path

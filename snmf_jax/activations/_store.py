@@ -102,6 +102,10 @@ class ActivationStore:
             X = store.chunk(i)            # (rows_i, d) float32
             ...
 
+    The first read of each chunk through this object checks the file's size
+    and SHA-256 against the manifest (a mismatch raises, naming the file),
+    and chunk file names must stay inside the store folder.
+
     Args:
       path: the store directory.
       allow_incomplete: open a store whose export has not finished (only its
@@ -134,6 +138,7 @@ class ActivationStore:
         self._chunks = m["chunks"]
         self.chunk_bounds = _chunks.bounds_of(self._chunks)
         self._docs: dict | None = None
+        self._verified: set[int] = set()
 
     # -- shape ---------------------------------------------------------------
 
@@ -173,6 +178,11 @@ class ActivationStore:
         if not -self.num_chunks <= i < self.num_chunks:
             raise IndexError(
                 f"chunk index {i} out of range for a store of {self.num_chunks} chunks")
+        i = i % self.num_chunks
+        if i not in self._verified:  # first read of a chunk: check it against the manifest
+            path = _chunks.check_entry(self.path, self._chunks[i], hash_bytes=True)
+            self._verified.add(i)
+            return path
         return _chunks.chunk_path(self.path, self._chunks[i])
 
     def _tensor(self, i: int, name: str) -> np.ndarray:

@@ -107,7 +107,7 @@ class StoreWriter:
             for c in manifest["chunks"]:
                 try:
                     _chunks.check_entry(self.path, c, hash_bytes=False)
-                except ValueError as e:
+                except (ValueError, FileNotFoundError) as e:
                     raise ValueError(f"{e} (pass overwrite=True to start again)") from None
             self.manifest = manifest
         else:
