@@ -35,13 +35,18 @@ def bounds_of(entries: list[Mapping[str, Any]]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum([int(c["rows"]) for c in entries], dtype=np.int64)])
 
 
+def locate(bounds: np.ndarray, rows) -> np.ndarray:
+    """The chunk holding each global row: (len(rows),) int64."""
+    return np.searchsorted(np.asarray(bounds), rows, side="right").astype(np.int64) - 1
+
+
 def spans(bounds: np.ndarray, start: int, stop: int) -> list[tuple[int, slice]]:
     """(chunk index, local row slice) pairs covering rows [start, stop)."""
     n = int(bounds[-1])
     if not 0 <= start <= stop <= n:
         raise IndexError(f"rows({start}, {stop}) out of range for a store of {n} rows")
     out = []
-    first = int(np.searchsorted(bounds, start, side="right")) - 1
+    first = int(locate(bounds, start))
     for i in range(max(first, 0), len(bounds) - 1):
         lo, hi = int(bounds[i]), int(bounds[i + 1])
         if lo >= stop:

@@ -28,6 +28,7 @@ def _same(a, b, tol=1e-5):
     rel = np.abs(a.losses - b.losses) / a.losses
     assert rel.max() <= tol, rel.max()
     np.testing.assert_array_equal(a.features != 0, b.features != 0)
+    assert np.abs(a.features - b.features).max() <= 1e-3 * np.abs(a.features).max()
     assert np.abs(a.codes - b.codes).max() <= 1e-3 * np.abs(a.codes).max()
     assert a.best_iter == b.best_iter
 

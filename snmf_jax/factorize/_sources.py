@@ -8,6 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from snmf_jax import _chunks
 from snmf_jax.activations._store import ActivationStore
 
 
@@ -131,7 +132,7 @@ def as_source(obj, *, layer: int | None = None, chunk_rows: int | None = None) -
 def read_rows(src: RowSource, rows: np.ndarray) -> np.ndarray:
     """Rows of the source by global index, reading each chunk involved once."""
     b = np.asarray(src.chunk_bounds)
-    which = np.searchsorted(b, rows, side="right") - 1
+    which = _chunks.locate(b, rows)
     out = np.empty((len(rows), src.d), np.float32)
     for c in np.unique(which):
         sel = np.nonzero(which == c)[0]
