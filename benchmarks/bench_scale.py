@@ -27,18 +27,24 @@ import os, sys, json, re
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 os.environ["JAX_PLATFORMS"] = "cpu"
 import jax, numpy as np
-from jax.sharding import Mesh
-from snmf_jax.factorize import _fit, _sharded, _solver
+from jax.sharding import Mesh, PartitionSpec as P
+from snmf_jax import factorize as F
 mesh = Mesh(np.array(jax.devices()), ("tokens",))
+rows = F.token_sharding(mesh)
 out = []
 for n, d, k in json.loads(sys.argv[1]):
-    layout = _sharded.RowLayout((n,), -(-n // 8), 8)
-    x = _sharded._to_global(np.zeros((n, d), np.float32), mesh, layout)
-    c = _sharded._to_global(np.ones((n, k), np.float32), mesh, layout)
-    f = _sharded._replicate(np.zeros((k, d), np.float32), mesh)
-    fs = _sharded._compiled(mesh, "init", ())(x, c, f)
-    run = _sharded._compiled(mesh, "chunk", (_solver.SNMFConfig(rank=k), _fit.StopRule(), 1))
-    hlo = run.lower(x, fs, _sharded._replicate(np.int32(1), mesh)).compile().as_text()
+    # One iteration of the public solver, shard_map'ed over the token axis as
+    # fit_sharded runs it: per-token fields sharded, the rest replicated.
+    solver = F.snmf(F.SNMFConfig(rank=k))
+    x = jax.device_put(np.zeros((n, d), np.float32), rows)
+    c = jax.device_put(np.ones((n, k), np.float32), rows)
+    spec = F.SNMFState(**{f: P("tokens") if f in ("codes", "row_sqnorm") else P()
+                          for f in F.SNMFState._fields})
+    init = jax.jit(jax.shard_map(lambda x, c: solver.init(x, c, axis_name="tokens"),
+                                 mesh=mesh, in_specs=(P("tokens"), P("tokens")), out_specs=spec))
+    step = jax.jit(jax.shard_map(lambda x, s: solver.update(x, s, axis_name="tokens"),
+                                 mesh=mesh, in_specs=(P("tokens"), spec), out_specs=spec))
+    hlo = step.lower(x, init(x, c)).compile().as_text()
     sizes = {"f32": 4, "f64": 8, "s32": 4, "pred": 1}
     total, ops = 0, []
     for line in hlo.splitlines():
@@ -80,13 +86,16 @@ def comm_table(d: int, k: int, ns: list[int]) -> None:
 
 def time_streaming(n: int, d: int, k: int, iters: int, chunk_rows: int) -> None:
     import snmf_jax as sj  # pylint: disable=g-import-not-at-top
-    from snmf_jax.factorize import _streaming  # pylint: disable=g-import-not-at-top
-    from snmf_jax.activations._store import StoreWriter  # pylint: disable=g-import-not-at-top
+    from snmf_jax.activations import StoreWriter  # pylint: disable=g-import-not-at-top
 
     rng = np.random.default_rng(0)
     x = (rng.random((n, 16), dtype=np.float32) @ rng.standard_normal((16, d), dtype=np.float32)
          + 0.1 * rng.standard_normal((n, d), dtype=np.float32))
     kw = dict(sparsity=0.01, patience=None, progress=False)
+    # Streaming: one iteration per host round and a commit after each, so the
+    # per-iteration callbacks time single iterations (callbacks of a chunk of
+    # iterations all arrive when it ends).
+    skw = dict(kw, chunk_size=1, checkpoint_every=1)
     print(f"\n== time per iteration, n={n}, d={d}, K={k}, X = {x.nbytes / 2**20:.0f} MiB, "
           f"chunks of {chunk_rows} rows ==")
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,15 +111,15 @@ def time_streaming(n: int, d: int, k: int, iters: int, chunk_rows: int) -> None:
         t_mem = (time.perf_counter() - t) / iters
 
         stamps = []
-        _streaming.fit_streaming(f"{tmp}/acts", k, max_iter=iters + 1, checkpoint_dir=f"{tmp}/w",
-                                 callback=lambda s, l: stamps.append(time.perf_counter()), **kw)
+        sj.fit_streaming(f"{tmp}/acts", k, max_iter=iters + 1, checkpoint_dir=f"{tmp}/w",
+                         callback=lambda s, l: stamps.append(time.perf_counter()), **skw)
         t_stream = (stamps[-1] - stamps[0]) / (len(stamps) - 1)  # first iteration compiles
         # The same, with the activations in memory (isolates the per-chunk overhead
         # from disk reads).
         stamps.clear()
-        _streaming.fit_streaming(_streaming.ArraySource(x, chunk_rows), k, max_iter=iters + 1,
-                                 checkpoint_dir=f"{tmp}/w2",
-                                 callback=lambda s, l: stamps.append(time.perf_counter()), **kw)
+        sj.fit_streaming(sj.factorize.ArraySource(x, chunk_rows), k, max_iter=iters + 1,
+                         checkpoint_dir=f"{tmp}/w2",
+                         callback=lambda s, l: stamps.append(time.perf_counter()), **skw)
         t_stream_mem = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
     gflop = 4 * n * d * k / 1e9
     print(f"in-memory fit          {t_mem * 1e3:8.1f} ms/it  ({gflop / t_mem:6.1f} GFLOP/s)")

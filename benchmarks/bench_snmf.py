@@ -3,8 +3,9 @@ and vs a straightforward NumPy implementation of the same algorithm.
 
 All timings are taken in one run, interleaved, and reported as ratios (the
 machines are shared and noisy). snmf_jax is timed as `fit` runs it, with
-CPU BLAS pinned to one thread (`factorize.limit_blas_threads`), and once
-more without, to show what that buys. Usage:
+CPU BLAS pinned to one thread (`factorize.limit_blas_threads`, as every fit
+does), and the bare update loop of the public solver (`factorize.snmf`)
+without the pinning, to show what that buys. Usage:
 
     python benchmarks/bench_snmf.py [--sizes 8192x3072 32768x1536] [--rank 100]
 """
@@ -19,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snmf_jax.factorize import _fit, _solver, limit_blas_threads
+import snmf_jax as sj
+from snmf_jax.factorize import FitOptions
 
 
 def numpy_gemm_pair(x, c, phi):
@@ -64,22 +66,25 @@ def bench(n, d, k, iters, repeats):
     c = rng.uniform(size=(n, k)).astype(np.float32) + 1e-3
     phi = rng.standard_normal((k, d), dtype=np.float32)
 
-    xj = jnp.asarray(x)
-    config = _solver.SNMFConfig(rank=k, sparsity=0.01)
-    rule = _fit.StopRule(patience=None)
-    fs0 = _fit.init_fit_state(_solver.init(xj, jnp.asarray(c)))
-    run = jax.jit(_fit.chunk_loop, static_argnames=("config", "rule", "chunk", "axis_name"))
+    xj, cj = jnp.asarray(x), jnp.asarray(c)
+    # The whole public fit (validation, init state, one device call of
+    # `iters` iterations, result to host), from the same initial codes.
+    opts = FitOptions(rank=k, sparsity=0.01, patience=None, max_iter=iters, chunk_size=iters)
     t0 = time.perf_counter()
-    jax.block_until_ready(run(xj, fs0, jnp.int32(1), config=config, rule=rule, chunk=iters))
+    sj.fit(xj, codes_init=cj, options=opts, progress=False)
     compile_s = time.perf_counter() - t0
 
-    def unpinned():
-        out = run(xj, fs0, jnp.int32(iters), config=config, rule=rule, chunk=iters)
-        jax.block_until_ready(out)
+    def ours():  # fits pin BLAS to one thread while they iterate
+        sj.fit(xj, codes_init=cj, options=opts, progress=False)
 
-    def ours():
-        with limit_blas_threads():
-            unpinned()
+    # The solver's update loop (public factory) without the pinning.
+    solver = sj.factorize.snmf(opts.solver_config)
+    loop = jax.jit(lambda x, s: jax.lax.fori_loop(0, iters, lambda _, s: solver.update(x, s), s))
+    s0 = solver.init(xj, cj)
+    jax.block_until_ready(loop(xj, s0))
+
+    def unpinned():
+        jax.block_until_ready(loop(xj, s0))
 
     def gemms():
         for _ in range(iters):
@@ -100,7 +105,7 @@ def bench(n, d, k, iters, repeats):
     flops = 4 * n * d * k
     print(f"n={n} d={d} K={k} float32, {iters} iterations x {repeats} repeats "
           f"(medians), backend={jax.default_backend()}")
-    print(f"  compile (first chunk)       {compile_s:8.2f} s")
+    print(f"  first fit (compiles)        {compile_s:8.2f} s")
     print(f"  numpy GEMM pair             {med['gemm']:8.4f} s/it  "
           f"({flops / med['gemm'] / 1e9:6.1f} GFLOP/s)")
     print(f"  numpy plain implementation  {med['numpy']:8.4f} s/it")

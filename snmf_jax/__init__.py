@@ -7,8 +7,8 @@
 from snmf_jax import activations, factorize, interpret, models, report, steer
 from snmf_jax.activations import (Activations, ActivationStore, TextDataset,
                                   export_activations, load_concepts, read_dataset)
-from snmf_jax.factorize import (SNMFConfig, SNMFResult, SNMFState, fit, fit_sharded,
-                                fit_streaming)
+from snmf_jax.factorize import (FitOptions, SNMFConfig, SNMFResult, SNMFState, fit,
+                                fit_sharded, fit_streaming)
 from snmf_jax.models import load_model
 from snmf_jax.factorize import HierarchicalResult, fit_hierarchical
 
@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "activations", "factorize", "interpret", "models", "report", "steer",
     "Activations", "ActivationStore", "TextDataset", "export_activations", "load_concepts",
-    "read_dataset", "SNMFConfig", "SNMFResult", "SNMFState", "fit", "fit_sharded",
+    "read_dataset", "FitOptions", "SNMFConfig", "SNMFResult", "SNMFState", "fit", "fit_sharded",
     "fit_streaming", "load_model", "__version__",
 ]
 __all__ += ["HierarchicalResult", "fit_hierarchical"]

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from safetensors.numpy import load_file
+from safetensors.numpy import load, load_file
 from safetensors import safe_open
 
 __all__ = ["atomic_open", "atomic_write_bytes", "write_json", "read_json", "write_safetensors",
-           "save_arrays", "load_arrays", "read_metadata"]
+           "save_arrays", "load_arrays", "load_bytes", "read_metadata", "read_shape",
+           "sha256_bytes", "arrays_digest"]
 
 
 @contextlib.contextmanager
@@ -120,3 +121,29 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The string metadata of a safetensors file, without reading its arrays."""
     with safe_open(str(path), framework="numpy") as f:
         return dict(f.metadata() or {})
+
+
+def load_bytes(data: bytes) -> dict[str, np.ndarray]:
+    """Every array of a safetensors file already read into memory."""
+    return load(data)
+
+
+def read_shape(path: str | os.PathLike, name: str) -> list[int]:
+    """The shape of one tensor of a safetensors file, without reading it."""
+    with safe_open(str(path), framework="numpy") as f:
+        return list(f.get_slice(name).get_shape())
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over named arrays (names, dtypes, shapes and bytes, sorted by
+    name): recorded in checkpoint and result headers, verified on load."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(np.asarray(arrays[name]))
+        h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()

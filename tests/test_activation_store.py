@@ -254,3 +254,55 @@ def test_unsupported_format_version(tmp_path):
     with pytest.raises(ValueError, match="format_version 99 is not supported"):
         ActivationStore(store.path)
     assert _store.FORMAT_VERSION == 1
+
+
+def _tiny_store(path, rows=10, chunk_rows=4):
+    from snmf_jax.activations import StoreWriter
+    x = np.arange(rows * 3, dtype=np.float32).reshape(rows, 3)
+    w = StoreWriter(path, layers=(0,), d=3, chunk_rows=chunk_rows, n_rows=rows,
+                    settings={"s": 1})
+    w.append({0: x}, {})
+    return w.finish(), x
+
+
+def test_overwrite_removes_only_the_stores_own_files(tmp_path):
+    from snmf_jax.activations import StoreWriter
+    store, _ = _tiny_store(tmp_path / "s")
+    (tmp_path / "s" / "notes.txt").write_text("mine")
+    w = StoreWriter(tmp_path / "s", layers=(0,), d=3, chunk_rows=5, n_rows=5,
+                    settings={"s": 2}, overwrite=True)
+    w.append({0: np.ones((5, 3), np.float32)}, {})
+    again = w.finish()
+    assert (tmp_path / "s" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        "chunk-000000.safetensors", "manifest.json", "notes.txt"]
+    assert again.num_chunks == 1
+    # A folder whose manifest.json is someone else's is never touched.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text('{"format": "not ours"}')
+    (other / "data.bin").write_text("keep")
+    with pytest.raises(ValueError, match="format is 'not ours'"):
+        StoreWriter(other, layers=(0,), d=3, chunk_rows=5, n_rows=5, settings={},
+                    overwrite=True)
+    assert sorted(p.name for p in other.iterdir()) == ["data.bin", "manifest.json"]
+
+
+def test_chunk_reads_are_verified_and_confined(tmp_path):
+    import json
+    from snmf_jax.activations import ActivationStore
+    store, x = _tiny_store(tmp_path / "s")
+    np.testing.assert_array_equal(store.rows(0, 10), x)
+    f = tmp_path / "s" / "chunk-000001.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    fresh = ActivationStore(tmp_path / "s")
+    fresh.chunk(0)
+    with pytest.raises(ValueError, match="chunk-000001.safetensors: SHA-256 does not match"):
+        fresh.chunk(1)
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    m["chunks"][0]["file"] = "../outside.safetensors"
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="not a plain file name inside the store folder"):
+        ActivationStore(tmp_path / "s").chunk(0)

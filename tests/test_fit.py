@@ -213,6 +213,90 @@ def test_fits_pin_blas_to_one_thread_and_restore_it():
         sj.fit_streaming(x, rank=3, max_iter=2, patience=None, progress=False,
                          callback=lambda step, loss: seen.append(blas_threads()))
         assert blas_threads() == before
-    assert len(seen) == 4 and all(set(s.values()) == {1} for s in seen)
+    # One callback per iteration: 4 in memory, 2 streamed.
+    assert len(seen) == 6 and all(set(s.values()) == {1} for s in seen)
     with F.limit_blas_threads(None), threadpool_limits(limits=2, user_api="blas"):
         assert set(blas_threads().values()) == {2}
+
+
+@pytest.mark.parametrize("change", ["reordered rows", "one value", "swapped columns"])
+def test_checkpoint_for_changed_data_is_refused_naming_content(tmp_path, change):
+    x = _data()
+    sj.fit(x, rank=4, max_iter=6, checkpoint_dir=tmp_path, checkpoint_every=3, progress=False)
+    y = x.copy()
+    if change == "reordered rows":
+        y[[0, 1]] = y[[1, 0]]  # same column sums, same sampled rows as before
+    elif change == "one value":
+        y[57, 3] += 1e-3
+    else:
+        y[:, [5, 6]] = y[:, [6, 5]]
+    with pytest.raises(ValueError, match=r"written for different data \(content differs"):
+        sj.fit(y, rank=4, max_iter=6, checkpoint_dir=tmp_path, progress=False)
+
+
+def test_checkpoint_and_result_files_are_verified(tmp_path):
+    x = _data()
+    res = sj.fit(x, rank=4, max_iter=6, checkpoint_dir=tmp_path / "ck", progress=False)
+    res.save(tmp_path / "res")
+    for path in (tmp_path / "ck" / F.CHECKPOINT_FILE, tmp_path / "res" / "snmf.safetensors"):
+        data = bytearray(path.read_bytes())
+        data[-5] ^= 0xFF  # flip bits of the last array's bytes
+        path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"snmf_checkpoint.safetensors is corrupt"):
+        sj.fit(x, rank=4, max_iter=6, checkpoint_dir=tmp_path / "ck", progress=False)
+    with pytest.raises(ValueError, match=r"snmf.safetensors: the arrays do not match"):
+        sj.SNMFResult.load(tmp_path / "res")
+
+
+def test_checkpoint_dir_that_is_a_file_fails_before_any_work(tmp_path):
+    f = tmp_path / "not-a-dir"
+    f.write_text("x")
+    calls = []
+    for fn in (sj.fit, sj.fit_streaming):
+        with pytest.raises(ValueError, match="checkpoint_dir .* is not a directory"):
+            fn(_data(), rank=3, checkpoint_dir=f, progress=False,
+               callback=lambda s, l: calls.append(s))
+    assert not calls and f.read_text() == "x"
+
+
+def test_overflowing_data_or_settings_raise_instead_of_returning_zeros():
+    x = _data() * np.float32(1e18)  # finite, but its squares overflow float32
+    with pytest.raises(FloatingPointError, match="Rescale X"):
+        sj.fit(x, rank=3, max_iter=5, progress=False)
+    for bad in (dict(reg=float("nan")), dict(mu_eps=float("inf")), dict(tol=float("nan")),
+                dict(reg=-1.0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            sj.fit(_data(), rank=3, progress=False, **bad)
+
+
+def test_callbacks_once_per_iteration_in_order_in_every_fit():
+    x = _data()
+    for fit, kw in ((sj.fit, dict(chunk_size=4)), (sj.fit_streaming, dict(chunk_size=4))):
+        seen = []
+        res = fit(x, rank=3, max_iter=10, patience=None, progress=False,
+                  callback=lambda s, l: seen.append((s, l)), **kw)
+        assert [s for s, _ in seen] == list(range(1, 11))
+        np.testing.assert_array_equal([l for _, l in seen], res.losses)
+
+
+def test_options_are_one_type_shared_by_the_fits_and_the_cli():
+    import argparse
+    import dataclasses
+    from snmf_jax.factorize import _options
+    opts = F.FitOptions(rank=3, sparsity=0.2, max_iter=7, patience=None)
+    a = sj.fit(_data(), options=opts, progress=False)
+    b = sj.fit(_data(), 3, sparsity=0.2, max_iter=7, patience=None, progress=False)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    np.testing.assert_array_equal(a.codes, b.codes)
+    np.testing.assert_array_equal(a.features, b.features)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['sparsty'\]"):
+        sj.fit(_data(), 3, sparsty=0.2)
+    # The CLI flags are the fields, with the same defaults.
+    p = argparse.ArgumentParser()
+    _options.add_arguments(p)
+    args = p.parse_args(["--rank", "5"])
+    assert _options.from_args(args) == F.FitOptions(rank=5)
+    for f in dataclasses.fields(F.FitOptions):
+        if f.name != "rank":
+            assert p.get_default(f.name) == f.default, f.name
+    assert _options.from_args(p.parse_args(["--rank", "5", "--patience", "0"])).patience is None

@@ -83,7 +83,7 @@ def test_left_padded_batch_equals_each_prompt_alone(model, patch):
 
 
 def test_patch_changes_generation_and_where_generated_spares_the_first_token(model, patch):
-    base = gen(model, st.scale_patch(patch, 0.0)).tokens
+    base = gen(model, st.with_scale(patch, 0.0)).tokens
     assert (gen(model, patch).tokens != base).any()
     gen_only = gen(model, patch, where="generated").tokens
     # The first new token is predicted from prompt positions only.
@@ -117,7 +117,8 @@ def test_top_k_1_and_tiny_top_p_sample_the_greedy_token(model, patch):
 def test_no_recompilation_across_alphas_and_seeds(model, patch):
     gen(model, patch, **SAMPLING)
     size = st.generate_tokens._cache_size()
-    outs = [gen(model, st.scale_patch(patch, 0.5 * (i + 1)), seed=i, **SAMPLING).tokens
+    outs = [gen(model, st.with_scale(patch, np.array([3.0, -3.0]) * 0.5 * (i + 1)), seed=i,
+                **SAMPLING).tokens
             for i in range(3)]
     assert st.generate_tokens._cache_size() == size
     assert (outs[0] != outs[2]).any()

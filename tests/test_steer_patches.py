@@ -150,10 +150,15 @@ def test_repeat_rows_is_variant_major():
     np.testing.assert_array_equal(r.vector[3], [3, 4, 5])
 
 
-def test_the_package_is_callable_as_steer(llama):
+def test_one_spelling_for_steering(llama):
+    """`snmf_jax.steer` is a plain package; `steer.steer` builds the steered model."""
+    import types
     import snmf_jax
+    assert type(snmf_jax.steer) is types.ModuleType and not callable(snmf_jax.steer)
     patch = st.make_patch(1, "mlp_hidden", np.ones(48), scale=0.5)
-    steered = snmf_jax.steer(llama, patch, where="prompt")
+    steered = snmf_jax.steer.steer(llama, patch, where="prompt")
     assert isinstance(steered, st.SteeredModel) and steered.where == "prompt"
-    assert snmf_jax.steer.calibrate is st.calibrate  # still the package
     assert "variants=None" in repr(steered)
+    for old in ("scale_patch", "patched_forward_impl", "next_token_logprobs"):
+        assert not hasattr(st, old), old
+    assert not hasattr(st.SteeredModel, "scaled")

@@ -59,7 +59,7 @@ def test_unembedding_preimage_raises_the_word_monotonically(model):
     assert (np.diff(p) > 0).all(), p
     assert p[-1] > 20 * p[0], p
     # The opposite push lowers it.
-    neg = st.steer(model, st.scale_patch(patch, -1.0)).forward(prompt).logits[:, -1]
+    neg = st.steer(model, st.with_scale(patch, -alphas)).forward(prompt).logits[:, -1]
     assert float(jax.nn.softmax(neg[-1])[word]) < p[0]
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import snmf_jax as sj
-from snmf_jax.factorize import _streaming as S
+from snmf_jax import factorize as S
 
 KW = dict(sparsity=0.25, patience=None, progress=False)
 # One data shape and chunking throughout, so the jitted chunk programs compile once.
@@ -28,6 +28,7 @@ def _same(a, b, tol=1e-5):
     rel = np.abs(a.losses - b.losses) / a.losses
     assert rel.max() <= tol, rel.max()
     np.testing.assert_array_equal(a.features != 0, b.features != 0)
+    assert np.abs(a.features - b.features).max() <= 1e-3 * np.abs(a.features).max()
     assert np.abs(a.codes - b.codes).max() <= 1e-3 * np.abs(a.codes).max()
     assert a.best_iter == b.best_iter
 
@@ -77,14 +78,16 @@ class _Flaky:
 def test_interrupted_mid_iteration_resumes_to_the_same_answer(tmp_path):
     x = _data(seed=3)
     full = S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=10, **KW)
-    # 8 chunks: the source id reads 2, the init 8, then fail inside iteration 4.
-    flaky = _Flaky(x, ROWS, fail_after=2 + 8 + 3 * 8 + 4)
+    # 8 chunks: the data identity hashes 8, the init reads 8, then fail inside
+    # iteration 4 (the state is committed after every iteration).
+    flaky = _Flaky(x, ROWS, fail_after=8 + 8 + 3 * 8 + 4)
     with pytest.raises(KeyboardInterrupt):
-        S.fit_streaming(flaky, 4, max_iter=10, checkpoint_dir=tmp_path, **KW)
+        S.fit_streaming(flaky, 4, max_iter=10, checkpoint_dir=tmp_path, checkpoint_every=1,
+                        **KW)
     versions = sorted(p.name for p in (tmp_path / "codes").iterdir())
     assert "step-000003" in versions  # the last committed iteration is intact
     resumed = S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=10,
-                              checkpoint_dir=tmp_path, **KW)
+                              checkpoint_dir=tmp_path, checkpoint_every=1, **KW)
     np.testing.assert_array_equal(resumed.losses, full.losses)
     np.testing.assert_array_equal(resumed.codes, full.codes)
     np.testing.assert_array_equal(resumed.features, full.features)
@@ -126,8 +129,7 @@ def test_safetensors_file_source(tmp_path):
 
 
 def _write_store(path, x, chunk_rows):
-    store_mod = pytest.importorskip("snmf_jax.activations._store")
-    w = store_mod.StoreWriter(path, layers=(0,), d=x.shape[1], chunk_rows=chunk_rows,
+    w = sj.activations.StoreWriter(path, layers=(0,), d=x.shape[1], chunk_rows=chunk_rows,
                               n_rows=x.shape[0], settings={"test": True})
     for i in range(0, x.shape[0], chunk_rows):
         w.append({0: x[i:i + chunk_rows]}, {})
@@ -147,7 +149,7 @@ _CAPPED = """
 import os, sys, resource, json, faulthandler
 faulthandler.dump_traceback_later(240, exit=True)  # a stuck child reports where
 import numpy as np
-from snmf_jax.factorize import _streaming as S
+from snmf_jax import factorize as S
 
 def vm():
     for line in open("/proc/self/status"):
@@ -164,7 +166,7 @@ resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 r = S.fit_streaming(path, 4, max_iter=3, patience=None, sparsity=0.25, progress=False)
 # Control: under the same cap the whole store does not fit in memory.
 try:
-    from snmf_jax.activations._store import ActivationStore
+    from snmf_jax.activations import ActivationStore
     ActivationStore(path).rows(0, r.codes.shape[0])
     whole = "loaded"
 except BaseException as e:  # numpy raises MemoryError; safetensors' Rust side panics
@@ -202,3 +204,55 @@ def test_streaming_under_a_memory_cap_smaller_than_the_store(tmp_path):
     rel = np.abs(np.asarray(got["losses"]) - ref.losses) / ref.losses
     assert rel.max() <= 1e-5, rel
     assert abs(got["codes_sum"] - float(ref.codes.sum())) <= 1e-4 * float(ref.codes.sum())
+
+
+def _write_layers(path, xs, chunk_rows, site="mlp_hidden"):
+    n, d = xs[0].shape
+    w = sj.activations.StoreWriter(path, layers=tuple(range(len(xs))), d=d,
+                                   chunk_rows=chunk_rows, n_rows=n, settings={"t": 1},
+                                   info={"site": site})
+    for i in range(0, n, chunk_rows):
+        w.append({l: x[i:i + chunk_rows] for l, x in enumerate(xs)}, {})
+    return w.finish()
+
+
+def test_checkpoint_for_another_layer_or_other_rows_is_refused(tmp_path):
+    x0, x1 = _data(seed=7), _data(seed=8)
+    _write_layers(tmp_path / "acts", [x0, x1], ROWS)
+    kw = dict(max_iter=4, checkpoint_dir=tmp_path / "ck", **KW)
+    first = S.fit_streaming(tmp_path / "acts", 4, layer=0, **kw)
+    with pytest.raises(ValueError, match=r"different data \(layer: checkpoint 0 vs now 1\)"):
+        S.fit_streaming(tmp_path / "acts", 4, layer=1, **kw)
+    # Same shape and chunking, rows reordered: the chunk digests differ.
+    _write_layers(tmp_path / "acts2", [x0[::-1].copy(), x1], ROWS)
+    with pytest.raises(ValueError, match=r"different data \(content differs"):
+        S.fit_streaming(tmp_path / "acts2", 4, layer=0, **kw)
+    again = S.fit_streaming(tmp_path / "acts", 4, layer=0, **kw)  # the right one resumes
+    np.testing.assert_array_equal(again.losses, first.losses)
+    np.testing.assert_array_equal(again.features, first.features)
+    np.testing.assert_array_equal(again.codes, first.codes)
+
+
+def test_checkpoint_every_and_chunk_size_resume_to_the_same_answer(tmp_path):
+    x = _data(seed=9)
+    full = S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=9, **KW)
+    kw = dict(checkpoint_dir=tmp_path, checkpoint_every=4, chunk_size=3, **KW)
+    S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=6, **kw)
+    # Committed at 4 and at the end (6); the live and best versions are kept.
+    assert {p.name for p in (tmp_path / "codes").iterdir()} <= {"step-000004", "step-000006"}
+    more = S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=9, **kw)
+    np.testing.assert_array_equal(more.losses, full.losses)
+    np.testing.assert_array_equal(more.codes, full.codes)
+    np.testing.assert_array_equal(more.features, full.features)
+
+
+def test_codes_chunks_are_verified(tmp_path):
+    x = _data(seed=10)
+    got = S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=3, checkpoint_dir=tmp_path, **KW)
+    store = S.CodesStore(got.metadata["codes_store"])
+    f = store.path / "chunk-000002.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-3] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="chunk-000002.safetensors: SHA-256 does not match"):
+        store.to_numpy()

@@ -6,38 +6,19 @@
         X = store.chunk(i)                                          # (rows, d)
 """
 
-import importlib
+from snmf_jax._io import write_safetensors
+from snmf_jax.activations._activations import Activations
+from snmf_jax.activations._dataset import concept_children, load_concepts
+from snmf_jax.activations._export import export_activations, length_buckets, tokenize_with_offsets
+from snmf_jax.activations._readers import (read_concept_json, read_dataset, read_jsonl,
+                                           read_text)
+from snmf_jax.activations._store import ActivationStore, Provenance
+from snmf_jax.activations._text import TextDataset, from_texts
+from snmf_jax.activations._writer import StoreWriter
 
-# Public name -> private module, resolved lazily so that reading a store or a
-# dataset does not import JAX.
-_EXPORTS = {
-    "export_activations": "_export",
-    "length_buckets": "_export",
-    "tokenize_with_offsets": "_export",
-    "Activations": "_store",
-    "ActivationStore": "_store",
-    "StoreWriter": "_store",
-    "Provenance": "_store",
-    "write_safetensors": "_store",
-    "TextDataset": "_readers",
-    "from_texts": "_readers",
-    "read_concept_json": "_readers",
-    "read_jsonl": "_readers",
-    "read_text": "_readers",
-    "read_dataset": "_readers",
-    "load_concepts": "_dataset",
-    "concept_children": "_dataset",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__all__ = [
+    "ActivationStore", "Activations", "Provenance", "StoreWriter", "TextDataset",
+    "concept_children", "export_activations", "from_texts", "length_buckets", "load_concepts",
+    "read_concept_json", "read_dataset", "read_jsonl", "read_text", "tokenize_with_offsets",
+    "write_safetensors",
+]

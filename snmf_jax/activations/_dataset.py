@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from snmf_jax.activations._readers import TextDataset
+from snmf_jax.activations._text import TextDataset
 
 _FILE = "concepts.json"
 

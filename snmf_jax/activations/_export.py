@@ -40,8 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from snmf_jax.activations._readers import read_dataset
-from snmf_jax.activations._store import (Activations, ActivationStore, StoreWriter,
-                                         STORE_DTYPES)
+from snmf_jax.activations._store import Activations, ActivationStore, STORE_DTYPES
+from snmf_jax.activations._writer import StoreWriter
 
 SITES = ("mlp_hidden", "mlp_out", "resid_post")
 _PROVENANCE = {"doc_ids": ("int32", ()), "positions": ("int32", ()),

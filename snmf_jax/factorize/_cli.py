@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from snmf_jax.factorize import _options
+
 log = logging.getLogger("snmf_jax")
 
 
@@ -27,22 +29,12 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("input", help="activation store directory or .safetensors file")
     p.add_argument("--out", required=True, help="output folder for the result")
-    p.add_argument("--rank", type=int, required=True, help="number of features K")
-    p.add_argument("--sparsity", type=float, default=0.01,
-                   help="keep-fraction of neurons per feature")
-    p.add_argument("--init", choices=("random", "svd", "kmeans"), default="random")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-iter", type=int, default=1000)
-    p.add_argument("--patience", type=int, default=50,
-                   help="stop after this many iterations without improvement (0: never)")
-    p.add_argument("--tol", type=float, default=1e-5)
-    p.add_argument("--tol-mode", choices=("relative", "absolute"), default="relative")
+    _options.add_arguments(p)  # one flag per FitOptions field, same defaults
     p.add_argument("--layer", type=int, default=None, help="layer of a multi-layer store")
     p.add_argument("--key", default="X", help="tensor name in a .safetensors input")
     p.add_argument("--checkpoint-dir", default=None,
                    help="checkpoint folder (resumed if it holds a checkpoint); with "
                         "--streaming it also holds the codes (default OUT/stream)")
-    p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--streaming", action="store_true",
                    help="stream the input chunk by chunk each iteration (data larger "
                         "than memory); codes are kept on disk")
@@ -61,13 +53,13 @@ def register(subparsers) -> None:
 
 
 def _source(args):
-    from snmf_jax.factorize import _streaming  # pylint: disable=g-import-not-at-top
+    from snmf_jax.factorize import _sources  # pylint: disable=g-import-not-at-top
     path = Path(args.input)
     if not path.exists():
         raise SystemExit(f"snmf-jax fit: input {str(path)!r} does not exist")
     if path.is_file():
-        return _streaming.SafetensorsSource(path, args.key, args.chunk_rows)
-    return _streaming.as_source(path, layer=args.layer)
+        return _sources.SafetensorsSource(path, args.key, args.chunk_rows)
+    return _sources.as_source(path, layer=args.layer)
 
 
 def _load_all(src) -> np.ndarray:
@@ -75,7 +67,13 @@ def _load_all(src) -> np.ndarray:
 
 
 def run(args) -> int:
+    try:
+        opts = _options.from_args(args)  # every option checked before any work
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"snmf-jax fit: {e}") from None
     multi = args.coordinator is not None
+    if not multi and (args.num_processes is not None or args.process_id is not None):
+        raise SystemExit("snmf-jax fit: --num-processes/--process-id need --coordinator")
     if multi:
         if args.num_processes is None or args.process_id is None:
             raise SystemExit("snmf-jax fit: --coordinator needs --num-processes and --process-id")
@@ -90,32 +88,27 @@ def run(args) -> int:
         jax.config.update("jax_num_cpu_devices", args.local_devices)
 
     import jax  # pylint: disable=g-import-not-at-top
-    from snmf_jax.factorize import _fit, _sharded, _streaming  # pylint: disable=g-import-not-at-top
+    from snmf_jax.factorize import _codes, _fit, _sharded, _streaming  # pylint: disable=g-import-not-at-top
 
     out = Path(args.out)
-    kw = dict(sparsity=args.sparsity, init=args.init, seed=args.seed, max_iter=args.max_iter,
-              patience=args.patience or None, tol=args.tol, tol_mode=args.tol_mode,
-              progress=not args.no_progress and jax.process_index() == 0,
+    kw = dict(options=opts, progress=not args.no_progress and jax.process_index() == 0,
               metadata={"input": str(Path(args.input).resolve()), "layer": args.layer})
     src = _source(args)
     t0 = time.perf_counter()
     if args.streaming:
         result = _streaming.fit_streaming(
-            src, args.rank, checkpoint_dir=args.checkpoint_dir or out / "stream", **kw)
+            src, checkpoint_dir=args.checkpoint_dir or out / "stream", **kw)
     elif multi:
         from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
         rows, start = _distributed.load_process_rows(src)
-        result = _sharded.fit_sharded(rows, args.rank, mesh=_distributed.global_mesh(),
-                                      checkpoint_dir=args.checkpoint_dir,
-                                      checkpoint_every=args.checkpoint_every, **kw)
+        result = _sharded.fit_sharded(rows, mesh=_distributed.global_mesh(),
+                                      checkpoint_dir=args.checkpoint_dir, **kw)
         # Codes stay with their process: one chunk per process in OUT/codes.
-        counts = _distributed.allgather_ints([rows.shape[0]])[:, 0]
-        bounds = np.concatenate([[0], np.cumsum(counts)])
         codes_dir = out / "codes"
-        _streaming.CodesStore.write_chunk(codes_dir, jax.process_index(), result.codes)
+        _codes.CodesStore.write_chunk(codes_dir, jax.process_index(), result.codes)
         _distributed.barrier("snmf-jax fit: codes written")
         if jax.process_index() == 0:
-            _streaming.CodesStore.finish(codes_dir, bounds, args.rank)
+            _codes.CodesStore.finish(codes_dir, opts.rank)
         result = dataclasses.replace(result, codes=None, metadata={
             **result.metadata, "codes_store": "codes"})
     else:
@@ -123,9 +116,7 @@ def run(args) -> int:
         if args.shard:
             from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
             mesh = _distributed.global_mesh()
-        result = _fit.fit(_load_all(src), args.rank, mesh=mesh,
-                          checkpoint_dir=args.checkpoint_dir,
-                          checkpoint_every=args.checkpoint_every, **kw)
+        result = _fit.fit(_load_all(src), mesh=mesh, checkpoint_dir=args.checkpoint_dir, **kw)
     seconds = time.perf_counter() - t0
     if jax.process_index() == 0:
         result.save(out)

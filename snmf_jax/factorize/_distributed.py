@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from snmf_jax.factorize import _fit
+from snmf_jax.factorize import _checkpoint, _loop
 
 log = logging.getLogger("snmf_jax")
 
@@ -137,19 +137,19 @@ def barrier(name: str) -> None:
 class ProcessCheckpointer:
     """Per-process checkpoint of a multi-process sharded fit (two slots).
 
-    Same interface as `_fit.Checkpointer` (`save(fs, losses)`, `restore()`),
+    Same interface as `_checkpoint.Checkpointer` (`save(fs, losses)`, `restore()`),
     with `fs` holding this process's rows of the per-token fields.
 
     Args:
       directory: checkpoint folder (shared, or local to each host).
       settings: the fit's settings (must match on resume).
-      data_id: hash of this process's rows.
+      data_id: identity of this process's rows (`_checkpoint.array_identity`).
     """
 
-    def __init__(self, directory: str | os.PathLike, settings: dict, data_id: str):
+    def __init__(self, directory: str | os.PathLike, settings: dict, data_id: dict):
         i, p = jax.process_index(), jax.process_count()
         self.root = Path(directory) / f"process-{i:05d}-of-{p:05d}"
-        self.slots = [_fit.Checkpointer(self.root / f"slot{j}", settings, data_id)
+        self.slots = [_checkpoint.Checkpointer(self.root / f"slot{j}", settings, data_id)
                       for j in (0, 1)]
         self.live: int | None = None
 
@@ -180,7 +180,7 @@ class ProcessCheckpointer:
         self.live = j
         return self.slots[j].restore()
 
-    def save(self, fs: _fit.FitState, losses: list[float]) -> None:
+    def save(self, fs: _loop.FitState, losses: list[float]) -> None:
         j = 0 if self.live is None else 1 - self.live
         self.slots[j].path.parent.mkdir(parents=True, exist_ok=True)
         self.slots[j].save(fs, losses)

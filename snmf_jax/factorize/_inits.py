@@ -1,10 +1,22 @@
-"""Initial codes: random, SVD (Ding, Li & Jordan 2010, eqs. 17-18), k-means."""
+"""Initial codes: random, SVD (Ding, Li & Jordan 2010, eqs. 17-18), k-means.
+
+Each init is written once, in blocked form: every pass over X is written
+against `reduce(fn, params)`, which sums fn(x_block, valid_block, params)
+over all row blocks. The sharded fit reduces with a psum over devices, the
+streaming fit with a loop over chunks, and the in-memory inits (`svd_init`,
+`kmeans_init`) are the same plans over a single block (`single_block`).
+The random init is counter-based by global row, so any split of the rows
+gives the same codes.
+"""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
-from jax import Array
+import numpy as np
+from jax import Array, lax
 
 _BLOCK = 4096  # rows per random block; fixes the stream regardless of sharding
 CODE_FLOOR = 1e-6
@@ -34,6 +46,130 @@ def random_codes(key: Array, start: int, stop: int, rank: int,
     return jnp.maximum(u[off:off + stop - start], CODE_FLOOR)
 
 
+
+# ---------------------------------------------------------------------------
+# Blocked plans.
+
+
+def _t_dot(a: Array, b: Array) -> Array:
+    """aᵀb contracting the row axis: (r, i), (r, j) -> (i, j)."""
+    return lax.dot_general(a, b, (((0,), (0,)), ((), ())))
+
+
+def svd_power_block(x, valid, z):
+    """(Xz)ᵀX (k, d): one power step; small operand first (fast orientation)."""
+    del valid
+    return _t_dot(x @ z, x)
+
+
+def svd_gram_block(x, valid, z):
+    """(Xz)ᵀ(Xz) (k, k)."""
+    del valid
+    y = x @ z  # (r, k)
+    return _t_dot(y, y)
+
+
+def svd_final_block(x, valid, z):
+    """(Xz)ᵀ(Xz) (k, k), (Xz)ᵀX (k, d) and the column sums of X (d,)."""
+    del valid
+    y = x @ z  # (r, k)
+    return _t_dot(y, y), _t_dot(y, x), jnp.sum(x, axis=0)
+
+
+def _orth_factor(g: Array) -> Array:
+    """F with Fᵀ G F = I on G's numerical range (G = YᵀY; Y F is orthonormal).
+
+    An eigen-factor rather than a Cholesky one, so a rank-deficient Y (fewer
+    tokens than columns, duplicate rows) gives zero columns instead of NaN.
+    """
+    w, v = jnp.linalg.eigh(g)
+    floor = jnp.max(w) * jnp.finfo(g.dtype).eps * g.shape[0] * 10
+    inv = jnp.where(w > floor, lax.rsqrt(jnp.maximum(w, floor)), 0)
+    return v * inv[None, :]
+
+
+def svd_plan(reduce: Callable, n: int, d: int, rank: int, key: Array, dtype,
+             *, oversample: int = 10, power_iters: int = 4) -> tuple[Array, Array]:
+    """The SVD init as a blocked plan (randomized range finder).
+
+    Same sketch as the in-memory init (Ω ~ N(0,1) of shape (d, k) from the
+    same key, `power_iters` subspace steps on XᵀX), but the tall factor
+    Y = XZ is orthonormalised by CholeskyQR2 from Gram matrices summed over
+    blocks, so Y is never gathered. Where the in-memory init takes an exact
+    SVD (min(n, d) <= 2·rank) the sketch spans the whole range (k = min(n, d)).
+
+    Args:
+      reduce: reduce(fn, params) sums fn(x_block, valid_block, params).
+      n, d: global shape of X.
+      rank: K.
+      key: PRNG key (the init's seed key).
+      dtype: float dtype.
+
+    Returns:
+      proj (d, K) with codes = max(X @ proj, 1e-6) row by row, and the
+      features (K, d).
+    """
+    k = min(rank + oversample, n, d)
+    if k >= min(n, d) or min(n, d) <= 2 * rank:
+        k = min(n, d)
+    z = jax.random.normal(key, (d, k), dtype)  # same Ω as svd_init's sketch
+    for _ in range(power_iters):
+        z, _ = jnp.linalg.qr(reduce(svd_power_block, z).T)  # (d, k)
+    z = z @ _orth_factor(reduce(svd_gram_block, z))  # XZ now nearly orthonormal
+    g2, b, colsum = reduce(svd_final_block, z)
+    f2 = _orth_factor(g2)
+    b = f2.T @ b  # (k, d) = QᵀX with Q = X z f2 orthonormal
+    ub, s, vt = jnp.linalg.svd(b, full_matrices=False)
+    proj = z @ f2 @ ub[:, :rank]  # (d, K): U = X proj
+    s, vt = s[:rank], vt[:rank]
+    sign = jnp.where(colsum @ proj < 0, -1.0, 1.0).astype(dtype)
+    scale = sign * jnp.sqrt(s)
+    return proj * scale[None, :], scale[:, None] * vt
+
+
+def svd_codes(x: Array, proj: Array) -> Array:
+    """Codes of a block of rows for `svd_plan`'s projection: (r, K)."""
+    return jnp.maximum(x @ proj, CODE_FLOOR)
+
+
+def _assign(x: Array, cent: Array) -> Array:
+    """Index of the nearest centroid of each row: (r,)."""
+    sq = jnp.sum(x * x, axis=1)
+    dist = sq[:, None] - 2 * (x @ cent.T) + jnp.sum(cent * cent, axis=1)[None]
+    return jnp.argmin(dist, axis=1)
+
+
+def kmeans_stats_block(x, valid, cent):
+    """Per-cluster sums (K, d) and counts (K,) of the valid rows of a block."""
+    onehot = jax.nn.one_hot(_assign(x, cent), cent.shape[0], dtype=x.dtype)
+    onehot = onehot * valid[:, None]  # (r, K)
+    return _t_dot(onehot, x), jnp.sum(onehot, axis=0)
+
+
+def kmeans_seed_rows(key: Array, n: int, rank: int) -> np.ndarray:
+    """Global rows chosen as initial centroids (host numpy; see `kmeans_init`)."""
+    return np.asarray(jax.random.choice(key, n, (rank,), replace=False))
+
+
+def kmeans_plan(reduce: Callable, cent: Array, *, iters: int = 15) -> Array:
+    """Lloyd iterations from initial centroids (K, d), blocked; returns (K, d)."""
+    for _ in range(iters):
+        sums, counts = reduce(kmeans_stats_block, cent)
+        cent = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None], cent)
+    return cent
+
+
+def kmeans_codes(x: Array, cent: Array, offset: float = 0.2) -> Array:
+    """One-hot cluster codes plus `offset` (see `kmeans_init`): (r, K)."""
+    return jax.nn.one_hot(_assign(x, cent), cent.shape[0], dtype=x.dtype) + offset
+
+
+def single_block(x: Array) -> Callable:
+    """The reduce of in-memory data: all rows are one block."""
+    valid = jnp.ones((x.shape[0],), x.dtype)
+    return lambda fn, params: fn(x, valid, params)
+
+
 def svd_init(x: Array, rank: int, key: Array, *, oversample: int = 10,
              power_iters: int = 4) -> tuple[Array, Array]:
     """SVD initialisation of Ding et al.: C = max(U√Σ, 1e-6), Φ = √Σ Vᵀ.
@@ -41,9 +177,7 @@ def svd_init(x: Array, rank: int, key: Array, *, oversample: int = 10,
     In the paper's orientation A = Xᵀ ≈ Z Y, the signed factor is Z = U_A√Σ
     and the nonnegative one is Y = √Σ V_Aᵀ clamped; for X = U Σ Vᵀ these are
     Φ = √Σ Vᵀ and C = U√Σ. Each singular pair's sign is chosen so the code
-    column sums to a nonnegative value (keeping the larger half after the
-    clamp), which makes the init deterministic. A randomised range finder
-    keeps the cost at O(n·d·K) for large X.
+    column sums to a nonnegative value. `svd_plan` over one block.
 
     Args:
       x: (n, d) data.
@@ -54,33 +188,9 @@ def svd_init(x: Array, rank: int, key: Array, *, oversample: int = 10,
       codes (n, K), features (K, d).
     """
     n, d = x.shape
-    k = min(rank + oversample, n, d)
-    if k >= min(n, d) or min(n, d) <= 2 * rank:
-        u, s, vt = jnp.linalg.svd(x, full_matrices=False)
-    else:
-        omega = jax.random.normal(key, (d, k), x.dtype)
-        y = x @ omega  # (n, k)
-        for _ in range(power_iters):
-            y, _ = jnp.linalg.qr(y)
-            z = x.T @ y  # (d, k)
-            z, _ = jnp.linalg.qr(z)
-            y = x @ z
-        qmat, _ = jnp.linalg.qr(y)  # (n, k)
-        b = qmat.T @ x  # (k, d)
-        ub, s, vt = jnp.linalg.svd(b, full_matrices=False)
-        u = qmat @ ub
-    u, s, vt = u[:, :rank], s[:rank], vt[:rank]
-    # Ranks beyond the data's own rank get tiny constant codes.
-    if u.shape[1] < rank:
-        pad = rank - u.shape[1]
-        u = jnp.concatenate([u, jnp.zeros((n, pad), x.dtype)], axis=1)
-        s = jnp.concatenate([s, jnp.zeros((pad,), x.dtype)])
-        vt = jnp.concatenate([vt, jnp.zeros((pad, d), x.dtype)], axis=0)
-    sign = jnp.where(jnp.sum(u, axis=0) < 0, -1.0, 1.0).astype(x.dtype)
-    root = jnp.sqrt(s)
-    codes = jnp.maximum(u * (sign * root)[None, :], CODE_FLOOR)
-    features = (sign * root)[:, None] * vt
-    return codes, features
+    proj, feats = svd_plan(single_block(x), n, d, rank, key, x.dtype,
+                           oversample=oversample, power_iters=power_iters)
+    return svd_codes(x, proj), feats
 
 
 def kmeans_init(x: Array, rank: int, key: Array, *, iters: int = 15,
@@ -89,7 +199,7 @@ def kmeans_init(x: Array, rank: int, key: Array, *, iters: int = 15,
 
     The codes are one-hot plus `offset` (Ding et al. use 0.2): multiplicative
     updates cannot revive an exact zero, so a pure one-hot start would freeze
-    every token to its cluster.
+    every token to its cluster. `kmeans_plan` over one block.
 
     Args:
       x: (n, d) data.
@@ -101,24 +211,17 @@ def kmeans_init(x: Array, rank: int, key: Array, *, iters: int = 15,
     Returns:
       codes (n, K), features (K, d).
     """
-    n = x.shape[0]
-    idx = jax.random.choice(key, n, (rank,), replace=False)
-    cent = x[idx]  # (K, d)
-    sq = jnp.sum(x * x, axis=1)  # (n,)
+    idx = jax.random.choice(key, x.shape[0], (rank,), replace=False)  # = kmeans_seed_rows
+    cent = kmeans_plan(single_block(x), x[idx], iters=iters)
+    return kmeans_codes(x, cent, offset), cent
 
-    def assign(cent):
-        dist = sq[:, None] - 2 * (x @ cent.T) + jnp.sum(cent * cent, axis=1)[None]
-        return jnp.argmin(dist, axis=1)
 
-    def step(cent, _):
-        onehot = jax.nn.one_hot(assign(cent), rank, dtype=x.dtype)  # (n, K)
-        counts = jnp.sum(onehot, axis=0)  # (K,)
-        sums = jax.lax.dot_general(onehot, x, (((0,), (0,)), ((), ())))  # (K, d)
-        # An empty cluster keeps its centroid.
-        new = jnp.where(counts[:, None] > 0,
-                        sums / jnp.maximum(counts, 1)[:, None], cent)
-        return new, None
-
-    cent, _ = jax.lax.scan(step, cent, None, length=iters)
-    codes = jax.nn.one_hot(assign(cent), rank, dtype=x.dtype) + offset
-    return codes, cent
+def initial_codes(x: Array, rank: int, init: str, seed: int
+                  ) -> tuple[Array, Array | None]:
+    """Initial (codes, features) of in-memory data for an init name."""
+    key = jax.random.PRNGKey(seed)
+    if init == "random":
+        return random_codes(key, 0, x.shape[0], rank, x.dtype), None
+    if init == "svd":
+        return svd_init(x, rank, key)
+    return kmeans_init(x, rank, key)

@@ -71,7 +71,7 @@ class SNMFResult:
         arrays = {"features": self.features, "losses": self.losses}
         if self.codes is not None:
             arrays["codes"] = self.codes
-        info = self._info()
+        info = {**self._info(), "arrays_sha256": _io.arrays_digest(arrays)}
         _io.save_arrays(path / _ARRAYS, arrays, {"snmf_jax": json.dumps(info)})
         _io.write_json(path / _INFO, info)
         return path
@@ -98,6 +98,9 @@ class SNMFResult:
         if info.get("format") != FORMAT:
             raise ValueError(f"{file}: unsupported format {info.get('format')!r}; expected {FORMAT!r}")
         arrays = _io.load_arrays(file)
+        if "arrays_sha256" in info and _io.arrays_digest(arrays) != info["arrays_sha256"]:
+            raise ValueError(f"{file}: the arrays do not match the SHA-256 recorded in its "
+                             "header; the file is corrupt")
         return cls(features=arrays["features"], codes=arrays.get("codes"),
                    losses=arrays["losses"], best_iter=info["best_iter"],
                    converged=info["converged"], settings=info["settings"],

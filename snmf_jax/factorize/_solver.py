@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax.numpy as jnp
 from jax import lax, Array
@@ -255,6 +255,37 @@ def update(x: Array, state: SNMFState, config: SNMFConfig,
     loss = jnp.maximum(loss, 0)
     return state._replace(codes=codes, features=phi, gram=new_gram, cross=new_cross,
                           loss=loss, step=state.step + 1)
+
+
+class SNMF(NamedTuple):
+    """The solver as a pair of pure functions (optax style), built by `snmf`.
+
+    Attributes:
+      init: init(x, codes, features=None, *, axis_name=None) -> SNMFState.
+      update: update(x, state, *, axis_name=None, prepared=None) -> SNMFState.
+    """
+
+    init: Callable[..., SNMFState]
+    update: Callable[..., SNMFState]
+
+
+def snmf(config: SNMFConfig) -> SNMF:
+    """The SNMF solver for `config`: an (init, update) pair, both jittable.
+
+    The hyperparameters are captured here, not passed per call; drivers only
+    decide where the rows live (one device, a mesh, disk chunks, hosts) and
+    pass `axis_name` when the rows are sharded.
+
+    Args:
+      config: static settings.
+
+    Returns:
+      SNMF(init, update).
+    """
+    def update_fn(x, state, *, axis_name=None, prepared=None):
+        return update(x, state, config, axis_name=axis_name, prepared=prepared)
+
+    return SNMF(init=init, update=update_fn)
 
 
 def dense_loss(x: Array, codes: Array, features: Array) -> Array:

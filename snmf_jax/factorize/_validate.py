@@ -8,9 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-INITS = ("random", "svd", "kmeans")
-
-
 def describe_nonfinite(a, name: str) -> str | None:
     """A message locating NaN/Inf entries of a 2-D array, or None if all finite."""
     bad = ~jnp.isfinite(a)
@@ -60,29 +57,6 @@ def check_data(x, name: str = "X") -> jax.Array:
     if msg:
         raise ValueError(msg)
     return x
-
-
-def check_settings(*, n: int, d: int, rank, sparsity, init, max_iter, patience,
-                   tol, tol_mode) -> None:
-    """Validates the scalar settings of a fit against the data shape."""
-    if not isinstance(rank, (int, np.integer)) or isinstance(rank, bool):
-        raise TypeError(f"rank must be an int; got {type(rank).__name__}")
-    if not 1 <= rank <= min(n, d):
-        raise ValueError(
-            f"rank must be in [1, min(n_tokens, d_mlp)] = [1, {min(n, d)}] for "
-            f"X of shape ({n}, {d}); got {rank}")
-    if not (isinstance(sparsity, (float, int, np.floating)) and 0 < sparsity <= 1):
-        raise ValueError(f"sparsity (keep-fraction) must be in (0, 1]; got {sparsity!r}")
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}; got {init!r}")
-    if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be an int >= 1; got {max_iter!r}")
-    if patience is not None and (not isinstance(patience, (int, np.integer)) or patience < 1):
-        raise ValueError(f"patience must be None or an int >= 1; got {patience!r}")
-    if not tol >= 0:
-        raise ValueError(f"tol must be >= 0; got {tol!r}")
-    if tol_mode not in ("relative", "absolute"):
-        raise ValueError(f"tol_mode must be 'relative' or 'absolute'; got {tol_mode!r}")
 
 
 def check_codes_init(codes, n: int, rank: int, dtype) -> jax.Array:

@@ -26,7 +26,7 @@ from jax import Array, lax
 
 from snmf_jax.models._cache import init_cache
 from snmf_jax.steer._patches import check_patch, check_where, repeat_rows
-from snmf_jax.steer._steer import patched_forward_impl
+from snmf_jax.steer._forward import patched_forward
 
 _NEG_INF = -jnp.inf
 
@@ -180,7 +180,7 @@ def generate_tokens(params, tokens, attention_mask, patch, key, temperature, top
         return tok, done | jnp.any(tok[:, None] == stop_ids[None, :], axis=-1)
 
     def run(toks, mask, cache):
-        return patched_forward_impl(params, toks, patch, config=config, where=where,
+        return patched_forward(params, toks, patch, config=config, where=where,
                                     attention_mask=mask, cache=cache, prompt_len=tp)
 
     def cond(state):

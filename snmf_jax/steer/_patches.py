@@ -139,15 +139,13 @@ def check_patch(patch: Patch, config: ModelConfig | None = None) -> int | None:
 
 
 def with_scale(patch: Patch, scale) -> dict[tuple[int, str], SitePatch]:
-    """The same patch with every site's scale replaced by `scale` (() or (N,))."""
+    """The same patch with every site's scale replaced by `scale` (() or (N,)).
+
+    The one way to change a patch's strength: to flip or multiply, pass the
+    new scales (e.g. `with_scale(patch, -alphas)`).
+    """
     scale = jnp.asarray(scale, jnp.float32)
     return {k: sp._replace(scale=scale) for k, sp in patch.items()}
-
-
-def scale_patch(patch: Patch, factor) -> dict[tuple[int, str], SitePatch]:
-    """The same patch with every site's scale multiplied by `factor` (() or (N,))."""
-    factor = jnp.asarray(factor, jnp.float32)
-    return {k: sp._replace(scale=sp.scale * factor) for k, sp in patch.items()}
 
 
 def stack_patches(patches: Sequence[Patch]) -> dict[tuple[int, str], SitePatch]:

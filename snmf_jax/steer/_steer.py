@@ -1,64 +1,22 @@
-"""A steered model: a Model plus a patch that its jitted forward applies.
-
-The patch travels into `jax.jit` as an argument (its keys and the position
-mode are static, its arrays traced), so a new vector or alpha reuses the
-compiled forward; only new sites, a new position mode or new shapes compile.
-"""
+"""A steered model: a Model plus a patch that its jitted forward applies."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Sequence
 
-import jax
 import jax.numpy as jnp
 
 from snmf_jax.models._cache import KVCache
 from snmf_jax.models._patch import Patch
-from snmf_jax.models._transformer import ForwardOutput, forward
-from snmf_jax.steer._patches import (check_patch, check_where, position_mask, scale_patch,
-                                     with_positions, with_scale)
+from snmf_jax.models._transformer import ForwardOutput
+from snmf_jax.steer._forward import patched_forward
+from snmf_jax.steer._generate import generate
+from snmf_jax.steer._patches import check_patch, check_where, with_scale
 
-
-def patched_forward_impl(params, tokens, patch, *, config, where: str = "all",
-                         attention_mask=None, cache: KVCache | None = None, prompt_len=None,
-                         capture=()) -> ForwardOutput:
-    """`forward` with a patch whose position mask is derived from `where`.
-
-    Pure and jittable (config, where, capture static). Tokens of this call sit
-    at slots [offset, offset + T) with offset = cache.length (0 without cache);
-    slots before `prompt_len` are the prompt.
-
-    Args:
-      params: weights pytree.
-      tokens: (B, T) int32.
-      patch: a Patch (vectors (dim,) or (B, dim), scales () or (B,)), or None.
-      config: ModelConfig.
-      where: "all", "prompt" or "generated".
-      attention_mask: (B, T) 1 for real tokens of this call, or None.
-      cache: KVCache or None.
-      prompt_len: () padded prompt length; default: all of this call's slots
-        (a plain forward is all prompt).
-      capture: static (layer, site) tuple.
-
-    Returns:
-      ForwardOutput.
-    """
-    b, t = tokens.shape
-    offset = 0 if cache is None else cache.length
-    if prompt_len is None:
-        prompt_len = offset + t
-    if patch:
-        pos = position_mask(where, t, prompt_len=prompt_len, offset=offset,
-                            attention_mask=attention_mask)
-        patch = with_positions(patch, jnp.broadcast_to(pos, (b, t)))  # (B, T)
-    return forward(params, tokens, config=config, attention_mask=attention_mask,
-                   cache=cache, patch=patch or None, capture=capture)
-
-
-patched_forward = jax.jit(patched_forward_impl,
-                          static_argnames=("config", "where", "capture"))
+# The pre-merge name used by `_calibrate` (another branch's module); the one
+# public name is `patched_forward`. Remove once `_calibrate` imports it.
+patched_forward_impl = patched_forward
 
 
 def _as_tokens(tokens):
@@ -136,16 +94,11 @@ class SteeredModel:
 
     def generate(self, prompts, **kwargs):
         """Steered generation; see `snmf_jax.steer.generate` for the options."""
-        from snmf_jax.steer._generate import generate
         return generate(self.model, prompts, self.patch, where=self.where, **kwargs)
 
     def with_scale(self, scale) -> "SteeredModel":
         """The same directions with every scale set to `scale` (() or (N,))."""
         return dataclasses.replace(self, patch=with_scale(self.patch, scale))
-
-    def scaled(self, factor) -> "SteeredModel":
-        """The same patch with scales multiplied by `factor` (e.g. -1 flips the sign)."""
-        return dataclasses.replace(self, patch=scale_patch(self.patch, factor))
 
     def __repr__(self) -> str:
         sites = ", ".join(f"{layer}:{site}" for layer, site in self.patch)
@@ -167,11 +120,3 @@ def steer(model, patch: Patch | None = None, *, where: str = "all") -> SteeredMo
       A SteeredModel with `.forward(tokens, ...)` and `.generate(prompts, ...)`.
     """
     return SteeredModel(model, dict(patch or {}), where)
-
-
-@functools.partial(jax.jit, static_argnames=("config", "where"))
-def next_token_logprobs(params, tokens, patch, *, config, where="all", attention_mask=None):
-    """log p(next token) at the last position: (B, V) float32 (jitted)."""
-    out = patched_forward_impl(params, tokens, patch, config=config, where=where,
-                               attention_mask=attention_mask)
-    return jax.nn.log_softmax(out.logits[:, -1], axis=-1)

@@ -1,0 +1,113 @@
+"""The chunked row store shared by activation stores and codes stores.
+
+A store is a folder of safetensors chunks plus a `manifest.json` that lists
+them; each chunk entry records its file name, row count, size and SHA-256:
+
+    {"file": "chunk-000003.safetensors", "rows": 4096, "bytes": ..., "sha256": ...}
+
+Chunk i holds rows [bounds[i], bounds[i + 1]). This module is the one place
+that names chunk files, maps a row range to chunks, writes a chunk (atomic,
+hashed while written) and resolves a chunk's path, refusing names that
+would leave the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from snmf_jax._io import write_safetensors
+
+MANIFEST = "manifest.json"
+
+
+def chunk_name(i: int) -> str:
+    """File name of chunk i."""
+    return f"chunk-{i:06d}.safetensors"
+
+
+def bounds_of(entries: list[Mapping[str, Any]]) -> np.ndarray:
+    """(num_chunks + 1,) int64 row bounds of manifest chunk entries."""
+    return np.concatenate([[0], np.cumsum([int(c["rows"]) for c in entries], dtype=np.int64)])
+
+
+def locate(bounds: np.ndarray, rows) -> np.ndarray:
+    """The chunk holding each global row: (len(rows),) int64."""
+    return np.searchsorted(np.asarray(bounds), rows, side="right").astype(np.int64) - 1
+
+
+def spans(bounds: np.ndarray, start: int, stop: int) -> list[tuple[int, slice]]:
+    """(chunk index, local row slice) pairs covering rows [start, stop)."""
+    n = int(bounds[-1])
+    if not 0 <= start <= stop <= n:
+        raise IndexError(f"rows({start}, {stop}) out of range for a store of {n} rows")
+    out = []
+    first = int(locate(bounds, start))
+    for i in range(max(first, 0), len(bounds) - 1):
+        lo, hi = int(bounds[i]), int(bounds[i + 1])
+        if lo >= stop:
+            break
+        out.append((i, slice(max(start, lo) - lo, min(stop, hi) - lo)))
+    return out
+
+
+def read_rows(chunk: Callable[[int], np.ndarray], bounds: np.ndarray, start: int, stop: int,
+              width: int, dtype) -> np.ndarray:
+    """Rows [start, stop) of a chunked matrix, reading only the chunks involved."""
+    parts = [chunk(i)[sl] for i, sl in spans(bounds, start, stop)]
+    if not parts:
+        return np.empty((0, width), dtype)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def write_chunk(folder: str | os.PathLike, i: int, tensors: Mapping[str, np.ndarray],
+                metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Writes chunk i atomically; returns its manifest entry."""
+    folder = Path(folder)
+    name = chunk_name(i)
+    digest = write_safetensors(folder / name, tensors, metadata)
+    rows = int(next(iter(tensors.values())).shape[0])
+    return {"file": name, "rows": rows, "bytes": (folder / name).stat().st_size,
+            "sha256": digest}
+
+
+def chunk_path(folder: str | os.PathLike, entry: Mapping[str, Any]) -> Path:
+    """The path of a manifest entry's file, which must be a plain name inside
+    `folder` (a manifest naming `../x` or an absolute path is refused)."""
+    folder = Path(folder)
+    name = entry.get("file")
+    if (not isinstance(name, str) or not name or Path(name).name != name
+            or name in (".", "..")):
+        raise ValueError(f"{folder / MANIFEST}: chunk file name {name!r} is not a plain "
+                         "file name inside the store folder")
+    return folder / name
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_entry(folder: str | os.PathLike, entry: Mapping[str, Any], *,
+                hash_bytes: bool) -> Path:
+    """Checks a listed chunk exists with the recorded size (and SHA-256)."""
+    path = chunk_path(folder, entry)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: listed in the manifest but missing or of the wrong "
+                                "size (missing); the store is damaged")
+    size = path.stat().st_size
+    if size != entry.get("bytes"):
+        raise ValueError(f"{path}: listed in the manifest but missing or of the wrong size "
+                         f"({size} bytes; the manifest says {entry.get('bytes')}); the store "
+                         "is damaged")
+    if hash_bytes and file_sha256(path) != entry.get("sha256"):
+        raise ValueError(f"{path}: SHA-256 does not match the manifest; the chunk is corrupt")
+    return path

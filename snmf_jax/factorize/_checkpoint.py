@@ -1,0 +1,178 @@
+"""Checkpoints of a fit, and the identity of the data they were written for.
+
+Data identity (`array_identity`, `source_identity`) is a small JSON dict
+computed from the content actually fitted:
+
+- in memory: shape, dtype and the SHA-256 of the array's bytes in row order,
+  so any change (one value, reordered rows) gives another identity;
+- a store: the per-chunk SHA-256 its manifest records, plus the layer, the
+  site and the row range fitted (a source without recorded digests is
+  hashed chunk by chunk).
+
+`Checkpointer.restore` compares the saved identity and settings with the
+current ones key by key and refuses a checkpoint written for other data or
+other settings with a message naming what differs. The checkpoint file also
+carries the SHA-256 of its arrays, verified on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from snmf_jax import _io
+from snmf_jax.factorize import _solver
+from snmf_jax.factorize._loop import FitState
+
+CHECKPOINT_FILE = "snmf_checkpoint.safetensors"
+_CKPT_FORMAT = "snmf_jax.checkpoint/1"
+_BLOCK_BYTES = 1 << 24  # rows hashed per block: bounded host temporaries
+
+
+def _hash_rows(h, x) -> None:
+    """Feeds the bytes of x (n, ...) to h, a block of rows at a time."""
+    n = x.shape[0]
+    row_bytes = max(1, int(np.prod(x.shape[1:])) * np.dtype(x.dtype).itemsize)
+    step = max(1, _BLOCK_BYTES // row_bytes)
+    for i in range(0, n, step):
+        h.update(np.ascontiguousarray(np.asarray(x[i:i + step])).tobytes())
+
+
+def content_hash(x) -> str:
+    """SHA-256 of an array's shape, dtype and bytes (numpy, memmap or jax)."""
+    h = hashlib.sha256()
+    h.update(json.dumps([list(x.shape), str(np.dtype(x.dtype))]).encode())
+    _hash_rows(h, x)
+    return h.hexdigest()
+
+
+def array_identity(x, codes_init=None) -> dict[str, Any]:
+    """Identity of in-memory data (and of explicit initial codes)."""
+    ident = {"kind": "array", "shape": [int(v) for v in x.shape],
+             "dtype": str(np.dtype(x.dtype)), "sha256": content_hash(x)}
+    if codes_init is not None:
+        ident["codes_init"] = content_hash(codes_init)
+    return ident
+
+
+def source_identity(src, codes_init=None) -> dict[str, Any]:
+    """Identity of a chunked RowSource: chunk digests, layer, site, rows.
+
+    Uses the per-chunk SHA-256 of a store manifest when it records them
+    (no data is read); otherwise hashes every chunk.
+    """
+    manifest = getattr(src, "manifest", None)
+    chunks = manifest.get("chunks", []) if isinstance(manifest, dict) else []
+    digests = [c.get("sha256") for c in chunks]
+    if not (digests and all(digests) and len(digests) == src.num_chunks):
+        digests = [hashlib.sha256(np.ascontiguousarray(src.chunk(i), np.float32).tobytes())
+                   .hexdigest() for i in range(src.num_chunks)]
+    ident = {"kind": "chunks", "rows": [0, int(src.n_rows)], "d": int(src.d),
+             "chunk_bounds_sha256": hashlib.sha256(json.dumps(
+                 [int(v) for v in src.chunk_bounds]).encode()).hexdigest(),
+             "chunks_sha256": hashlib.sha256(json.dumps(digests).encode()).hexdigest(),
+             "layer": getattr(src, "layer", None),
+             "site": (manifest or {}).get("site") if isinstance(manifest, dict) else None}
+    if codes_init is not None:
+        ident["codes_init"] = (content_hash(codes_init) if hasattr(codes_init, "shape")
+                               else source_identity(codes_init)["chunks_sha256"])
+    return ident
+
+
+def describe_mismatch(saved: dict, now: dict) -> str | None:
+    """None when equal, else 'key: checkpoint A vs now B, ...' (content keys
+    are named as 'content')."""
+    keys = sorted(set(saved) | set(now))
+    diff = [k for k in keys if saved.get(k) != now.get(k)]
+    if not diff:
+        return None
+    parts = []
+    for k in diff:
+        if k in ("sha256", "chunks_sha256", "codes_init", "chunk_bounds_sha256"):
+            what = {"codes_init": "codes_init content",
+                    "chunk_bounds_sha256": "chunking"}.get(k, "content")
+            parts.append(f"{what} differs (checkpoint {str(saved.get(k))[:12]} vs "
+                         f"now {str(now.get(k))[:12]})")
+        else:
+            parts.append(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}")
+    return ", ".join(parts)
+
+
+def check_directory(checkpoint_dir) -> Path | None:
+    """Fails before any work when checkpoint_dir exists and is not a folder."""
+    if checkpoint_dir is None:
+        return None
+    path = Path(checkpoint_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"checkpoint_dir {str(path)!r} exists and is not a directory")
+    return path
+
+
+class Checkpointer:
+    """Saves/restores a FitState (+ losses) to `directory/CHECKPOINT_FILE`.
+
+    Args:
+      directory: checkpoint folder (created on save).
+      settings: the fit's settings; must match on restore.
+      data_id: the data identity (`array_identity` / `source_identity`);
+        must match on restore.
+    """
+
+    def __init__(self, directory: str | os.PathLike, settings: dict, data_id: dict):
+        self.path = Path(directory) / CHECKPOINT_FILE
+        self.settings = settings
+        self.data_id = data_id
+
+    def save(self, fs: FitState, losses: list[float]) -> None:
+        arrays = {f"solver.{k}": np.asarray(v) for k, v in fs.solver._asdict().items()}
+        arrays.update({k: np.asarray(v) for k, v in fs._asdict().items() if k != "solver"})
+        arrays["done"] = arrays["done"].astype(np.uint8)
+        arrays["losses"] = np.asarray(losses, dtype=np.float64)
+        meta = {"format": _CKPT_FORMAT, "settings": json.dumps(self.settings, sort_keys=True),
+                "data": json.dumps(self.data_id, sort_keys=True),
+                "arrays_sha256": _io.arrays_digest(arrays)}
+        _io.save_arrays(self.path, arrays, meta)
+
+    def restore(self) -> tuple[FitState, list[float]] | None:
+        if not self.path.exists():
+            return None
+        meta = _io.read_metadata(self.path)
+        if meta.get("format") != _CKPT_FORMAT:
+            raise ValueError(f"{self.path} is not an snmf_jax checkpoint "
+                             f"(format {meta.get('format')!r})")
+        try:
+            saved_id = json.loads(meta.get("data", "null"))
+        except json.JSONDecodeError:
+            saved_id = None
+        if not isinstance(saved_id, dict):
+            raise ValueError(f"checkpoint {self.path} was written for different data "
+                             "(by an older version, without a data identity); delete it")
+        detail = describe_mismatch(saved_id, self.data_id)
+        if detail:
+            raise ValueError(
+                f"checkpoint {self.path} was written for different data ({detail}); "
+                "delete it or choose another checkpoint_dir")
+        saved = json.loads(meta["settings"])
+        diff = {k: (saved.get(k), v) for k, v in self.settings.items() if saved.get(k) != v}
+        if diff:
+            detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(f"checkpoint {self.path} was written with other settings ({detail})")
+        a = _io.load_arrays(self.path)
+        if _io.arrays_digest(a) != meta.get("arrays_sha256"):
+            raise ValueError(f"checkpoint {self.path} is corrupt: its arrays do not match "
+                             "the SHA-256 recorded in its header; delete it")
+        solver = _solver.SNMFState(**{k: jnp.asarray(a[f"solver.{k}"])
+                                      for k in _solver.SNMFState._fields})
+        fs = FitState(solver=solver, best_codes=jnp.asarray(a["best_codes"]),
+                      best_features=jnp.asarray(a["best_features"]),
+                      best_loss=jnp.asarray(a["best_loss"]),
+                      best_step=jnp.asarray(a["best_step"]),
+                      stall=jnp.asarray(a["stall"]),
+                      done=jnp.asarray(a["done"].astype(bool)))
+        return fs, [float(v) for v in a["losses"]]

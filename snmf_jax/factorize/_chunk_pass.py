@@ -1,0 +1,206 @@
+"""One streamed pass: the per-chunk programs of the streaming fit.
+
+`initialize` writes the initial codes (running the blocked svd / kmeans
+plans of `_inits` with a loop over chunks as their reduce) and `iterate`
+runs one SNMF iteration as one pass over the chunks: chunk c runs the
+solver's update on (X_c, C_c) with the global CᵀC and CᵀX, and its
+C_cᵀC_c, C_cᵀX_c and loss are summed into the next state. Codes versions
+live in `codes_root/step-XXXXXX/` (a `CodesStore` each).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from snmf_jax.factorize import _inits, _loop, _solver, _validate
+from snmf_jax.factorize._codes import CodesStore
+from snmf_jax.factorize._sources import RowSource, read_rows
+
+
+def version(step: int) -> str:
+    """Folder name of the codes after iteration `step`."""
+    return f"step-{step:06d}"
+
+
+
+_scaled_features = jax.jit(_solver.scaled_features, static_argnames=("config",))
+
+
+@functools.partial(jax.jit, static_argnames=("config",), donate_argnums=(5, 6))
+def _chunk_update(x, codes, gram, cross, prepared, acc_gram, acc_cross, *, config):
+    """One chunk of an iteration: the solver's update on the chunk with the
+    global CᵀC, CᵀX (and the features `prepared` from them once per
+    iteration); its CᵀC, CᵀX are added to the accumulators."""
+    x = x.astype(gram.dtype)
+    state = _solver.SNMFState(
+        codes=codes.astype(x.dtype), features=cross, gram=gram, cross=cross,
+        loss=jnp.zeros((), x.dtype), sqnorm=jnp.zeros((), x.dtype),
+        row_sqnorm=jnp.sum(x * x, axis=1), step=jnp.zeros((), jnp.int32))
+    s = _solver.update(x, state, config, prepared=prepared)
+    return s.codes, acc_gram + s.gram, acc_cross + s.cross, s.loss
+
+
+@jax.jit
+def _chunk_init(x, codes):
+    """CᵀC, CᵀX and ‖X‖² of one chunk (the solver's init, unsummed)."""
+    s = _solver.init(x, codes)
+    return s.gram, s.cross, s.sqnorm
+
+
+@functools.lru_cache(maxsize=None)
+def _jit_block(fn):
+    return jax.jit(fn)
+
+
+def _check_chunk(x: np.ndarray, i: int, lo: int, hi: int, d: int) -> None:
+    if x.shape != (hi - lo, d):
+        raise ValueError(f"chunk {i} has shape {tuple(x.shape)}; its bounds "
+                         f"[{lo}, {hi}) and d = {d} say ({hi - lo}, {d})")
+    if not np.isfinite(x).all():
+        bad = np.nonzero(~np.isfinite(x).all(axis=1))[0]
+        raise ValueError(
+            f"X has non-finite values in chunk {i}: {len(bad)} row(s), first at global "
+            f"row(s) {(bad[:5] + lo).tolist()}. Remove or repair those tokens before "
+            "factorizing.")
+
+
+class _Prefetch:
+    """Reads chunk i+1 (of X and, optionally, of the codes) while i computes."""
+
+    def __init__(self, pool, read: Callable[[int], Any], count: int):
+        self.read, self.count, self.pool = read, count, pool
+        self.next = pool.submit(read, 0) if count else None
+
+    def __iter__(self):
+        for i in range(self.count):
+            item = self.next.result()
+            self.next = self.pool.submit(self.read, i + 1) if i + 1 < self.count else None
+            yield i, item
+
+
+def _passes(src: RowSource, pool, desc: str, progress: bool):
+    """Iterates (i, lo, hi, chunk) over the source, prefetching one ahead."""
+    b = src.chunk_bounds
+    bar = tqdm(total=src.num_chunks, desc=desc, unit="chunk", leave=False,
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for i, x in _Prefetch(pool, src.chunk, src.num_chunks):
+            yield i, int(b[i]), int(b[i + 1]), x
+            bar.update(1)
+    finally:
+        bar.close()
+
+
+def _reducer(src: RowSource, pool, dtype, progress: bool):
+    """reduce(fn, params) = Σ over chunks of fn(x_c, ones, params) (blocked inits)."""
+    def reduce(fn, params):
+        jf, acc = _jit_block(fn), None
+        for _, lo, hi, x in _passes(src, pool, "snmf init", progress):
+            out = jf(np.asarray(x, dtype), jnp.ones((hi - lo,), dtype), params)
+            acc = out if acc is None else jax.tree.map(jnp.add, acc, out)
+        return acc
+    return reduce
+
+
+def initialize(src: RowSource, config: _solver.SNMFConfig, init: str, seed: int, codes_init,
+                dtype, out: Path, pool, progress: bool) -> _loop.FitState:
+    """Writes the initial codes to `out` and returns the initial small state."""
+    k, d = config.rank, int(src.d)
+    key = jax.random.PRNGKey(seed)
+    feats = jnp.zeros((k, d), dtype)
+    if codes_init is not None:
+        def make(x, lo, hi):
+            c = codes_init.rows(lo, hi) if hasattr(codes_init, "rows") else codes_init[lo:hi]
+            return _validate.check_codes_init(np.asarray(c), hi - lo, k, dtype)
+    elif init == "random":
+        make = lambda x, lo, hi: _inits.random_codes(key, lo, hi, k, dtype)
+    elif init == "svd":
+        proj, feats = _inits.svd_plan(_reducer(src, pool, dtype, progress), int(src.n_rows),
+                                        d, k, key, dtype)
+        make = lambda x, lo, hi: _jit_block(_inits.svd_codes)(x, proj)
+    else:
+        rows = _inits.kmeans_seed_rows(key, int(src.n_rows), k)
+        cent = jnp.asarray(read_rows(src, rows), dtype)
+        feats = cent = _inits.kmeans_plan(_reducer(src, pool, dtype, progress), cent)
+        make = lambda x, lo, hi: _jit_block(_inits.kmeans_codes)(x, cent)
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    gram = jnp.zeros((k, k), dtype)
+    cross = jnp.zeros((k, d), dtype)
+    sqnorm = 0.0
+    writes: list[cf.Future] = []
+    entries: list[cf.Future] = []
+    for i, lo, hi, x in _passes(src, pool, "snmf init", progress):
+        _check_chunk(x, i, lo, hi, d)
+        x = np.asarray(x, dtype)
+        c = make(x, lo, hi)
+        g, b, s = _chunk_init(x, c)
+        gram, cross, sqnorm = gram + g, cross + b, sqnorm + float(s)
+        del x
+        if writes:
+            writes.pop(0).result()
+        writes.append(pool.submit(CodesStore.write_chunk, out, i, c))
+        entries.append(writes[-1])
+    for w in writes:
+        w.result()
+    CodesStore.finish(out, k, [e.result() for e in entries], step=0)
+    empty = jnp.zeros((0, k), dtype)
+    s = _solver.SNMFState(codes=empty, features=jnp.asarray(feats, dtype), gram=gram,
+                          cross=cross, loss=jnp.asarray(jnp.inf, dtype),
+                          sqnorm=jnp.asarray(sqnorm, dtype),
+                          row_sqnorm=jnp.zeros((0,), dtype), step=jnp.zeros((), jnp.int32))
+    return _loop.init_fit_state(s)
+
+
+def iterate(src: RowSource, fs: _loop.FitState, config: _solver.SNMFConfig,
+             rule: _loop.StopRule, codes_root: Path, pool, progress: bool) -> _loop.FitState:
+    """One streamed iteration: reads codes version t, writes version t+1."""
+    s = fs.solver
+    step = int(s.step)
+    cur = CodesStore(codes_root / version(step))
+    out = codes_root / version(step + 1)
+    shutil.rmtree(out, ignore_errors=True)  # a half-written version of a crashed run
+    out.mkdir(parents=True)
+    dtype = s.gram.dtype
+    acc_gram, acc_cross = jnp.zeros_like(s.gram), jnp.zeros_like(s.cross)
+    prepared = _scaled_features(s.gram, s.cross, config=config)
+    chunk_losses, writes, entries = [], [], []
+    # The I/O thread also moves the chunk to the device, overlapping compute.
+    read = lambda i: (jax.device_put(np.asarray(src.chunk(i), dtype)),
+                      jax.device_put(cur.chunk(i)))
+    bar = tqdm(total=src.num_chunks, desc=f"snmf it {step + 1}", unit="chunk", leave=False,
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for i, (x, c) in _Prefetch(pool, read, src.num_chunks):
+            codes, acc_gram, acc_cross, loss = _chunk_update(
+                x, c, s.gram, s.cross, prepared, acc_gram, acc_cross, config=config)
+            chunk_losses.append(loss)
+            del x, c
+            # Waiting for chunk i-1's codes (computed, then written) keeps at
+            # most two chunks in flight besides the prefetched one, however
+            # far JAX's asynchronous dispatch could run ahead.
+            if writes:
+                writes.pop(0).result()
+            writes.append(pool.submit(CodesStore.write_chunk, out, i, codes))
+            entries.append(writes[-1])
+            bar.update(1)
+    finally:
+        for w in writes:
+            w.result()
+        bar.close()
+    CodesStore.finish(out, config.rank, [e.result() for e in entries], step=step + 1)
+    # The chunk losses are sums of per-token residuals; add them in float64.
+    loss = np.sum(np.asarray(jnp.stack(chunk_losses)), dtype=np.float64)
+    new = s._replace(features=prepared[0], gram=acc_gram, cross=acc_cross,
+                     loss=jnp.asarray(max(loss, 0.0), dtype), step=s.step + 1)
+    return _loop.track_best(fs, new, rule)

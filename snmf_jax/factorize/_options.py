@@ -1,0 +1,183 @@
+"""`FitOptions`: the one set of settings every fit and the CLI share.
+
+A frozen dataclass validated once, in `__post_init__` (plus `check_shape`
+against the data). The `snmf-jax fit` flags are derived from its fields
+(`add_arguments` / `from_args`), so names, defaults and help cannot drift
+from the Python API. `fit`, `fit_sharded` and `fit_streaming` take the same
+keyword arguments and build one of these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from snmf_jax.factorize import _solver
+from snmf_jax.factorize._loop import StopRule
+
+INITS = ("random", "svd", "kmeans")
+TOL_MODES = ("relative", "absolute")
+
+
+def _opt(default, help: str, **cli) -> Any:  # pylint: disable=redefined-builtin
+    """A field whose metadata carries its CLI help (and choices / type)."""
+    return dataclasses.field(default=default, metadata={"help": help, **cli})
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class FitOptions:
+    """Settings of an SNMF fit (validated on construction).
+
+    Attributes:
+      rank: number of features K (checked against the data by `check_shape`).
+      sparsity: keep-fraction p: each feature keeps ceil(p·d) neurons.
+      init: "random", "svd" or "kmeans" (ignored with codes_init).
+      seed: PRNG seed of the init.
+      max_iter: iteration budget.
+      patience: stop after this many iterations without improvement; None
+        runs exactly max_iter iterations (the CLI spells None as 0).
+      tol: improvement threshold (see tol_mode).
+      tol_mode: "relative" (beat best·(1 − tol)) or "absolute" (beat
+        best − tol, as the paper's reference code does).
+      reg: ridge λ of the feature solve.
+      mu_eps: epsilon of the multiplicative update.
+      checkpoint_every: iterations between checkpoints (with checkpoint_dir).
+      chunk_size: iterations per device call between host updates.
+    """
+
+    rank: int = dataclasses.field(metadata={"help": "number of features K"})
+    sparsity: float = _opt(0.01, "keep-fraction of neurons per feature")
+    init: str = _opt("random", "initial codes", choices=INITS)
+    seed: int = _opt(0, "PRNG seed of the init")
+    max_iter: int = _opt(1000, "iteration budget")
+    patience: int | None = _opt(
+        50, "stop after this many iterations without improvement (0: never)", type=int)
+    tol: float = _opt(1e-5, "improvement threshold (see --tol-mode)")
+    tol_mode: str = _opt("relative", "relative: beat best*(1-tol); absolute: best-tol",
+                         choices=TOL_MODES)
+    reg: float = _opt(1e-6, "ridge of the feature solve")
+    mu_eps: float = _opt(1e-6, "epsilon of the multiplicative code update")
+    checkpoint_every: int = _opt(100, "iterations between checkpoints")
+    chunk_size: int = _opt(25, "iterations per device call between host updates")
+
+    def __post_init__(self):
+        if not _is_int(self.rank):
+            raise TypeError(f"rank must be an int; got {type(self.rank).__name__}")
+        # The range of rank depends on the data: `check_shape`.
+        if not (_is_real(self.sparsity) and 0 < self.sparsity <= 1):
+            raise ValueError(f"sparsity (keep-fraction) must be in (0, 1]; got {self.sparsity!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}; got {self.init!r}")
+        if not _is_int(self.seed):
+            raise ValueError(f"seed must be an int; got {self.seed!r}")
+        if not _is_int(self.max_iter) or self.max_iter < 1:
+            raise ValueError(f"max_iter must be an int >= 1; got {self.max_iter!r}")
+        if self.patience is not None and (not _is_int(self.patience) or self.patience < 1):
+            raise ValueError(f"patience must be None or an int >= 1; got {self.patience!r}")
+        if not (_is_real(self.tol) and self.tol >= 0 and math.isfinite(self.tol)):
+            raise ValueError(f"tol must be a finite number >= 0; got {self.tol!r}")
+        if self.tol_mode not in TOL_MODES:
+            raise ValueError(f"tol_mode must be 'relative' or 'absolute'; got {self.tol_mode!r}")
+        for name in ("reg", "mu_eps"):
+            v = getattr(self, name)
+            if not (_is_real(v) and v > 0 and math.isfinite(v)):
+                raise ValueError(f"{name} must be a finite number > 0; got {v!r}")
+        for name in ("checkpoint_every", "chunk_size"):
+            v = getattr(self, name)
+            if not _is_int(v) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1; got {v!r}")
+
+    def check_shape(self, n: int, d: int) -> None:
+        """Checks the rank against data of shape (n, d)."""
+        if not 1 <= self.rank <= min(n, d):
+            raise ValueError(
+                f"rank must be in [1, min(n_tokens, d_mlp)] = [1, {min(n, d)}] for "
+                f"X of shape ({n}, {d}); got {self.rank}")
+
+    @property
+    def solver_config(self) -> _solver.SNMFConfig:
+        """The static settings of the update."""
+        return _solver.SNMFConfig(rank=int(self.rank), sparsity=float(self.sparsity),
+                                  reg=self.reg, mu_eps=self.mu_eps)
+
+    @property
+    def stop_rule(self) -> StopRule:
+        return StopRule(patience=self.patience, tol=float(self.tol),
+                        relative=self.tol_mode == "relative")
+
+    def settings(self, *, dtype, n: int, d: int, has_codes_init: bool) -> dict:
+        """The JSON settings identifying a trajectory (a checkpoint resumes only
+        under equal settings; the result records them)."""
+        return {"rank": int(self.rank), "sparsity": float(self.sparsity),
+                "init": "codes_init" if has_codes_init else self.init,
+                "seed": int(self.seed), "patience": self.patience, "tol": float(self.tol),
+                "tol_mode": self.tol_mode, "reg": self.reg, "mu_eps": self.mu_eps,
+                "dtype": str(np.dtype(dtype)), "n_tokens": int(n), "d": int(d)}
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(FitOptions))
+
+
+def resolve(fn: str, rank, options: FitOptions | None, kwargs: dict) -> FitOptions:
+    """The FitOptions of a fit call: `options=`, or rank and option keywords.
+
+    Args:
+      fn: the calling function's name (for messages).
+      rank: the positional rank, or None with options=.
+      options: a FitOptions, or None.
+      kwargs: the remaining keywords: FitOptions fields only.
+
+    Returns:
+      The validated FitOptions.
+    """
+    unknown = sorted(set(kwargs) - set(FIELDS))
+    if unknown:
+        raise TypeError(f"{fn}() got unexpected keyword argument(s) {unknown}; the fit "
+                        f"options are {list(FIELDS)}")
+    if options is not None:
+        if not isinstance(options, FitOptions):
+            raise TypeError(f"options must be a FitOptions; got {type(options).__name__}")
+        if rank is not None or kwargs:
+            raise TypeError(f"{fn}(): pass either options= or rank and option keywords, "
+                            "not both")
+        return options
+    if rank is None:
+        raise TypeError(f"{fn}() needs rank (or options=)")
+    return FitOptions(rank=rank, **kwargs)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds one `--flag` per FitOptions field, with its default and help."""
+    for f in dataclasses.fields(FitOptions):
+        meta = dict(f.metadata)
+        flag = "--" + f.name.replace("_", "-")
+        kw: dict[str, Any] = {"help": meta.pop("help"), "dest": f.name}
+        if "choices" in meta:
+            kw["choices"] = meta.pop("choices")
+        if f.default is dataclasses.MISSING:
+            kw["required"] = True
+            kw["type"] = int
+        else:
+            kw["default"] = f.default
+            kw["type"] = meta.pop("type", type(f.default))
+        parser.add_argument(flag, **kw)
+
+
+def from_args(args: argparse.Namespace) -> FitOptions:
+    """The FitOptions of parsed `add_arguments` flags (patience 0 means None)."""
+    values = {name: getattr(args, name) for name in FIELDS}
+    if values["patience"] == 0:
+        values["patience"] = None
+    return FitOptions(**values)
