@@ -1,6 +1,7 @@
 """The `snmf-jax` command: one subcommand per stage of the pipeline.
 
-Errors: any error a subcommand raises is printed as one line,
+Errors: subcommands raise (ValueError for bad settings, FileNotFoundError for
+missing inputs) rather than exit; any error a subcommand raises is printed as one line,
 `snmf-jax <command>: error: <message>`, and the exit status is 1 (2 for bad
 command-line syntax, as argparse does). `--debug` before the subcommand, or
 `SNMF_JAX_DEBUG=1` in the environment, re-raises instead so the full traceback
@@ -75,13 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
-    except SystemExit as e:
-        if e.code is None or isinstance(e.code, int):
-            raise
-        # A subcommand that exits with a message: same one-line form as an error.
-        message = _one_line(e.code).removeprefix(f"snmf-jax {args.command}:").strip()
-        print(f"snmf-jax {args.command}: error: {message}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"snmf-jax {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -32,12 +32,12 @@ def test_cli_fit_equals_python_fit(tmp_path, capsys):
     (["--chunk-size", "0"], "chunk_size"),
 ])
 def test_cli_bad_options_fail_before_reading_input(tmp_path, flags, match):
-    with pytest.raises(SystemExit, match=match):
-        main(["fit", str(tmp_path / "missing.safetensors"), "--rank", "3",
+    with pytest.raises(ValueError, match=match):
+        main(["--debug", "fit", str(tmp_path / "missing.safetensors"), "--rank", "3",
               "--out", str(tmp_path / "o"), *flags])
 
 
 def test_cli_process_flags_need_a_coordinator(tmp_path):
-    with pytest.raises(SystemExit, match="need --coordinator"):
-        main(["fit", str(tmp_path / "x"), "--rank", "3", "--out", str(tmp_path / "o"),
+    with pytest.raises(ValueError, match="need --coordinator"):
+        main(["--debug", "fit", str(tmp_path / "x"), "--rank", "3", "--out", str(tmp_path / "o"),
               "--num-processes", "2", "--process-id", "0"])

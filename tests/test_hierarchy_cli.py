@@ -7,7 +7,7 @@ import pytest
 
 import snmf_jax as sj
 from snmf_jax import cli
-from snmf_jax.activations._store import StoreWriter
+from snmf_jax.activations import StoreWriter
 from snmf_jax.factorize import planted_hierarchy
 
 PROV = {"doc_ids": ("int32", ()), "positions": ("int32", ()), "token_ids": ("int32", ()),
@@ -64,8 +64,8 @@ def test_hierarchy_from_result(store, tmp_path, capsys):
     assert "leaf" in capsys.readouterr().out
     h = sj.HierarchicalResult.load(out)
     np.testing.assert_array_equal(h.features[0], sj.SNMFResult.load(tmp_path / "snmf").features)
-    with pytest.raises(SystemExit, match="does not exist"):
-        cli.main(["hierarchy", str(tmp_path / "nope"), "--ranks", "2", "--out", str(out)])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        cli.main(["--debug", "hierarchy", str(tmp_path / "nope"), "--ranks", "2", "--out", str(out)])
 
 
 def test_level0_streamed_or_on_a_mesh_matches_in_memory(store):

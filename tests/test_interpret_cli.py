@@ -66,11 +66,11 @@ def test_cli_errors_name_the_argument(tmp_path):
     _result(tmp_path / "res", n + 1, d)
     args = ["interpret", "--features", str(tmp_path / "res"), "--activations",
             str(tmp_path / "store"), "--out", str(tmp_path / "r.html"), "--model", "none"]
-    with pytest.raises(SystemExit, match="--features has codes for 61 tokens"):
-        main(args)
+    with pytest.raises(ValueError, match="--features has codes for 61 tokens"):
+        main(["--debug", *args])
     _result(tmp_path / "res", n, d)
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(SystemExit, match="--tree: cannot read JSON"):
-        main(args + ["--tree", str(tmp_path / "bad.json")])
-    with pytest.raises(SystemExit, match="--layer 3 disagrees"):
-        main(args + ["--layer", "3"])
+    with pytest.raises(ValueError, match="--tree: cannot read JSON"):
+        main(["--debug", *args, "--tree", str(tmp_path / "bad.json")])
+    with pytest.raises(ValueError, match="--layer 3 disagrees"):
+        main(["--debug", *args, "--layer", "3"])

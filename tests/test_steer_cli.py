@@ -62,14 +62,14 @@ def test_steer_command_needs_a_layer(tmp_path, monkeypatch):
     monkeypatch.setattr(_cli, "_load_model", lambda name: tiny_model())
     path = save_result(tmp_path / "res", {})
     args = parse(["steer", "--model", "tiny", "--features", str(path), "--feature", "0"])
-    with pytest.raises(SystemExit, match="does not record its layer; pass --layer"):
+    with pytest.raises(ValueError, match="does not record its layer; pass --layer"):
         args.func(args)
     args = parse(["steer", "--model", "tiny", "--features", str(path), "--feature", "9",
                   "--layer", "1"])
-    with pytest.raises(SystemExit, match=r"--feature must be in \[0, 4\)"):
+    with pytest.raises(ValueError, match=r"--feature must be in \[0, 4\)"):
         args.func(args)
     path = save_result(tmp_path / "res2", {"layer": 0})
     args = parse(["steer", "--model", "tiny", "--features", str(path), "--feature", "0",
                   "--layer", "1"])
-    with pytest.raises(SystemExit, match="disagrees with the layer recorded"):
+    with pytest.raises(ValueError, match="disagrees with the layer recorded"):
         args.func(args)

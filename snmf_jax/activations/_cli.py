@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                            label_field=args.label_field, split=args.split)
     if args.limit is not None:
         if args.limit < 1:
-            raise SystemExit(f"--limit must be >= 1; got {args.limit}")
+            raise ValueError(f"--limit must be >= 1; got {args.limit}")
         n = min(args.limit, len(dataset))
         dataset = dataclasses.replace(
             dataset, texts=dataset.texts[:n],

@@ -56,7 +56,7 @@ def _source(args):
     from snmf_jax.factorize import _sources  # pylint: disable=g-import-not-at-top
     path = Path(args.input)
     if not path.exists():
-        raise SystemExit(f"snmf-jax fit: input {str(path)!r} does not exist")
+        raise FileNotFoundError(f"input {str(path)!r} does not exist")
     if path.is_file():
         return _sources.SafetensorsSource(path, args.key, args.chunk_rows)
     return _sources.as_source(path, layer=args.layer)
@@ -67,18 +67,15 @@ def _load_all(src) -> np.ndarray:
 
 
 def run(args) -> int:
-    try:
-        opts = _options.from_args(args)  # every option checked before any work
-    except (TypeError, ValueError) as e:
-        raise SystemExit(f"snmf-jax fit: {e}") from None
+    opts = _options.from_args(args)  # every option checked before any work
     multi = args.coordinator is not None
     if not multi and (args.num_processes is not None or args.process_id is not None):
-        raise SystemExit("snmf-jax fit: --num-processes/--process-id need --coordinator")
+        raise ValueError("--num-processes/--process-id need --coordinator")
     if multi:
         if args.num_processes is None or args.process_id is None:
-            raise SystemExit("snmf-jax fit: --coordinator needs --num-processes and --process-id")
+            raise ValueError("--coordinator needs --num-processes and --process-id")
         if args.streaming:
-            raise SystemExit("snmf-jax fit: --streaming runs in one process; drop "
+            raise ValueError("--streaming runs in one process; drop "
                              "--coordinator or --streaming")
         from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
         _distributed.initialize(args.coordinator, args.num_processes, args.process_id,

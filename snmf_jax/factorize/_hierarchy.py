@@ -21,7 +21,6 @@ and each saved level's input before reusing it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -31,23 +30,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from snmf_jax import _io
+from snmf_jax.factorize import _checkpoint
 from snmf_jax.factorize._fit import fit
 from snmf_jax.factorize._hierarchy_result import HierarchicalResult
 from snmf_jax.factorize._result import SNMFResult
+from snmf_jax.factorize._sources import as_source
 from snmf_jax.factorize._streaming import fit_streaming
 
 log = logging.getLogger(__name__)
 
 _CKPT_FORMAT = "snmf_jax.hierarchy-checkpoint/1"
 _INITS = ("random", "svd", "kmeans")
-
-
-def array_id(a) -> str:
-    """SHA-256 (32 hex) of an array's shape, dtype and bytes: exact, for resume checks."""
-    a = np.ascontiguousarray(np.asarray(a))
-    h = hashlib.sha256(json.dumps([list(a.shape), str(a.dtype)]).encode())
-    h.update(memoryview(a).cast("B"))
-    return h.hexdigest()[:32]
 
 
 def _is_store(x) -> bool:
@@ -61,15 +54,11 @@ def _store(x):
     return x
 
 
-def _data_id(x, layer) -> str:
+def _data_id(x, layer) -> dict:
+    """The fit pipeline's identity of what level 0 is fitted on (store or array)."""
     if _is_store(x):
-        s = _store(x)
-        manifest = getattr(s, "manifest", None)
-        if manifest is None:
-            return f"source:{s.n_rows}x{s.d}"
-        return hashlib.sha256(json.dumps([manifest, layer], sort_keys=True,
-                                         default=str).encode()).hexdigest()[:32]
-    return array_id(np.asarray(x))
+        return _checkpoint.source_identity(as_source(_store(x), layer=layer))
+    return _checkpoint.array_identity(np.asarray(x))
 
 
 def load_data(x, layer: int | None = None) -> np.ndarray:
@@ -224,8 +213,9 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
     root = None
     if checkpoint_dir is not None:
         root = Path(checkpoint_dir)
-        data_id = (array_id(level0.codes) + array_id(level0.features) if level0 is not None
-                   else _data_id(x, layer))
+        data_id = ({"kind": "level0", "codes": _checkpoint.content_hash(level0.codes),
+                    "features": _checkpoint.content_hash(level0.features)}
+                   if level0 is not None else _data_id(x, layer))
         _check_manifest(root, data_id, settings)
 
     # Level 0.
@@ -250,7 +240,7 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
     # Upper levels, each from the features of the level below.
     for i in range(1, levels):
         below = features[-1]
-        input_id = array_id(below)
+        input_id = _checkpoint.content_hash(below)
         saved = _restore_level(root, i, input_id)
         if saved is not None:
             res, w = saved, np.asarray(saved.codes)  # saved with the folded links as codes
@@ -273,7 +263,7 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
     if finetune_steps:
         from snmf_jax.factorize._finetune import finetune_hierarchy  # pylint: disable=g-import-not-at-top
         done = None if root is None else root / "finetuned"
-        greedy_id = array_id(result.link_product(levels - 1))
+        greedy_id = _checkpoint.content_hash(result.link_product(levels - 1))
         if done is not None and (done / "hierarchy.safetensors").is_file():
             tuned = HierarchicalResult.load(done)
             ft = tuned.metadata.get("finetune", {})
@@ -299,9 +289,10 @@ def _check_manifest(root: Path, data_id: str, settings: dict) -> None:
     have = _io.read_json(path)
     if have.get("format") != _CKPT_FORMAT:
         raise ValueError(f"{path} is not a hierarchical SNMF checkpoint")
-    if have.get("data") != data_id:
-        raise ValueError(f"checkpoint {root} was written for different data; delete it "
-                         f"or choose another checkpoint_dir")
+    mismatch = _checkpoint.describe_mismatch(have.get("data") or {}, data_id)
+    if mismatch:
+        raise ValueError(f"checkpoint {root} was written for different data ({mismatch}); "
+                         f"delete it or choose another checkpoint_dir")
     # Fine-tune settings do not change the greedy levels a checkpoint holds.
     keep = lambda s: {k: v for k, v in s.items() if not k.startswith("finetune")}
     saved, now = keep(have.get("settings", {})), keep(json.loads(json.dumps(settings)))

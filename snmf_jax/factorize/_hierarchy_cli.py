@@ -55,7 +55,7 @@ def run(args) -> int:
 
     src = Path(args.source)
     if not src.exists():
-        raise SystemExit(f"snmf-jax hierarchy: source {str(src)!r} does not exist")
+        raise FileNotFoundError(f"source {str(src)!r} does not exist")
     out = Path(args.out)
     sparsity = args.sparsity[0] if len(args.sparsity) == 1 else args.sparsity
     common = dict(sparsity=sparsity, init=args.init, seed=args.seed, restarts=args.restarts,
@@ -69,11 +69,11 @@ def run(args) -> int:
             ranks = [level0.rank] + ranks
         store = ActivationStore(args.store) if args.store else None
         if args.finetune_steps and store is None:
-            raise SystemExit("snmf-jax hierarchy: --finetune-steps from a result needs --store")
+            raise ValueError("--finetune-steps from a result needs --store")
         x = (store.rows(0, store.n_rows, layer=args.layer) if store is not None
              else np.empty((0, level0.features.shape[1]), np.float32))  # unused: level 0 given
         if store is not None and store.n_rows != level0.codes.shape[0]:
-            raise SystemExit(f"snmf-jax hierarchy: --store has {store.n_rows} rows but the "
+            raise ValueError(f"--store has {store.n_rows} rows but the "
                              f"result's codes have {level0.codes.shape[0]}")
         h = fit_hierarchical(x, ranks, level0=level0, **common)
     else:

@@ -48,7 +48,7 @@ def _json(path: str | None, what: str):
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise SystemExit(f"--{what}: cannot read JSON from {path!r}: {e}")
+        raise ValueError(f"--{what}: cannot read JSON from {path!r}: {e}")
 
 
 def _layer(result, store, layer: int | None) -> int | None:
@@ -56,7 +56,7 @@ def _layer(result, store, layer: int | None) -> int | None:
     if recorded is None and len(store.layers) == 1:
         recorded = store.layers[0]
     if layer is not None and recorded is not None and int(recorded) != layer:
-        raise SystemExit(f"--layer {layer} disagrees with the recorded layer {recorded}")
+        raise ValueError(f"--layer {layer} disagrees with the recorded layer {recorded}")
     return layer if layer is not None else (None if recorded is None else int(recorded))
 
 
@@ -68,17 +68,17 @@ def run(args: argparse.Namespace) -> int:
     result = SNMFResult.load(args.features)
     store = ActivationStore(args.activations)
     if result.codes is None:
-        raise SystemExit(f"--features: the result at {args.features!r} has no codes; "
+        raise ValueError(f"--features: the result at {args.features!r} has no codes; "
                          "save the fit with its codes to browse its contexts")
     if result.codes.shape[0] != store.n_rows:
-        raise SystemExit(f"--features has codes for {result.codes.shape[0]} tokens but "
+        raise ValueError(f"--features has codes for {result.codes.shape[0]} tokens but "
                          f"--activations holds {store.n_rows}; pass the store it was fitted on")
     layer = _layer(result, store, args.layer)
     name = args.model or (result.metadata or {}).get("model") or store.model_name
     model = None
     if name and str(name).lower() != "none":
         if layer is None:
-            raise SystemExit("the layer is not recorded in the result or the store; pass --layer")
+            raise ValueError("the layer is not recorded in the result or the store; pass --layer")
         from snmf_jax.models import load_model
         model = load_model(name, progress=False)
     title = args.title or f"SNMF features · {Path(args.features).name}"

@@ -43,11 +43,11 @@ def _layer_of(result, layer: int | None) -> int:
         if source.get("layer") is not None:
             recorded = int(source["layer"])
             if layer is not None and layer != recorded:
-                raise SystemExit(f"--layer {layer} disagrees with the layer recorded in the "
+                raise ValueError(f"--layer {layer} disagrees with the layer recorded in the "
                                  f"result ({recorded})")
             return recorded
     if layer is None:
-        raise SystemExit("the result does not record its layer; pass --layer")
+        raise ValueError("the result does not record its layer; pass --layer")
     return layer
 
 
@@ -66,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
     layer = _layer_of(result, args.layer)
     k = result.features.shape[0]
     if not 0 <= args.feature < k:
-        raise SystemExit(f"--feature must be in [0, {k}); got {args.feature}")
+        raise ValueError(f"--feature must be in [0, {k}); got {args.feature}")
     if args.kl <= 0:
-        raise SystemExit(f"--kl must be > 0; got {args.kl}")
+        raise ValueError(f"--kl must be > 0; got {args.kl}")
     model = _load_model(args.model)
     dirs = feature_directions(model, result.features, layer=layer, indices=[args.feature],
                               site=args.site)
