@@ -11,6 +11,8 @@ OpenAI-compatible LLM judge, and concept detection.
 """
 
 from snmf_jax.evaluate._calibrate import Logistic, fit_logistic, roc_auc
+from snmf_jax.evaluate._detection import (Detection, concept_detection, detection_table,
+                                          sentence_scores, split_documents)
 from snmf_jax.evaluate._llm_client import LLMClient, LLMConfig, LLMError, LLMStats
 from snmf_jax.evaluate._llm_judge import (LLMJudge, Rating, load_prompts, parse_description,
                                           parse_rating)
@@ -26,5 +28,6 @@ __all__ = [
     "mean_pool_normalize", "minilm_dir", "generate_texts", "lm_logprob_fn", "FEATURES",
     "ConceptJudge", "FluencyJudge", "FluencyReport", "corrupt", "harmonic_mean",
     "text_features", "LLMClient", "LLMConfig", "LLMError", "LLMStats", "LLMJudge", "Rating",
-    "load_prompts", "parse_description", "parse_rating",
+    "load_prompts", "parse_description", "parse_rating", "Detection", "concept_detection",
+    "detection_table", "sentence_scores", "split_documents",
 ]
