@@ -187,7 +187,7 @@ def _topk_aux_loss(params, pre, residual, dead, config: SAEConfig):
 
     def loss():
         masked = jnp.where(dead[None], pre, -jnp.inf)  # (B, d_sae)
-        kth = jax.lax.top_k(masked, k_aux)[0][:, k_aux - 1:k_aux]  # (B, 1)
+        kth = jnp.min(jax.lax.top_k(masked, k_aux)[0], -1, keepdims=True)  # (B, 1); see topk_mask
         acts = jnp.where(dead[None] & (masked >= kth), pre, 0.0)
         recon = acts @ params["W_dec"]  # no b_dec: the residual already has it
         scale = jnp.minimum(n_dead / k_aux, 1.0)
