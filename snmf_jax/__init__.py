@@ -4,7 +4,7 @@
     result = sj.fit(X, rank=100, sparsity=0.01)
 """
 
-from snmf_jax import activations, factorize, interpret, models, steer
+from snmf_jax import activations, baselines, evaluate, factorize, interpret, models, steer
 from snmf_jax.activations import (Activations, ActivationStore, TextDataset,
                                   export_activations, load_concepts, read_dataset)
 from snmf_jax.factorize import (SNMFConfig, SNMFResult, SNMFState, fit, fit_sharded,
@@ -14,7 +14,7 @@ from snmf_jax.models import load_model
 __version__ = "0.1.0"
 
 __all__ = [
-    "activations", "factorize", "interpret", "models", "steer",
+    "activations", "baselines", "evaluate", "factorize", "interpret", "models", "steer",
     "Activations", "ActivationStore", "TextDataset", "export_activations", "load_concepts",
     "read_dataset", "SNMFConfig", "SNMFResult", "SNMFState", "fit", "fit_sharded",
     "fit_streaming", "load_model", "__version__",
