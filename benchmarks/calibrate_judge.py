@@ -1,6 +1,6 @@
 """Measure the offline judge's calibration on held-out texts (the README's figures).
 
-    python benchmarks/calibrate_judge.py [--no-lm] [--samples 48]
+    python benchmarks/calibrate_judge.py [--no-lm] [--samples 48] [--out FILE.json]
 
 Concept score: the package's 35-concept set and the paper's 20-concept set,
 each concept's sentences split 2:1 into calibration / held-out; AUROC per
@@ -44,6 +44,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=48)
     ap.add_argument("--no-lm", action="store_true")
+    ap.add_argument("--out", default=None, help="write the figures as JSON here")
     args = ap.parse_args()
     emb = SentenceEmbedder()
     out = {}
@@ -83,6 +84,11 @@ def main():
         if not args.no_lm:
             out[key]["unsteered_mean"] = float(judge.score(gens[1::2]).mean())
         print(key, json.dumps(out[key]), flush=True)
+    if args.out:
+        out["command"] = "python benchmarks/calibrate_judge.py" + (
+            " --no-lm" if args.no_lm else "") + f" --samples {args.samples}"
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=2)
 
 
 if __name__ == "__main__":

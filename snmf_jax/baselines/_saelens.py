@@ -50,6 +50,9 @@ def save_sae(sae: SparseAutoencoder, path: str | os.PathLike, *,
       The folder.
     """
     cfg = sae.config
+    if cfg.dtype not in ("float32", "float16", "float64"):
+        raise ValueError(f"save_sae: dtype must be float32, float16 or float64 to save; got "
+                         f"{cfg.dtype!r} (load it with dtype='float32' first)")
     path = Path(path)
     params = {k: np.ascontiguousarray(np.asarray(v, dtype=np.dtype(cfg.dtype)))
               for k, v in sae.params().items()}

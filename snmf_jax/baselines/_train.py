@@ -288,6 +288,9 @@ def train_sae(data: Any, config: SAEConfig, train: TrainConfig = TrainConfig(), 
         params["b_dec"] = jnp.asarray(mean * scale, params["b_dec"].dtype)
     else:
         params = _fold_scale(sae.params(), 1.0 / scale, config)
+    # The step donates its inputs: train on copies so the caller's SAE keeps valid
+    # weights even if training stops half-way.
+    params = jax.tree.map(jnp.array, params)
     tx = make_optimizer(train)
     opt_state = tx.init(params)
     step_fn = make_train_step(config, train, tx)

@@ -15,7 +15,7 @@ and the ROC-AUC of the concept's sentences against the others (AxBench).
 from __future__ import annotations
 
 import math
-from typing import Mapping, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
