@@ -191,3 +191,13 @@ def test_metrics_match_numpy():
     np.testing.assert_allclose(m.fve, fve, rtol=1e-4)
     assert m.l0 == pytest.approx(np.mean(np.sum(z > 0, 1)))
     assert m.dead_fraction == pytest.approx(np.mean(~np.any(z > 0, 0)))
+
+
+def test_minibatches_use_every_row_once_per_pass(tmp_path):
+    from snmf_jax.baselines import iter_minibatches
+    X = np.arange(2 * 1300, dtype=np.float32).reshape(1300, 2)
+    store = _store(tmp_path, X, chunk_rows=300)  # 5 chunks, the last one short
+    it = iter_minibatches(store, 100, buffer=450, seed=3)
+    seen = np.concatenate([next(it) for _ in range(13)])  # exactly one pass
+    assert sorted(seen[:, 0].tolist()) == X[:, 0].tolist()
+    assert not np.array_equal(seen, X)  # shuffled
