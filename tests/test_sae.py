@@ -201,3 +201,16 @@ def test_minibatches_use_every_row_once_per_pass(tmp_path):
     seen = np.concatenate([next(it) for _ in range(13)])  # exactly one pass
     assert sorted(seen[:, 0].tolist()) == X[:, 0].tolist()
     assert not np.array_equal(seen, X)  # shuffled
+
+
+def test_continuing_training_keeps_the_learned_map():
+    """With normalize=True, train_sae(sae=...) moves the SAE's raw-space weights into
+    the scaled space and back: a near-zero learning rate leaves its output unchanged."""
+    X, _ = _planted(20000)
+    cfg = SAEConfig(d_in=D_IN, d_sae=64, architecture="topk", k=ACTIVE)
+    sae, _ = train_sae(X, cfg, TrainConfig(total_tokens=100_000, batch_size=1024, lr=3e-3,
+                                           log_every=0))
+    before = np.asarray(sae(X[:500]))
+    sae, _ = train_sae(X, cfg, TrainConfig(total_tokens=3 * 1024, batch_size=1024, lr=1e-9,
+                                           warmup_steps=1, log_every=0), sae=sae)
+    np.testing.assert_allclose(np.asarray(sae(X[:500])), before, rtol=1e-4, atol=1e-4)
