@@ -4,20 +4,20 @@
     result = sj.fit(X, rank=100, sparsity=0.01)
 """
 
-from snmf_jax import activations, factorize, interpret, models, report, steer
+from snmf_jax import (activations, baselines, evaluate, factorize, interpret, models, report,
+                      steer)
 from snmf_jax.activations import (Activations, ActivationStore, TextDataset,
                                   export_activations, load_concepts, read_dataset)
-from snmf_jax.factorize import (FitOptions, SNMFConfig, SNMFResult, SNMFState, fit,
-                                fit_sharded, fit_streaming)
+from snmf_jax.factorize import (FitOptions, HierarchicalResult, SNMFConfig, SNMFResult,
+                                SNMFState, fit, fit_hierarchical, fit_sharded, fit_streaming)
 from snmf_jax.models import load_model
-from snmf_jax.factorize import HierarchicalResult, fit_hierarchical
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "activations", "factorize", "interpret", "models", "report", "steer",
+    "activations", "baselines", "evaluate", "factorize", "interpret", "models", "report",
+    "steer",
     "Activations", "ActivationStore", "TextDataset", "export_activations", "load_concepts",
     "read_dataset", "FitOptions", "SNMFConfig", "SNMFResult", "SNMFState", "fit", "fit_sharded",
-    "fit_streaming", "load_model", "__version__",
+    "fit_streaming", "HierarchicalResult", "fit_hierarchical", "load_model", "__version__",
 ]
-__all__ += ["HierarchicalResult", "fit_hierarchical"]

@@ -1,0 +1,33 @@
+"""Evaluation: the offline judge (MiniLM concept score, calibrated fluency), an
+OpenAI-compatible LLM judge, and concept detection.
+
+    emb = SentenceEmbedder()                                # offline MiniLM
+    concept = ConceptJudge(emb, {"cooking": [...], "astronomy": [...]})
+    concept.score(texts, "cooking")                         # (n,) probabilities
+    fluency = FluencyJudge(unsteered_texts, logprob_fn=lm_logprob_fn(model))
+    fluency.score(texts)                                    # (n,) probabilities
+    judge = LLMJudge(LLMClient(LLMConfig(base_url="http://127.0.0.1:8080/v1", model="m")))
+    judge.concept(texts, "cooking"), judge.fluency(texts)  # Rating(score 0-2, ...)
+"""
+
+from snmf_jax.evaluate._calibrate import Logistic, fit_logistic, roc_auc
+from snmf_jax.evaluate._detection import (Detection, concept_detection, detection_table,
+                                          sentence_scores, split_documents)
+from snmf_jax.evaluate._llm_client import LLMClient, LLMConfig, LLMError, LLMStats
+from snmf_jax.evaluate._llm_judge import (LLMJudge, Rating, load_prompts, parse_description,
+                                          parse_rating)
+from snmf_jax.evaluate._minilm import (BertConfig, SentenceEmbedder, bert_hidden,
+                                       mean_pool_normalize, minilm_dir)
+from snmf_jax.evaluate._model_access import generate_texts, lm_logprob_fn
+from snmf_jax.evaluate._offline_judge import (FEATURES, ConceptJudge, FluencyJudge,
+                                              FluencyReport, corrupt, harmonic_mean,
+                                              text_features)
+
+__all__ = [
+    "Logistic", "fit_logistic", "roc_auc", "BertConfig", "SentenceEmbedder", "bert_hidden",
+    "mean_pool_normalize", "minilm_dir", "generate_texts", "lm_logprob_fn", "FEATURES",
+    "ConceptJudge", "FluencyJudge", "FluencyReport", "corrupt", "harmonic_mean",
+    "text_features", "LLMClient", "LLMConfig", "LLMError", "LLMStats", "LLMJudge", "Rating",
+    "load_prompts", "parse_description", "parse_rating", "Detection", "concept_detection",
+    "detection_table", "sentence_scores", "split_documents",
+]

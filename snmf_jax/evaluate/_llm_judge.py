@@ -1,0 +1,165 @@
+"""The LLM judge: concept (0-2) and fluency (0-2) ratings, and feature descriptions.
+
+Prompts are plain text files with {placeholders} (snmf_jax/evaluate/prompts/:
+concept.txt {concept} {text}; fluency.txt {text}; describe_input.txt
+{contexts}; describe_output.txt {tokens}). Pass `prompts_dir=` to use your own
+(e.g. the paper's exact rubrics); a missing file falls back to ours.
+
+Rating protocol: temperature 0; the reply should end with "Rating: [[n]]"; the
+last such rating counts (a bare number as the whole reply is accepted too); a
+reply with no valid rating is asked again once, and a second failure scores 0.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+from snmf_jax.evaluate._llm_client import LLMClient
+
+PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
+PLACEHOLDERS = {"concept": ("{concept}", "{text}"), "fluency": ("{text}",),
+                "describe_input": ("{contexts}",), "describe_output": ("{tokens}",)}
+
+_RATING = re.compile(r"Rating\s*:?\s*\[\[\s*(\d+(?:\.\d+)?)\s*\]\]", re.IGNORECASE)
+_BRACKETS = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
+_BARE = re.compile(r"^\s*(?:Rating\s*:?\s*)?(\d+(?:\.\d+)?)\s*\.?\s*$", re.IGNORECASE)
+_DESCRIPTION = re.compile(r"Description\s*:\s*(.+)", re.IGNORECASE)
+
+
+def parse_rating(reply: str, max_rating: int = 2) -> float | None:
+    """The last "Rating: [[n]]" in a reply (else the last "[[n]]", else a reply
+    that is only a number), if 0 <= n <= max_rating; otherwise None."""
+    for pattern in (_RATING, _BRACKETS):
+        found = pattern.findall(reply or "")
+        if found:
+            value = float(found[-1])
+            return value if 0 <= value <= max_rating else None
+    m = _BARE.match(reply or "")
+    if m:
+        value = float(m.group(1))
+        return value if 0 <= value <= max_rating else None
+    return None
+
+
+def parse_description(reply: str) -> str:
+    """The text after the last "Description:", else the reply's first non-empty line."""
+    found = _DESCRIPTION.findall(reply or "")
+    if found:
+        return found[-1].strip().strip('"').strip()
+    lines = [x.strip() for x in (reply or "").splitlines() if x.strip()]
+    return lines[0] if lines else ""
+
+
+class Rating(NamedTuple):
+    """One judged text.
+
+    Attributes:
+      score: the rating (0 after two unparseable replies, or in a dry run).
+      parsed: whether a valid rating was found.
+      attempts: requests made for it (1 or 2).
+      reply: the last reply (its justification included).
+    """
+
+    score: float
+    parsed: bool
+    attempts: int
+    reply: str
+
+
+def load_prompts(prompts_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """The four templates, from `prompts_dir` where present, else ours.
+
+    Raises:
+      ValueError: a template lacks one of its placeholders.
+    """
+    out = {}
+    for name, needed in PLACEHOLDERS.items():
+        path = Path(prompts_dir) / f"{name}.txt" if prompts_dir is not None else None
+        if path is None or not path.is_file():
+            path = PROMPTS_DIR / f"{name}.txt"
+        text = path.read_text(encoding="utf-8")
+        missing = [p for p in needed if p not in text]
+        if missing:
+            raise ValueError(f"prompt template {str(path)!r} lacks placeholder(s) {missing}")
+        out[name] = text
+    return out
+
+
+def _fill(template: str, **values: str) -> str:
+    # plain replacement: user texts may contain braces, so no str.format
+    for k, v in values.items():
+        template = template.replace("{" + k + "}", v)
+    return template
+
+
+class LLMJudge:
+    """Concept and fluency ratings and feature descriptions through an `LLMClient`.
+
+    Args:
+      client: the chat client (its config sets temperature, retries, concurrency, dry run).
+      prompts_dir: a folder with replacement templates (see `load_prompts`).
+      attempts: requests per text before a score of 0.
+    """
+
+    def __init__(self, client: LLMClient, *, prompts_dir: str | os.PathLike | None = None,
+                 attempts: int = 2):
+        self.client = client
+        self.prompts = load_prompts(prompts_dir)
+        self.attempts = int(attempts)
+
+    def _rate(self, prompt: str) -> Rating:
+        reply = ""
+        for attempt in range(1, self.attempts + 1):
+            reply = self.client.chat([{"role": "user", "content": prompt}])
+            if self.client.config.dry_run:
+                return Rating(0.0, False, attempt, "")
+            score = parse_rating(reply)
+            if score is not None:
+                return Rating(score, True, attempt, reply)
+        return Rating(0.0, False, self.attempts, reply)
+
+    def concept(self, texts: Sequence[str], concept: str) -> list[Rating]:
+        """Concept-presence ratings (0-2) of texts for one concept description."""
+        prompts = [_fill(self.prompts["concept"], concept=concept, text=t) for t in texts]
+        return self.client.map(self._rate, prompts)
+
+    def fluency(self, texts: Sequence[str]) -> list[Rating]:
+        """Fluency ratings (0-2) of texts."""
+        prompts = [_fill(self.prompts["fluency"], text=t) for t in texts]
+        return self.client.map(self._rate, prompts)
+
+    def describe_input(self, contexts: Sequence[str]) -> str:
+        """Input-centric description from a feature's top-activating contexts
+        (mark the peak token with << >> in each context)."""
+        body = "\n".join(f"{i + 1}. {c}" for i, c in enumerate(contexts))
+        return parse_description(self.client.chat(
+            [{"role": "user", "content": _fill(self.prompts["describe_input"], contexts=body)}]))
+
+    def describe_output(self, tokens: Sequence[str]) -> str:
+        """Output-centric description from the tokens a feature promotes
+        (its vocabulary projection, strongest first)."""
+        body = ", ".join(repr(t) for t in tokens)
+        return parse_description(self.client.chat(
+            [{"role": "user", "content": _fill(self.prompts["describe_output"], tokens=body)}]))
+
+    def describe_features(self, contexts: Sequence[Sequence[str]] | None = None,
+                          tokens: Sequence[Sequence[str]] | None = None) -> list[dict]:
+        """Both descriptions for many features (concurrently):
+        [{"input": ..., "output": ...}, ...], a key only where its data was given."""
+        n = len(contexts if contexts is not None else tokens or [])
+        jobs = []
+        for i in range(n):
+            if contexts is not None:
+                jobs.append((i, "input", contexts[i]))
+            if tokens is not None:
+                jobs.append((i, "output", tokens[i]))
+        results = self.client.map(
+            lambda j: (j[0], j[1], (self.describe_input if j[1] == "input"
+                                    else self.describe_output)(j[2])), jobs)
+        out: list[dict] = [{} for _ in range(n)]
+        for i, kind, text in results:
+            out[i][kind] = text
+        return out

@@ -1,0 +1,67 @@
+"""The one place evaluate/ touches a language model's internals.
+
+Other helpers are reshaping `snmf_jax.models` and `snmf_jax.steer`; every
+call evaluate/ makes into them goes through this module, so a rename is
+rewired here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def model_site_activations(model, data, *, layer: int, site: str, batch_size: int = 16):
+    """`Activations` of `data` at one layer and site (in memory)."""
+    from snmf_jax.activations._export import export_activations
+    return export_activations(model, data, layer, site=site, batch_size=batch_size,
+                              progress=False)
+
+
+def lm_logprob_fn(model, *, batch_size: int = 16, max_tokens: int = 128
+                  ) -> Callable[[Sequence[str]], np.ndarray]:
+    """A function texts -> (n,) mean next-token log-probability per text under `model`.
+
+    Each text is scored after the model's BOS (when it has one), truncated to
+    `max_tokens`; rows are right-padded to a power-of-two length (few compiled
+    shapes), which a causal model never sees from the real positions.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    tok = model.tokenizer
+    pad = 0 if tok.pad_id is None else int(tok.pad_id)
+
+    def score(texts: Sequence[str]) -> np.ndarray:
+        ids = [tok.encode(t, add_bos=True)[:max_tokens] for t in texts]
+        out = np.full(len(ids), np.nan)
+        for s in range(0, len(ids), batch_size):
+            rows = ids[s:s + batch_size]
+            t = max(8, 1 << (max(len(r) for r in rows) - 1).bit_length())
+            tokens = np.full((batch_size, t), pad, np.int32)
+            mask = np.zeros((batch_size, t), np.int32)
+            for j, r in enumerate(rows):
+                tokens[j, :len(r)] = r
+                mask[j, :len(r)] = 1
+            mask[len(rows):, 0] = 1
+            logits = model.forward(tokens, attention_mask=jnp.asarray(mask)).logits
+            lp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), -1)
+            tgt = jnp.take_along_axis(lp, jnp.asarray(tokens[:, 1:, None]), -1)[..., 0]
+            m = mask[:, 1:]
+            tot = np.asarray(jnp.sum(tgt * m, 1))
+            for j, r in enumerate(rows):
+                out[s + j] = tot[j] / max(len(r) - 1, 1) if len(r) > 1 else 0.0
+        return out
+
+    return score
+
+
+def generate_texts(model, prompt: str, *, n: int, max_new_tokens: int = 50, seed: int = 0,
+                   top_k: int = 30, top_p: float = 0.3, temperature: float = 1.0,
+                   patch=None) -> list[str]:
+    """n sampled continuations of `prompt` (the paper's sampling settings by default)."""
+    from snmf_jax.steer import generate
+    g = generate(model, prompt, patch, max_new_tokens=max_new_tokens, temperature=temperature,
+                 top_k=top_k, top_p=top_p, seed=seed, n_samples=n)
+    return [t for variant in g.texts for prompt in variant for t in prompt]

@@ -1,0 +1,218 @@
+"""LLM judge and its HTTP client against a scripted loopback OpenAI-compatible server:
+malformed replies, timeouts, 429, 500, the concurrency cap, dry runs, templates."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from snmf_jax.evaluate._llm_client import LLMClient, LLMConfig, LLMError
+from snmf_jax.evaluate._llm_judge import (LLMJudge, load_prompts, parse_description,
+                                          parse_rating)
+
+
+class Server:
+    """A loopback server that answers from a script: a list of actions per request,
+    each (status, content or raw body, delay). The last action repeats."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.requests = []
+        self.inflight = 0
+        self.max_inflight = 0
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with outer.lock:
+                    outer.requests.append(body)
+                    action = outer.script.pop(0) if len(outer.script) > 1 else outer.script[0]
+                    outer.inflight += 1
+                    outer.max_inflight = max(outer.max_inflight, outer.inflight)
+                status, content, delay = action
+                if callable(content):
+                    content = content(body)
+                try:
+                    time.sleep(delay)
+                    if isinstance(content, bytes):
+                        data = content
+                    else:
+                        data = json.dumps({"choices": [{"message": {"role": "assistant",
+                                                                    "content": content}}],
+                                           "usage": {"prompt_tokens": 11,
+                                                     "completion_tokens": 3}}).encode()
+                    self.send_response(status)
+                    if status == 429:
+                        self.send_header("Retry-After", "0")
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                finally:
+                    with outer.lock:
+                        outer.inflight -= 1
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def make(*script):
+        s = Server(script)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def _client(url, **kw):
+    kw.setdefault("backoff", 0.01)
+    kw.setdefault("timeout", 2.0)
+    return LLMClient(LLMConfig(base_url=url, model="judge", api_key="", **kw))
+
+
+def test_parse_rating():
+    assert parse_rating("Fine.\nRating: [[2]]") == 2
+    assert parse_rating("Rating: [[1]] ... on reflection Rating: [[0]]") == 0  # last wins
+    assert parse_rating("I'd say [[1]]") == 1
+    assert parse_rating(" 2 ") == 2 and parse_rating("1.") == 1
+    assert parse_rating("Rating: [[3]]") is None  # out of range
+    assert parse_rating("It is fluent.") is None
+    assert parse_rating("There are 2 problems.") is None  # a number inside prose is no rating
+    assert parse_description("blah\nDescription: days of the week") == "days of the week"
+
+
+def test_good_reply_and_request_shape(serve):
+    s = serve((200, "Clearly about cooking.\nRating: [[2]]", 0))
+    judge = LLMJudge(_client(s.url))
+    (r,) = judge.concept(["Stir the sauce."], "cooking")
+    assert r == (2.0, True, 1, "Clearly about cooking.\nRating: [[2]]")
+    req = s.requests[0]
+    assert req["temperature"] == 0 and req["model"] == "judge"
+    assert "cooking" in req["messages"][0]["content"]
+    assert "Stir the sauce." in req["messages"][0]["content"]
+    assert judge.client.stats.prompt_tokens == 11 and not judge.client.stats.estimated
+
+
+def test_malformed_then_good_uses_second_attempt(serve):
+    s = serve((200, "It reads well.", 0), (200, "Rating: [[1]]", 0))
+    (r,) = LLMJudge(_client(s.url)).fluency(["Some text."])
+    assert r.score == 1 and r.parsed and r.attempts == 2
+
+
+def test_two_malformed_replies_score_zero(serve):
+    s = serve((200, b"this is not json", 0), (200, "no rating here", 0))
+    client = _client(s.url)
+    (r,) = LLMJudge(client).fluency(["Some text."])
+    assert r == (0.0, False, 2, "no rating here")
+    assert len(s.requests) == 2 and client.stats.retries == 0
+
+
+def test_429_and_500_are_retried(serve):
+    s = serve((429, "", 0), (500, "", 0), (503, "", 0), (200, "Rating: [[2]]", 0))
+    client = _client(s.url)
+    (r,) = LLMJudge(client).fluency(["x"])
+    assert r.score == 2 and r.attempts == 1
+    assert client.stats.retries == 3 and client.stats.http_attempts == 4
+    assert client.stats.requests == 1
+
+
+def test_persistent_500_raises(serve):
+    s = serve((500, "", 0))
+    with pytest.raises(LLMError, match="failed after 3 attempts"):
+        LLMJudge(_client(s.url, max_retries=2)).fluency(["x"])
+    assert len(s.requests) == 3
+
+
+def test_4xx_is_not_retried(serve):
+    s = serve((401, "", 0))
+    with pytest.raises(LLMError, match="HTTP 401"):
+        LLMJudge(_client(s.url)).fluency(["x"])
+    assert len(s.requests) == 1
+
+
+def test_timeout_is_retried(serve):
+    s = serve((200, "Rating: [[0]]", 1.5), (200, "Rating: [[1]]", 0))
+    client = _client(s.url, timeout=0.3)
+    (r,) = LLMJudge(client).fluency(["x"])
+    assert r.score == 1 and client.stats.retries == 1
+
+
+def test_concurrency_cap(serve):
+    s = serve((200, "Rating: [[1]]", 0.15))
+    client = _client(s.url, concurrency=2)
+    out = LLMJudge(client).fluency([f"text {i}" for i in range(8)])
+    assert [r.score for r in out] == [1.0] * 8
+    assert 1 <= s.max_inflight <= 2
+
+
+def test_order_is_kept_under_concurrency(serve):
+    def echo(body):  # rate by the digit in the text
+        content = body["messages"][0]["content"]
+        return f"Rating: [[{int(content.split('item ')[1][0]) % 3}]]"
+    s = serve((200, echo, 0.02))
+    out = LLMJudge(_client(s.url, concurrency=3)).fluency([f"item {i}" for i in range(9)])
+    assert [r.score for r in out] == [i % 3 for i in range(9)]
+
+
+def test_dry_run_counts_without_sending(serve):
+    s = serve((200, "Rating: [[2]]", 0))
+    client = _client(s.url, dry_run=True, max_tokens=50)
+    judge = LLMJudge(client)
+    out = judge.concept(["a" * 400, "b" * 40], "cooking")
+    assert all(r.score == 0 and not r.parsed for r in out)
+    assert s.requests == []
+    assert client.stats.requests == 2 and client.stats.http_attempts == 0
+    assert client.stats.completion_tokens == 100 and client.stats.prompt_tokens > 110
+    assert client.stats.estimated
+
+
+def test_replaceable_templates(serve, tmp_path):
+    (tmp_path / "fluency.txt").write_text("MY RUBRIC for {text}. Answer Rating: [[n]]")
+    s = serve((200, "2", 0))
+    (r,) = LLMJudge(_client(s.url), prompts_dir=tmp_path).fluency(["hello"])
+    assert r.score == 2
+    assert s.requests[0]["messages"][0]["content"] == "MY RUBRIC for hello. Answer Rating: [[n]]"
+    (tmp_path / "concept.txt").write_text("no placeholders")
+    with pytest.raises(ValueError, match="lacks placeholder"):
+        load_prompts(tmp_path)
+
+
+def test_feature_descriptions(serve):
+    def reply(body):
+        c = body["messages"][0]["content"]
+        return "Description: weekdays" if "<<" in c else "Thinking...\nDescription: food words"
+    s = serve((200, reply, 0))
+    judge = LLMJudge(_client(s.url))
+    out = judge.describe_features(contexts=[["see you on <<Monday>>"], ["<<Tuesday>> then"]],
+                                  tokens=[["bread", "cheese"], ["Monday"]])
+    assert out == [{"input": "weekdays", "output": "food words"},
+                   {"input": "weekdays", "output": "food words"}]
+    assert len(s.requests) == 4
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="base_url"):
+        LLMConfig(base_url="127.0.0.1:8080")
+    with pytest.raises(ValueError, match="concurrency"):
+        LLMConfig(concurrency=0)
