@@ -39,8 +39,14 @@ class Server:
                 status, content, delay = action
                 if callable(content):
                     content = content(body)
+                done = False
                 try:
                     time.sleep(delay)
+                    # Out of flight before the reply leaves: once the client has
+                    # it, it may send the next request before this thread resumes.
+                    with outer.lock:
+                        outer.inflight -= 1
+                        done = True
                     if isinstance(content, bytes):
                         data = content
                     else:
@@ -58,8 +64,9 @@ class Server:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 finally:
-                    with outer.lock:
-                        outer.inflight -= 1
+                    if not done:
+                        with outer.lock:
+                            outer.inflight -= 1
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
