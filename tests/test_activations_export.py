@@ -12,7 +12,7 @@ import pytest
 from snmf_jax.activations import (ActivationStore, StoreWriter, export_activations,
                                   from_texts, length_buckets, tokenize_with_offsets)
 from snmf_jax.activations import _export
-from snmf_jax.models import Model, ModelConfig, Tokenizer, init_params
+from snmf_jax.models import Model, ModelConfig, Tokenizer, as_arrays, init_params
 
 WORDS = ("the a cat dog sat ran on under mat rug red blue green big small quick slow "
          "over fox jumps lazy bird sings tree house river flows past old mill").split()
@@ -265,8 +265,8 @@ def test_non_utf8_file_and_missing_tokenizer(model, tmp_path):
 
 
 def test_non_finite_activations_are_an_error(model):
-    params = dict(model.params)
-    params["embed"] = model.params["embed"].at[model.tokenizer.token_to_id("cat")].set(jnp.nan)
+    params = as_arrays(model.params)
+    params["embed"] = params["embed"].at[model.tokenizer.token_to_id("cat")].set(jnp.nan)
     bad = Model(model.config, params, model.tokenizer, "nan")
     with pytest.raises(FloatingPointError, match=r"non-finite activations at layer 1 "
                                                  r"site 'mlp_hidden' in document\(s\) \[1\]"):
@@ -275,8 +275,8 @@ def test_non_finite_activations_are_an_error(model):
 
 def test_cli_export(model, texts, tmp_path, monkeypatch, capsys):
     from snmf_jax import cli
-    from snmf_jax.models import _load
-    monkeypatch.setattr(_load, "load_model", lambda name, *a, **k: model)
+    from snmf_jax import models
+    monkeypatch.setattr(models, "load_model", lambda name, *a, **k: model)
     (tmp_path / "d.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in texts))
     argv = ["export", "--model", "tiny", "--layers", "1", "--dataset",
             str(tmp_path / "d.jsonl"), "--text-field", "body", "--out", str(tmp_path / "s"),
