@@ -13,9 +13,12 @@ rerun makes the very same batches and can resume):
    shapes. Documents are ordered by (bucket, doc_id) and cut into batches of
    `batch_size`; a bucket's last batch is padded with dummy rows so every
    batch of a bucket has the same (batch_size, bucket) shape.
-3. Run a jitted forward pass per batch that returns only the captured sites:
-   the logits are dead code (XLA drops them) and the layer stack is cut after
-   the deepest requested layer.
+3. Run a jitted pass per batch that returns only the captured sites: the
+   model's `embed` and `run_blocks` up to the deepest requested layer (no
+   later blocks, no unembedding). With `mesh`, each batch is split over the
+   mesh's data axis (data parallel) and the weights placed by their logical
+   axes (`models.shard_params`); rows, order and values are those of one
+   device.
 4. Keep every real token except BOS (unless keep_bos) and padding; rows come
    out grouped by document in that (bucket, doc_id) order; `doc_ids`,
    `positions`, `token_ids` and `offsets` say where each row comes from.
@@ -42,6 +45,7 @@ import numpy as np
 from snmf_jax.activations._readers import read_dataset
 from snmf_jax.activations._store import (Activations, ActivationStore, StoreWriter,
                                          STORE_DTYPES)
+from snmf_jax.models import as_arrays, auto_mesh, embed, run_blocks, shard_params
 
 SITES = ("mlp_hidden", "mlp_out", "resid_post")
 _PROVENANCE = {"doc_ids": ("int32", ()), "positions": ("int32", ()),
@@ -208,22 +212,16 @@ def _plan(tokenized, *, max_length: int, batch_size: int, drop_id: int | None,
 
 @functools.partial(jax.jit, static_argnames=("config", "capture"))
 def _capture(params, tokens, mask, *, config, capture):
-    """Captured sites only, float32: tuple of (B, T, dim) in `capture` order."""
-    from snmf_jax.models import forward
-    out = forward(params, tokens, config=config, attention_mask=mask, capture=capture)
-    return tuple(out.captures[key].astype(jnp.float32) for key in capture)
+    """Captured sites only, float32: tuple of (B, T, dim) in `capture` order.
 
-
-def _truncate_model(params, config, n_layers: int):
-    """Params and config of the first `n_layers` blocks (enough for captures)."""
-    if n_layers == config.n_layers:
-        return params, config
-    params = dict(params)
-    params["layers"] = jax.tree.map(lambda a: a[:n_layers], params["layers"])
-    config = dataclasses.replace(
-        config, n_layers=n_layers,
-        layer_types=tuple(config.layer_types[:n_layers]) if config.layer_types else ())
-    return params, config
+    Runs the model's embedding and its blocks up to the deepest captured
+    layer; the later blocks and the unembedding never run.
+    """
+    stop = max(layer for layer, _ in capture) + 1
+    x = embed(params, tokens, config=config, attention_mask=mask)  # (B, T, D)
+    _, caps, _ = run_blocks(params, x, config=config, stop=stop, attention_mask=mask,
+                            capture=capture)
+    return tuple(caps[key].astype(jnp.float32) for key in capture)
 
 
 @jax.jit
@@ -270,7 +268,8 @@ def export_activations(model, data: Any, layers: int | Sequence[int], *,
                        max_length: int | None = None, keep_bos: bool = False,
                        out: str | os.PathLike | None = None, chunk_rows: int = 16384,
                        dtype: str = "float32", overwrite: bool = False,
-                       min_bucket: int = 16, tokenizer=None, progress: bool = True):
+                       min_bucket: int = 16, tokenizer=None, progress: bool = True,
+                       mesh: jax.sharding.Mesh | None = None):
     """Runs `model` over a dataset and collects the activations of some layers.
 
     Args:
@@ -299,6 +298,11 @@ def export_activations(model, data: Any, layers: int | Sequence[int], *,
       min_bucket: shortest padded length.
       tokenizer: overrides `model.tokenizer`.
       progress: show a tqdm progress bar (tokens).
+      mesh: a device mesh to run every batch data-parallel over its "data"
+        axis (its first axis when none is named "data"); weights are
+        sharded by their logical axes over a "model" axis if the mesh has
+        one, else replicated. A batch is padded with dummy rows to a
+        multiple of the data axis. Same rows, order and values as without.
 
     Returns:
       With `out`: an `ActivationStore`. Otherwise an `Activations` when
@@ -362,7 +366,7 @@ def export_activations(model, data: Any, layers: int | Sequence[int], *,
                 prov[k][r0:r1] = pv[k]
 
         _run(model, plan, layer_seq, site, labels, sink, skip_rows=0,
-             batch_size=int(batch_size), pad_id=pad_id, progress=progress)
+             batch_size=int(batch_size), pad_id=pad_id, progress=progress, mesh=mesh)
         acts = {l: Activations(
             X=X[l], doc_ids=prov["doc_ids"], positions=prov["positions"],
             token_ids=prov["token_ids"], offsets=prov["offsets"], texts=dataset.texts,
@@ -377,7 +381,7 @@ def export_activations(model, data: Any, layers: int | Sequence[int], *,
     settings = {
         "model": name,
         "config": hashlib.sha256(repr(config).encode()).hexdigest(),
-        "params": _params_digest(model.params),
+        "params": _params_digest(as_arrays(model.params)),
         "layers": list(layer_seq), "site": site, "dtype": dtype,
         "chunk_rows": int(chunk_rows), "batch_size": int(batch_size),
         "max_length": int(max_length), "keep_bos": bool(keep_bos),
@@ -403,19 +407,28 @@ def export_activations(model, data: Any, layers: int | Sequence[int], *,
 
     _run(model, plan, layer_seq, site, labels, sink,
          skip_rows=writer.rows_done, batch_size=int(batch_size), pad_id=pad_id,
-         progress=progress)
+         progress=progress, mesh=mesh)
     return writer.finish()
 
 
 def _run(model, plan: _Plan, layers: tuple[int, ...], site: str,
          labels: np.ndarray | None, sink, *, skip_rows: int, batch_size: int,
-         pad_id: int | None, progress: bool) -> None:
+         pad_id: int | None, progress: bool, mesh=None) -> None:
     """Runs the plan's batches from row `skip_rows` on, feeding rows to `sink`.
 
     sink(row_start, {layer: (m, d) float32}, {provenance name: (m, ...)}).
     """
     from tqdm.auto import tqdm
-    params, config = _truncate_model(model.params, model.config, max(layers) + 1)
+    params, config = model.params, model.config
+    put = jnp.asarray
+    rows_per_batch = batch_size
+    if mesh is not None:
+        mesh = auto_mesh(mesh)
+        params = shard_params(params, mesh)
+        axis = "data" if "data" in mesh.axis_names else mesh.axis_names[0]
+        rows_per_batch = -(-batch_size // mesh.shape[axis]) * mesh.shape[axis]
+        put = functools.partial(jax.device_put, device=jax.sharding.NamedSharding(
+            mesh, jax.sharding.PartitionSpec(axis)))  # rows split over the data axis
     capture = tuple((l, site) for l in layers)
     pad = pad_id if pad_id is not None else (config.pad_token_id or 0)
     bar = tqdm(total=plan.n_rows, unit="tok", disable=not progress, dynamic_ncols=True,
@@ -428,15 +441,14 @@ def _run(model, plan: _Plan, layers: tuple[int, ...], site: str,
             if r1 <= skip_rows:
                 continue
             t = batch.length
-            tokens = np.full((batch_size, t), pad, np.int32)  # (B, T)
-            mask = np.zeros((batch_size, t), np.int32)         # (B, T)
+            tokens = np.full((rows_per_batch, t), pad, np.int32)  # (B, T)
+            mask = np.zeros((rows_per_batch, t), np.int32)         # (B, T)
             mask[:, 0] = 1  # dummy rows get one real token so attention stays finite
             for j, doc in enumerate(batch.docs):
                 ids = plan.tokens[doc][0]
                 tokens[j, :len(ids)] = ids
                 mask[j, :len(ids)] = 1
-            outs = _capture(params, jnp.asarray(tokens), jnp.asarray(mask),
-                            config=config, capture=capture)
+            outs = _capture(params, put(tokens), put(mask), config=config, capture=capture)
             # Rows of this batch: docs in order, positions first..len-1.
             lens = [len(plan.tokens[doc][0]) for doc in batch.docs]
             firsts = [int(plan.first[doc]) for doc in batch.docs]

@@ -6,7 +6,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from snmf_jax.steer._directions import down_project, unembedding
+from snmf_jax.models import mlp_output_map, unembedding_matrix
 
 
 class FeatureSummary(NamedTuple):
@@ -64,8 +64,9 @@ def vocab_projection(params, config, features: np.ndarray, layer: int,
       (K, vocab) float32 logit contributions.
     """
     # Feature images in the residual stream (through any post-MLP norm).
-    resid = down_project(params, config, layer, features)  # (K, D)
-    return resid @ unembedding(params, config)  # (K, V)
+    resid = np.asarray(mlp_output_map(params, np.asarray(features, np.float32), config=config,
+                                      layer=layer, bias=False), np.float32)  # (K, D)
+    return resid @ np.asarray(unembedding_matrix(params, config), np.float32)  # (K, V)
 
 
 def summarize_features(codes: np.ndarray, *, labels: np.ndarray | None = None,

@@ -12,7 +12,7 @@ from snmf_jax.models._modules import (Transformer, abstract_model, as_arrays, ch
                                       init_params, layout, state_from_arrays)
 from snmf_jax.models._patch import Patch, SitePatch, apply_site_patch
 from snmf_jax.models._presets import PRESETS, cache_dir
-from snmf_jax.models._sharding import DEFAULT_RULES, param_shardings, shard_params
+from snmf_jax.models._sharding import DEFAULT_RULES, auto_mesh, param_shardings, shard_params
 from snmf_jax.models._tokenizer import Tokenizer
 from snmf_jax.models._transformer import (ForwardOutput, embed, forward, mlp_output_map,
                                           unembed, unembedding_matrix)
@@ -24,7 +24,7 @@ __all__ = [
     "forward", "ForwardOutput", "embed", "run_blocks", "unembed", "mlp_output_map",
     "unembedding_matrix",
     "KVCache", "init_cache", "SitePatch", "Patch", "apply_site_patch",
-    "DEFAULT_RULES", "param_shardings", "shard_params",
+    "DEFAULT_RULES", "auto_mesh", "param_shardings", "shard_params",
     "load_model", "PRESETS", "cache_dir", "Tokenizer",
     "config_from_hf", "params_from_hf",
     "read_gguf", "GGUFError", "config_from_gguf", "params_from_gguf",

@@ -13,13 +13,25 @@ from typing import Mapping
 
 import jax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 # Logical axis -> mesh axis (None: replicated).
 DEFAULT_RULES: Mapping[str, str | None] = {
     "vocab": "model", "heads": "model", "kv": "model", "mlp": "model",
     "embed": None, "layers": None, "position": None, "head_dim": None,
 }
+
+
+def auto_mesh(mesh: Mesh) -> Mesh:
+    """The mesh with every axis of type Auto (the compiler places intermediates).
+
+    `jax.make_mesh` makes Explicit axes by default, under which the
+    embedding gather of a vocabulary-sharded table needs an explicit output
+    sharding; the forward is written for compiler-chosen intermediates.
+    """
+    if all(t == AxisType.Auto for t in mesh.axis_types):
+        return mesh
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * mesh.devices.ndim)
 
 
 def param_shardings(params: nnx.State, mesh: Mesh,
@@ -37,6 +49,7 @@ def param_shardings(params: nnx.State, mesh: Mesh,
     Returns:
       An nnx.State of NamedSharding with the structure of `params`.
     """
+    mesh = auto_mesh(mesh)
     specs = nnx.get_partition_spec(params)
 
     def one(spec, value):
