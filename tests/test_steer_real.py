@@ -45,7 +45,7 @@ def model():
 
 def test_unembedding_preimage_raises_the_word_monotonically(model):
     from snmf_jax import steer as st
-from snmf_jax.models import unembedding_matrix
+    from snmf_jax.models import unembedding_matrix
     tok = model.tokenizer
     (word,) = tok.encode(" pizza", add_bos=False)
     target = np.asarray(unembedding_matrix(model.params, model.config))[:, word]  # (D,)
@@ -66,7 +66,6 @@ from snmf_jax.models import unembedding_matrix
 
 def test_snmf_feature_changes_generation_at_its_calibrated_alpha(model):
     from snmf_jax import steer as st
-from snmf_jax.models import unembedding_matrix
     from snmf_jax.factorize import fit
     tok = model.tokenizer
     seqs = [tok.encode(s) for s in SENTENCES]
