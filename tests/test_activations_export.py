@@ -332,3 +332,19 @@ def test_real_model_export_matches_forward():
                                    atol=2e-4, rtol=2e-4)
     i = [acts.token_text(r) for r in range(acts.n)].index(" closed")
     assert acts.context(i) == "The museum is[[ closed]] on Mondays."
+
+
+def test_export_runs_blocks_only_up_to_the_deepest_requested_layer(model, texts, monkeypatch):
+    """The model's run_blocks stops after the deepest layer (no later blocks, no logits)."""
+    seen = []
+    orig = _export.run_blocks
+
+    def spy_blocks(params, x, **kw):
+        seen.append((kw.get("start", 0), kw["stop"]))
+        return orig(params, x, **kw)
+
+    monkeypatch.setattr(_export, "run_blocks", spy_blocks)
+    # batch_size 5: shapes no other test compiled, so _capture traces (and calls the spy).
+    acts = export_activations(model, texts[:4], [1, 0], **_export_kw(batch_size=5))
+    assert seen and set(seen) == {(0, 2)} and model.config.n_layers == 3
+    assert np.isfinite(acts[1].X).all()

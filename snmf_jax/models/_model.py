@@ -13,7 +13,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from flax import nnx
 
 from snmf_jax.models._blocks import run_blocks
