@@ -8,11 +8,12 @@ from snmf_jax.models._gguf_params import config_from_gguf, params_from_gguf
 from snmf_jax.models._hf import config_from_hf, params_from_hf
 from snmf_jax.models._load import load_model
 from snmf_jax.models._model import Model
-from snmf_jax.models._modules import (Transformer, abstract_model, as_arrays, check_layout,
-                                      init_params, layout, state_from_arrays)
+from snmf_jax.models._modules import (Transformer, abstract_model, check_layout, init_params,
+                                      layout, state_from_arrays)
 from snmf_jax.models._patch import Patch, SitePatch, apply_site_patch
 from snmf_jax.models._presets import PRESETS, cache_dir
 from snmf_jax.models._sharding import DEFAULT_RULES, auto_mesh, param_shardings, shard_params
+from snmf_jax.models._state import as_arrays
 from snmf_jax.models._tokenizer import Tokenizer
 from snmf_jax.models._transformer import (ForwardOutput, embed, forward, mlp_output_map,
                                           unembed, unembedding_matrix)

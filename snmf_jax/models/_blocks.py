@@ -26,7 +26,7 @@ from jax import Array
 from snmf_jax.models import _layers
 from snmf_jax.models._cache import KVCache
 from snmf_jax.models._config import SITES, ModelConfig
-from snmf_jax.models._modules import as_arrays
+from snmf_jax.models._state import as_arrays
 from snmf_jax.models._patch import SitePatch, apply_site_patch
 
 Params = Mapping[str, object]
@@ -178,6 +178,9 @@ def run_blocks(params: Params, x: Array, *, config: ModelConfig, start: int = 0,
     def block(carry, xs):
         x, ck, cv, bufs = carry
         w, layer_idx, is_sliding, site_slot = xs
+        if w is None:  # a sub-range: read this layer from the full stack
+            w = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, layer_idx, 0, False),
+                             p["layers"])
 
         h = _norm(x, w["attn_norm"], config)
         q = _dense(h, w["q"]).reshape(b, t, h_, hd)  # (B, T, H, hd)
@@ -223,9 +226,10 @@ def run_blocks(params: Params, x: Array, *, config: ModelConfig, start: int = 0,
         x, bufs = at_site("resid_post", x, layer_idx, site_slot, bufs)
         return (x, ck, cv, bufs), None
 
-    layer_weights = p["layers"]
-    if (start, stop) != (0, config.n_layers):
-        layer_weights = jax.tree.map(lambda a: a[start:stop], layer_weights)
+    # All blocks: scan over the stacked weights. A sub-range scans over layer
+    # indices and reads each layer from the full stack inside the loop: a
+    # slice w[start:stop] fed to the loop would be copied on every call.
+    layer_weights = p["layers"] if (start, stop) == (0, config.n_layers) else None
     xs = (layer_weights, jnp.arange(start, stop), jnp.asarray(sliding),
           {site: jnp.asarray(table) for site, (_, table) in slots.items()})
     ck = cv = None

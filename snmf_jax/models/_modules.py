@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 
 from snmf_jax.models._config import ModelConfig
+from snmf_jax.models._transformer import forward
 
 
 def _param(shape: tuple[int, ...], dtype, axes: tuple[str, ...]) -> nnx.Param:
@@ -111,7 +112,6 @@ class Transformer(nnx.Module):
 
     def __call__(self, tokens, **kwargs):
         """`forward(nnx.state(self), tokens, config=self.config, **kwargs)`."""
-        from snmf_jax.models._transformer import forward
         return forward(nnx.state(self, nnx.Param), tokens, config=self.config, **kwargs)
 
 
@@ -128,13 +128,6 @@ def abstract_model(config: ModelConfig, dtype=jnp.float32) -> tuple[nnx.GraphDef
     """
     model = nnx.eval_shape(lambda: Transformer(config, jnp.dtype(dtype)))
     return nnx.split(model)
-
-
-def as_arrays(params) -> dict:
-    """The weights as a plain nested dict of arrays (an nnx.State or a dict)."""
-    if isinstance(params, nnx.State):
-        return nnx.to_pure_dict(params)
-    return params
 
 
 def _flat(tree: Mapping, prefix: str = "") -> dict[str, Any]:

@@ -19,7 +19,7 @@ from jax import Array
 from snmf_jax.models._blocks import _check_sites, _mlp_out, _norm, _positions, run_blocks
 from snmf_jax.models._cache import KVCache
 from snmf_jax.models._config import ModelConfig
-from snmf_jax.models._modules import as_arrays
+from snmf_jax.models._state import as_arrays
 from snmf_jax.models._patch import SitePatch
 
 Params = Mapping[str, object]
