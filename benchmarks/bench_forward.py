@@ -7,6 +7,9 @@ torch.inference_mode with its default attention (sdpa). Both use every core
 (torch.get_num_threads(); XLA's CPU thread pool). Timings are interleaved,
 alternating which side goes first, and compile time is reported separately.
 
+Load time and peak RSS of `load_model` are measured for SmolLM2 and Gemma 3,
+each in a fresh subprocess (so one load's memory does not hide the other's).
+
     python benchmarks/bench_forward.py [--batch 8] [--seq 128] [--repeats 7]
 """
 
@@ -56,13 +59,42 @@ def hf_llama(model):
     return hf
 
 
+_LOAD_PROBE = """
+import os, resource, sys, time
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+import jax
+from snmf_jax.models import load_model
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+m = load_model(sys.argv[1], progress=False)
+jax.block_until_ready(jax.tree_util.tree_leaves(m.params))
+dt = time.perf_counter() - t
+print(dt, base / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def bench_load(names=("smollm2-135m", "gemma3-270m")):
+    """Wall seconds and peak RSS (MiB) of load_model, each in a fresh process."""
+    import subprocess
+    import sys
+    for name in names:
+        out = subprocess.run([sys.executable, "-c", _LOAD_PROBE, name], capture_output=True,
+                             text=True, check=True).stdout.split()
+        dt, base, peak = map(float, out[-3:])
+        print(f"load {name:14s}: {dt:6.2f} s, peak RSS {peak:7.0f} MiB "
+              f"(after imports {base:.0f} MiB)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--skip-load", action="store_true")
     args = ap.parse_args()
+    if not args.skip_load:
+        bench_load()
 
     import torch
 

@@ -113,7 +113,7 @@ class Timer:
 def bench_calibration(model, n_features, steps, n_seq, n_scalar):
     d = model.config.d_mlp
     n_t = len(st.DEFAULT_TARGETS)
-    dirs = st.directions(sparse_features(n_features, d), layer=LAYER, site="mlp_hidden")
+    dirs = st.Directions.from_vectors(sparse_features(n_features, d), layer=LAYER, site="mlp_hidden")
     kw = dict(targets=st.DEFAULT_TARGETS, prompt=PROMPT, max_steps=steps, rtol=0.0,
               progress=False)
     # Compile every kernel once, outside the timings.

@@ -12,7 +12,7 @@ import pytest
 from snmf_jax.activations import (ActivationStore, StoreWriter, export_activations,
                                   from_texts, length_buckets, tokenize_with_offsets)
 from snmf_jax.activations import _export
-from snmf_jax.models import Model, ModelConfig, Tokenizer, init_params
+from snmf_jax.models import Model, ModelConfig, Tokenizer, as_arrays, init_params
 
 WORDS = ("the a cat dog sat ran on under mat rug red blue green big small quick slow "
          "over fox jumps lazy bird sings tree house river flows past old mill").split()
@@ -265,8 +265,8 @@ def test_non_utf8_file_and_missing_tokenizer(model, tmp_path):
 
 
 def test_non_finite_activations_are_an_error(model):
-    params = dict(model.params)
-    params["embed"] = model.params["embed"].at[model.tokenizer.token_to_id("cat")].set(jnp.nan)
+    params = as_arrays(model.params)
+    params["embed"] = params["embed"].at[model.tokenizer.token_to_id("cat")].set(jnp.nan)
     bad = Model(model.config, params, model.tokenizer, "nan")
     with pytest.raises(FloatingPointError, match=r"non-finite activations at layer 1 "
                                                  r"site 'mlp_hidden' in document\(s\) \[1\]"):
@@ -275,8 +275,8 @@ def test_non_finite_activations_are_an_error(model):
 
 def test_cli_export(model, texts, tmp_path, monkeypatch, capsys):
     from snmf_jax import cli
-    from snmf_jax.models import _load
-    monkeypatch.setattr(_load, "load_model", lambda name, *a, **k: model)
+    from snmf_jax import models
+    monkeypatch.setattr(models, "load_model", lambda name, *a, **k: model)
     (tmp_path / "d.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in texts))
     argv = ["export", "--model", "tiny", "--layers", "1", "--dataset",
             str(tmp_path / "d.jsonl"), "--text-field", "body", "--out", str(tmp_path / "s"),
@@ -332,3 +332,19 @@ def test_real_model_export_matches_forward():
                                    atol=2e-4, rtol=2e-4)
     i = [acts.token_text(r) for r in range(acts.n)].index(" closed")
     assert acts.context(i) == "The museum is[[ closed]] on Mondays."
+
+
+def test_export_runs_blocks_only_up_to_the_deepest_requested_layer(model, texts, monkeypatch):
+    """The model's run_blocks stops after the deepest layer (no later blocks, no logits)."""
+    seen = []
+    orig = _export.run_blocks
+
+    def spy_blocks(params, x, **kw):
+        seen.append((kw.get("start", 0), kw["stop"]))
+        return orig(params, x, **kw)
+
+    monkeypatch.setattr(_export, "run_blocks", spy_blocks)
+    # batch_size 5: shapes no other test compiled, so _capture traces (and calls the spy).
+    acts = export_activations(model, texts[:4], [1, 0], **_export_kw(batch_size=5))
+    assert seen and set(seen) == {(0, 2)} and model.config.n_layers == 3
+    assert np.isfinite(acts[1].X).all()

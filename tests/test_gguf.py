@@ -18,8 +18,8 @@ gguf = pytest.importorskip("gguf")
 
 from snmf_jax.models import config_from_hf, params_from_hf  # noqa: E402
 from snmf_jax.models._config import RopeScaling  # noqa: E402
-from snmf_jax.models._gguf import (GGUFError, config_from_gguf, params_from_gguf,  # noqa: E402
-                                   read_gguf)
+from snmf_jax.models import (GGUFError, config_from_gguf, params_from_gguf,  # noqa: E402
+                             read_gguf)
 from snmf_jax.models._presets import PRESETS  # noqa: E402
 
 Q = gguf.GGMLQuantizationType
@@ -296,18 +296,21 @@ def test_tiny_gguf_matches_hf_weights(tiny, family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_expected_shapes_follow_init_params(tiny, family):
-    """The loader's shape check and the models' init_params agree on the contract."""
+def test_loaded_weights_fill_the_module_tree(tiny, family):
+    """The loader's output has exactly the names and shapes of the NNX module tree."""
     import jax
 
-    from snmf_jax.models import init_params
-    from snmf_jax.models._gguf import expected_shapes
+    from snmf_jax.models import Model, abstract_model, layout
 
-    config = config_from_gguf(read_gguf(tiny[family][0]))
-    params = init_params(config, jax.random.key(0))
+    gf = read_gguf(tiny[family][0])
+    config = config_from_gguf(gf)
+    params = params_from_gguf(gf, config, progress=False)
     shapes = {jax.tree_util.keystr(p, simple=True, separator="."): tuple(x.shape)
               for p, x in jax.tree_util.tree_leaves_with_path(params)}
-    assert shapes == expected_shapes(config)
+    assert shapes == layout(config)
+    _, abstract = abstract_model(config)
+    model = Model(config, params)
+    assert jax.tree.structure(model.params) == jax.tree.structure(abstract)
 
 
 def test_config_fields_per_family(tiny):

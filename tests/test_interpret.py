@@ -9,7 +9,6 @@ import pytest
 
 from snmf_jax import interpret
 from snmf_jax.activations import Activations
-from snmf_jax.interpret._model_maps import _mlp_map, _to_logits
 from snmf_jax.models import Model, ModelConfig, init_params
 
 
@@ -27,6 +26,14 @@ def _tiny(family, **kw):
 
 @pytest.mark.parametrize("family,kw", [("llama", {}), ("gemma2", {"final_logit_softcap": 3.0}),
                                        ("gemma3", {}), ("gpt2", {"tie_embeddings": False})])
+def _mlp_map(model, hidden, layer):
+    return np.asarray(model.mlp_output_map(hidden, layer=layer, bias=False), np.float32)
+
+
+def _to_logits(model, resid):
+    return np.asarray(model.unembed(resid), np.float32)
+
+
 def test_model_maps_match_the_forward(family, kw):
     model = _tiny(family, **kw)
     tokens = np.array([[1, 5, 7, 9, 2]], np.int32)

@@ -62,6 +62,8 @@ def _state_dict(model):
 
 
 def _assert_params_equal(a, b, atol=0.0):
+    from snmf_jax.models import as_arrays
+    a, b = as_arrays(a), as_arrays(b)
     la, lb = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
     assert [p for p, _ in la] == [p for p, _ in lb]
     for (path, x), (_, y) in zip(la, lb):

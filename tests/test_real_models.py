@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snmf_jax.models import PRESETS, load_model, params_from_hf
+from snmf_jax.models import PRESETS, as_arrays, load_model, params_from_hf
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 
@@ -47,7 +47,7 @@ def test_params_match_transformers_state_dict(pair):
     name, ours, theirs = pair
     state = {k: v.detach().numpy() for k, v in theirs.state_dict().items()}
     ref = params_from_hf(ours.config, state)
-    got = jax.tree_util.tree_leaves_with_path(ours.params)
+    got = jax.tree_util.tree_leaves_with_path(as_arrays(ours.params))
     want = jax.tree_util.tree_leaves_with_path(ref)
     assert [p for p, _ in got] == [p for p, _ in want]
     for (path, a), (_, b) in zip(got, want):

@@ -25,8 +25,8 @@ def model():
 @pytest.fixture(scope="module")
 def dirs():
     rng = np.random.default_rng(0)
-    # Layer 1: the search shares the block before it across rows (split_model).
-    return st.directions(rng.standard_normal((3, 48)), layer=1, site="mlp_hidden",
+    # Layer 1: the search shares the block before it across rows (share_prefix).
+    return st.Directions.from_vectors(rng.standard_normal((3, 48)), layer=1, site="mlp_hidden",
                          ids=(7, 8, 9))
 
 
@@ -77,7 +77,7 @@ def test_signs_are_calibrated_separately(both):
     assert (pos.alphas > 0).all() and (neg.alphas > 0).all()
     assert np.abs(pos.alphas[:, :3] / neg.alphas[:, :3] - 1).max() > 0.05
     np.testing.assert_allclose(neg.scales(0.2), -neg.alphas[:, 1])
-    patch = pos.patch(st.directions(np.ones((3, 48)), layer=1, site="mlp_hidden"), 0.5)
+    patch = pos.patch(st.Directions.from_vectors(np.ones((3, 48)), layer=1, site="mlp_hidden"), 0.5)
     np.testing.assert_allclose(patch[(1, "mlp_hidden")].scale, pos.alphas[:, 2])
 
 
@@ -95,7 +95,7 @@ def test_batched_search_matches_per_feature_search_and_chunking(model, dirs, bot
 def test_new_directions_reuse_the_compiled_search(model, dirs, both):
     size = st.batched_kl._cache_size()
     rng = np.random.default_rng(5)
-    other = st.directions(rng.standard_normal((3, 48)), layer=1, site="mlp_hidden")
+    other = st.Directions.from_vectors(rng.standard_normal((3, 48)), layer=1, site="mlp_hidden")
     res = st.calibrate_both(model, other, targets=TARGETS, prompt=PROMPT, rtol=RTOL,
                             progress=False)
     assert st.batched_kl._cache_size() == size
@@ -125,13 +125,16 @@ def test_calibrate_validates_arguments(model, dirs):
     with pytest.raises(ValueError, match="sign must be"):
         st.calibrate(model, dirs, sign=2, **kw)
     with pytest.raises(ValueError, match="do not fit the model"):
-        st.calibrate(model, st.directions(np.ones(32), layer=0, site="mlp_hidden"), **kw)
+        st.calibrate(model, st.Directions.from_vectors(np.ones(32), layer=0, site="mlp_hidden"), **kw)
     with pytest.raises(ValueError, match="need 0 < alpha_min <= alpha_init <= alpha_max"):
         st.calibrate(model, dirs, alpha_init=10.0, alpha_max=1.0, **kw)
 
 
 @pytest.mark.parametrize("family", ["gemma3", "gpt2"])  # llama: covered by the tests above
-def test_split_model_gives_the_same_kl_as_the_full_forward(family):
+def test_shared_prefix_gives_the_same_kl_as_the_full_forward(family):
+    """batched_kl from the stream entering the layer (the model's own embed/run_blocks)
+    equals the KL of full patched forwards, one row at a time."""
+    from snmf_jax import models
     extra = {}
     if family == "gemma3":
         extra = dict(layer_types=("sliding", "full", "sliding"), sliding_window=3)
@@ -143,13 +146,16 @@ def test_split_model_gives_the_same_kl_as_the_full_forward(family):
     base = jax.nn.log_softmax(st.patched_forward(params, tok, None, config=cfg).logits[0, -1])
     vecs = jnp.asarray(np.random.default_rng(0).standard_normal((4, 48)), jnp.float32)
     scales = jnp.asarray([0.5, 1.0, 2.0, 4.0])
-    full = st.batched_kl(params, tok, mask, base, vecs, scales, config=cfg, layer=2,
-                         site="mlp_hidden")
-    assert float(jnp.min(full)) > 1e-4
-    for share in (True, False):
-        cut = st.split_model(params, cfg, 2, tok, mask, share_prefix=share)
-        assert cut.body_config.n_layers == (1 if share else 3)
-        kl = st.batched_kl(cut.body, cut.tokens, mask, base, vecs, scales, cut.head,
-                           config=cut.body_config, head_config=cut.head_config,
-                           layer=2 - cut.start, site="mlp_hidden")
-        np.testing.assert_allclose(np.asarray(kl), np.asarray(full), rtol=1e-4, atol=1e-7)
+    ref = []
+    for v, a in zip(vecs, scales):
+        patch = st.make_patch(2, "mlp_hidden", v, scale=a)
+        logp = jax.nn.log_softmax(st.patched_forward(params, tok, patch, config=cfg)
+                                  .logits[0, -1])
+        ref.append(float(jnp.sum(jnp.exp(base) * (base - logp))))
+    assert min(ref) > 1e-4
+    x = models.embed(params, tok, config=cfg)
+    stream, _, _ = models.run_blocks(params, x, config=cfg, stop=2)  # (1, T, D)
+    for s in (stream[0], None):
+        kl = st.batched_kl(params, tok, mask, base, vecs, scales, s, config=cfg, layer=2,
+                           site="mlp_hidden")
+        np.testing.assert_allclose(np.asarray(kl), ref, rtol=1e-4, atol=1e-7)

@@ -77,13 +77,13 @@ def test_hidden_preimage_is_the_least_norm_solution(llama):
 
 def test_generic_directions_and_validation(llama):
     raw = np.array([[3.0, 4.0] + [0.0] * 30])
-    d = st.directions(raw, layer=0, site="resid_post", config=llama.config)
+    d = st.Directions.from_vectors(raw, layer=0, site="resid_post", config=llama.config)
     np.testing.assert_allclose(d.vectors[0, :2], [0.6, 0.8])
-    assert st.directions(raw, layer=0, site="mlp_out", normalize=False).vectors[0, 0] == 3.0
+    assert st.Directions.from_vectors(raw, layer=0, site="mlp_out", normalize=False).vectors[0, 0] == 3.0
     with pytest.raises(ValueError, match="width 48 at 'mlp_hidden'"):
-        st.directions(raw, layer=0, site="mlp_hidden", config=llama.config)
+        st.Directions.from_vectors(raw, layer=0, site="mlp_hidden", config=llama.config)
     with pytest.raises(ValueError, match="NaN or Inf"):
-        st.directions(np.full(32, np.nan), layer=0, site="mlp_out")
+        st.Directions.from_vectors(np.full(32, np.nan), layer=0, site="mlp_out")
     with pytest.raises(ValueError, match="features must be"):
         st.feature_directions(llama, np.ones((2, 10)), layer=0)
     with pytest.raises(ValueError, match=r"feature indices must be in \[0, 5\)"):

@@ -49,7 +49,7 @@ SAMPLING = dict(temperature=1.0, top_k=20, top_p=0.9)
 @pytest.fixture(scope="module")
 def patch():
     rng = np.random.default_rng(0)
-    dirs = st.directions(rng.standard_normal((2, 48)), layer=0, site="mlp_hidden")
+    dirs = st.Directions.from_vectors(rng.standard_normal((2, 48)), layer=0, site="mlp_hidden")
     return dirs.patch(np.array([3.0, -3.0]))
 
 

@@ -45,11 +45,12 @@ def model():
 
 def test_unembedding_preimage_raises_the_word_monotonically(model):
     from snmf_jax import steer as st
+    from snmf_jax.models import unembedding_matrix
     tok = model.tokenizer
     (word,) = tok.encode(" pizza", add_bos=False)
-    target = st.unembedding(model.params, model.config)[:, word]  # (D,)
+    target = np.asarray(unembedding_matrix(model.params, model.config))[:, word]  # (D,)
     v = st.hidden_preimage(model.params, model.config, LAYER, target)
-    d = st.directions(v, layer=LAYER, site="mlp_hidden")
+    d = st.Directions.from_vectors(v, layer=LAYER, site="mlp_hidden")
     alphas = np.array([0, 2, 4, 8, 16, 32, 64], np.float32)
     patch = st.make_patch(LAYER, "mlp_hidden", np.repeat(d.vectors, len(alphas), 0),
                           scale=alphas)

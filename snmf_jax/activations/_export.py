@@ -13,9 +13,12 @@ rerun makes the very same batches and can resume):
    shapes. Documents are ordered by (bucket, doc_id) and cut into batches of
    `batch_size`; a bucket's last batch is padded with dummy rows so every
    batch of a bucket has the same (batch_size, bucket) shape.
-3. Run a jitted forward pass per batch that returns only the captured sites:
-   the logits are dead code (XLA drops them) and the layer stack is cut after
-   the deepest requested layer.
+3. Run a jitted pass per batch that returns only the captured sites: the
+   model's `embed` and `run_blocks` up to the deepest requested layer (no
+   later blocks, no unembedding). With `mesh`, each batch is split over the
+   mesh's data axis (data parallel) and the weights placed by their logical
+   axes (`models.shard_params`); rows, order and values are those of one
+   device.
 4. Keep every real token except BOS (unless keep_bos) and padding; rows come
    out grouped by document in that (bucket, doc_id) order; `doc_ids`,
    `positions`, `token_ids` and `offsets` say where each row comes from.
@@ -28,178 +31,26 @@ plus 12 bytes per token for the token ids and offsets of the plan.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import os
-import warnings
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+# length_buckets and tokenize_with_offsets are public through this module too.
+from snmf_jax.activations._plan import (_Plan, _plan, length_buckets,  # noqa: F401
+                                        tokenize_with_offsets)
 from snmf_jax.activations._readers import read_dataset
 from snmf_jax.activations._store import Activations, ActivationStore, STORE_DTYPES
 from snmf_jax.activations._writer import StoreWriter
+from snmf_jax.models import as_arrays, auto_mesh, embed, run_blocks, shard_params
 
 SITES = ("mlp_hidden", "mlp_out", "resid_post")
 _PROVENANCE = {"doc_ids": ("int32", ()), "positions": ("int32", ()),
                "token_ids": ("int32", ()), "offsets": ("int32", (2,))}
-
-
-# ---------------------------------------------------------------------------
-# Tokenization with character offsets.
-
-
-_TOKENIZE_SLICE = 2048
-
-
-def _backend(tokenizer):
-    """The `tokenizers.Tokenizer` behind a tokenizer, or None."""
-    import tokenizers
-    if isinstance(tokenizer, tokenizers.Tokenizer):
-        return tokenizer
-    backend = getattr(tokenizer, "backend", None)
-    return backend if isinstance(backend, tokenizers.Tokenizer) else None
-
-
-def _offsets_by_search(tokenizer, text: str, ids: Sequence[int]) -> np.ndarray:
-    """Character spans of tokens found by decoding each one and searching."""
-    spans = np.zeros((len(ids), 2), np.int32)
-    cursor = 0
-    for i, t in enumerate(ids):
-        piece = tokenizer.decode([int(t)])
-        key = piece.strip() or piece
-        pos = text.find(key, cursor) if key else -1
-        if pos < 0 or pos - cursor > len(piece) + 8:
-            spans[i] = (cursor, cursor)
-        else:
-            spans[i] = (pos, pos + len(key))
-            cursor = pos + len(key)
-    return spans
-
-
-def tokenize_with_offsets(tokenizer, texts: Sequence[str], add_bos: bool = True
-                          ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Token ids and character spans of each text.
-
-    The ids are exactly `tokenizer.encode(text, add_bos=add_bos)`: BOS is
-    added only where the model's tokenizer adds it (Gemma yes, SmolLM2 no).
-    Spans come from the wrapped `tokenizers.Tokenizer` (`tokenizer.backend`);
-    without one, each decoded token is looked up in the text.
-
-    Args:
-      tokenizer: a `snmf_jax.models.Tokenizer` (or a bare `tokenizers.Tokenizer`).
-      texts: the documents.
-      add_bos: add the special tokens the tokenizer adds (its BOS).
-
-    Returns:
-      Per text (ids (T,) int32, offsets (T, 2) int32 [start, end) into the
-      text; special tokens get an empty span).
-    """
-    texts = list(texts)
-    backend = _backend(tokenizer)
-    if backend is not None:
-        out = []
-        # Slices bound the Rust-side Encoding objects (~100 bytes per token).
-        for k in range(0, len(texts), _TOKENIZE_SLICE):
-            for e in backend.encode_batch(texts[k:k + _TOKENIZE_SLICE],
-                                          add_special_tokens=add_bos):
-                offs = np.asarray(e.offsets, np.int32).reshape(-1, 2)  # (T, 2)
-                special = np.asarray(e.special_tokens_mask, bool)
-                offs[special] = offs[special][:, :1]  # added specials: empty span
-                out.append((np.asarray(e.ids, np.int32), offs))
-        if backend is tokenizer or all(
-                list(tokenizer.encode(texts[j], add_bos=add_bos)) == out[j][0].tolist()
-                for j in range(min(len(texts), 4))):
-            return out
-    return [(np.asarray(ids, np.int32), _offsets_by_search(tokenizer, text, ids))
-            for text, ids in zip(texts, tokenizer.encode_batch(texts, add_bos=add_bos))]
-
-
-# ---------------------------------------------------------------------------
-# Planning.
-
-
-def length_buckets(max_length: int, min_bucket: int = 16) -> tuple[int, ...]:
-    """Padded lengths: powers of two from `min_bucket` below `max_length`, then it.
-
-    >>> length_buckets(100)
-    (16, 32, 64, 100)
-    """
-    out, b = [], min_bucket
-    while b < max_length:
-        out.append(b)
-        b *= 2
-    out.append(max_length)
-    return tuple(out)
-
-
-class _Batch(NamedTuple):
-    length: int              # padded length T of the bucket
-    docs: tuple[int, ...]    # doc ids, at most batch_size
-    row_start: int           # first export row of this batch
-    rows: int                # rows this batch yields
-
-
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    tokens: list             # per doc (ids, offsets), truncated
-    first: np.ndarray        # per doc first kept position (1 drops its BOS)
-    batches: tuple[_Batch, ...]
-    n_rows: int
-    buckets: tuple[int, ...]
-    digest: str              # SHA-256 of every doc's token ids and first position
-
-
-def _plan(tokenized, *, max_length: int, batch_size: int, drop_id: int | None,
-          min_bucket: int) -> _Plan:
-    """Truncates, buckets and batches the tokenized documents.
-
-    Args:
-      tokenized: per doc (ids, offsets).
-      max_length: longest kept document (tokens).
-      batch_size: documents per batch.
-      drop_id: a document starting with this id (BOS) loses that row; None
-        keeps every row.
-      min_bucket: shortest padded length.
-    """
-    truncated, dropped = 0, 0
-    tokens = []
-    for ids, offs in tokenized:
-        if len(ids) > max_length:
-            truncated += 1
-            dropped += len(ids) - max_length
-            ids, offs = ids[:max_length], offs[:max_length]
-        tokens.append((ids, offs))
-    if truncated:
-        warnings.warn(
-            f"{truncated} document(s) longer than max_length={max_length} tokens were "
-            f"truncated ({dropped} tokens dropped); raise max_length (at most the "
-            "model's context) or split long documents to keep them", stacklevel=3)
-    first = np.asarray([int(drop_id is not None and len(ids) > 0 and ids[0] == drop_id)
-                        for ids, _ in tokens], np.int64)
-    lengths = np.asarray([len(ids) for ids, _ in tokens], np.int64)
-    buckets = length_buckets(max_length, min_bucket)
-    bucket_of = np.searchsorted(np.asarray(buckets), lengths)
-    order = sorted((int(bucket_of[i]), i) for i in range(len(tokens))
-                   if lengths[i] > first[i])
-    batches, row, k = [], 0, 0
-    while k < len(order):
-        bkt = order[k][0]
-        docs = []
-        while k < len(order) and order[k][0] == bkt and len(docs) < batch_size:
-            docs.append(order[k][1])
-            k += 1
-        rows = int(sum(lengths[i] - first[i] for i in docs))
-        batches.append(_Batch(buckets[bkt], tuple(docs), row, rows))
-        row += rows
-    h = hashlib.sha256()
-    for (ids, _), f in zip(tokens, first):
-        h.update(np.asarray([len(ids), f], "<i8").tobytes())
-        h.update(ids.astype("<i4").tobytes())
-    return _Plan(tokens, first, tuple(batches), row, buckets, h.hexdigest())
 
 
 # ---------------------------------------------------------------------------
@@ -208,22 +59,16 @@ def _plan(tokenized, *, max_length: int, batch_size: int, drop_id: int | None,
 
 @functools.partial(jax.jit, static_argnames=("config", "capture"))
 def _capture(params, tokens, mask, *, config, capture):
-    """Captured sites only, float32: tuple of (B, T, dim) in `capture` order."""
-    from snmf_jax.models import forward
-    out = forward(params, tokens, config=config, attention_mask=mask, capture=capture)
-    return tuple(out.captures[key].astype(jnp.float32) for key in capture)
+    """Captured sites only, float32: tuple of (B, T, dim) in `capture` order.
 
-
-def _truncate_model(params, config, n_layers: int):
-    """Params and config of the first `n_layers` blocks (enough for captures)."""
-    if n_layers == config.n_layers:
-        return params, config
-    params = dict(params)
-    params["layers"] = jax.tree.map(lambda a: a[:n_layers], params["layers"])
-    config = dataclasses.replace(
-        config, n_layers=n_layers,
-        layer_types=tuple(config.layer_types[:n_layers]) if config.layer_types else ())
-    return params, config
+    Runs the model's embedding and its blocks up to the deepest captured
+    layer; the later blocks and the unembedding never run.
+    """
+    stop = max(layer for layer, _ in capture) + 1
+    x = embed(params, tokens, config=config, attention_mask=mask)  # (B, T, D)
+    _, caps, _ = run_blocks(params, x, config=config, stop=stop, attention_mask=mask,
+                            capture=capture)
+    return tuple(caps[key].astype(jnp.float32) for key in capture)
 
 
 @jax.jit
@@ -270,7 +115,8 @@ def export_activations(model, data: Any, layers: int | Sequence[int], *,
                        max_length: int | None = None, keep_bos: bool = False,
                        out: str | os.PathLike | None = None, chunk_rows: int = 16384,
                        dtype: str = "float32", overwrite: bool = False,
-                       min_bucket: int = 16, tokenizer=None, progress: bool = True):
+                       min_bucket: int = 16, tokenizer=None, progress: bool = True,
+                       mesh: jax.sharding.Mesh | None = None):
     """Runs `model` over a dataset and collects the activations of some layers.
 
     Args:
@@ -299,6 +145,11 @@ def export_activations(model, data: Any, layers: int | Sequence[int], *,
       min_bucket: shortest padded length.
       tokenizer: overrides `model.tokenizer`.
       progress: show a tqdm progress bar (tokens).
+      mesh: a device mesh to run every batch data-parallel over its "data"
+        axis (its first axis when none is named "data"); weights are
+        sharded by their logical axes over a "model" axis if the mesh has
+        one, else replicated. A batch is padded with dummy rows to a
+        multiple of the data axis. Same rows, order and values as without.
 
     Returns:
       With `out`: an `ActivationStore`. Otherwise an `Activations` when
@@ -362,7 +213,7 @@ def export_activations(model, data: Any, layers: int | Sequence[int], *,
                 prov[k][r0:r1] = pv[k]
 
         _run(model, plan, layer_seq, site, labels, sink, skip_rows=0,
-             batch_size=int(batch_size), pad_id=pad_id, progress=progress)
+             batch_size=int(batch_size), pad_id=pad_id, progress=progress, mesh=mesh)
         acts = {l: Activations(
             X=X[l], doc_ids=prov["doc_ids"], positions=prov["positions"],
             token_ids=prov["token_ids"], offsets=prov["offsets"], texts=dataset.texts,
@@ -377,7 +228,7 @@ def export_activations(model, data: Any, layers: int | Sequence[int], *,
     settings = {
         "model": name,
         "config": hashlib.sha256(repr(config).encode()).hexdigest(),
-        "params": _params_digest(model.params),
+        "params": _params_digest(as_arrays(model.params)),
         "layers": list(layer_seq), "site": site, "dtype": dtype,
         "chunk_rows": int(chunk_rows), "batch_size": int(batch_size),
         "max_length": int(max_length), "keep_bos": bool(keep_bos),
@@ -403,19 +254,28 @@ def export_activations(model, data: Any, layers: int | Sequence[int], *,
 
     _run(model, plan, layer_seq, site, labels, sink,
          skip_rows=writer.rows_done, batch_size=int(batch_size), pad_id=pad_id,
-         progress=progress)
+         progress=progress, mesh=mesh)
     return writer.finish()
 
 
 def _run(model, plan: _Plan, layers: tuple[int, ...], site: str,
          labels: np.ndarray | None, sink, *, skip_rows: int, batch_size: int,
-         pad_id: int | None, progress: bool) -> None:
+         pad_id: int | None, progress: bool, mesh=None) -> None:
     """Runs the plan's batches from row `skip_rows` on, feeding rows to `sink`.
 
     sink(row_start, {layer: (m, d) float32}, {provenance name: (m, ...)}).
     """
     from tqdm.auto import tqdm
-    params, config = _truncate_model(model.params, model.config, max(layers) + 1)
+    params, config = model.params, model.config
+    put = jnp.asarray
+    rows_per_batch = batch_size
+    if mesh is not None:
+        mesh = auto_mesh(mesh)
+        params = shard_params(params, mesh)
+        axis = "data" if "data" in mesh.axis_names else mesh.axis_names[0]
+        rows_per_batch = -(-batch_size // mesh.shape[axis]) * mesh.shape[axis]
+        put = functools.partial(jax.device_put, device=jax.sharding.NamedSharding(
+            mesh, jax.sharding.PartitionSpec(axis)))  # rows split over the data axis
     capture = tuple((l, site) for l in layers)
     pad = pad_id if pad_id is not None else (config.pad_token_id or 0)
     bar = tqdm(total=plan.n_rows, unit="tok", disable=not progress, dynamic_ncols=True,
@@ -428,15 +288,14 @@ def _run(model, plan: _Plan, layers: tuple[int, ...], site: str,
             if r1 <= skip_rows:
                 continue
             t = batch.length
-            tokens = np.full((batch_size, t), pad, np.int32)  # (B, T)
-            mask = np.zeros((batch_size, t), np.int32)         # (B, T)
+            tokens = np.full((rows_per_batch, t), pad, np.int32)  # (B, T)
+            mask = np.zeros((rows_per_batch, t), np.int32)         # (B, T)
             mask[:, 0] = 1  # dummy rows get one real token so attention stays finite
             for j, doc in enumerate(batch.docs):
                 ids = plan.tokens[doc][0]
                 tokens[j, :len(ids)] = ids
                 mask[j, :len(ids)] = 1
-            outs = _capture(params, jnp.asarray(tokens), jnp.asarray(mask),
-                            config=config, capture=capture)
+            outs = _capture(params, put(tokens), put(mask), config=config, capture=capture)
             # Rows of this batch: docs in order, positions first..len-1.
             lens = [len(plan.tokens[doc][0]) for doc in batch.docs]
             firsts = [int(plan.first[doc]) for doc in batch.docs]

@@ -176,7 +176,6 @@ def composition_effects(model, features, composition: GroupComposition, *, layer
     Returns:
       CompositionEffects.
     """
-    from snmf_jax.interpret._model_maps import _mlp_map
     from snmf_jax.interpret._vocab import vocab_logits
 
     phi = _features(features)
@@ -202,7 +201,7 @@ def composition_effects(model, features, composition: GroupComposition, *, layer
                else [int(t) for t in prompt])
         site = "mlp_hidden"
         if model.config.family in ("gemma2", "gemma3"):  # an mlp_hidden edit is normalised away
-            v = _mlp_map(model, v, layer)
+            v = np.asarray(model.mlp_output_map(v, layer=layer, bias=False), np.float32)
             v, site = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12), "mlp_out"
         vecs = np.concatenate([np.zeros_like(v[:1]), v])  # row 0: the unsteered run
         scales = np.r_[0.0, np.full(len(v), alpha)].astype(np.float32)

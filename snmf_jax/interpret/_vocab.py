@@ -14,7 +14,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from snmf_jax.interpret._model_maps import _mlp_map, _to_logits
 
 _EPS = 1e-12
 _SITES = ("mlp_hidden", "resid")
@@ -77,8 +76,10 @@ def vocab_logits(model, vectors, *, layer: int | None = None, site: str = "mlp_h
     v = _check(model, vectors, layer, site)
     if normalize:
         v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), _EPS)
-    resid = _mlp_map(model, v, layer) if site == "mlp_hidden" else v  # (F, D)
-    out = _to_logits(model, resid)
+    # The direction's image: the linear part of the MLP output map (no bias).
+    resid = (model.mlp_output_map(v, layer=layer, bias=False) if site == "mlp_hidden"
+             else v)  # (F, D)
+    out = np.asarray(model.unembed(resid), np.float32)  # (F, V)
     if not np.all(np.isfinite(out)):
         raise ValueError("the vocabulary projection is not finite")
     return out

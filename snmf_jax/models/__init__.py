@@ -1,39 +1,32 @@
-"""Flax/JAX ports of GPT-2, Llama and Gemma 2/3, their loaders and tokenizers."""
+"""Flax NNX ports of GPT-2, Llama and Gemma 2/3, their loaders and tokenizers."""
 
-import importlib
+from snmf_jax.models._blocks import run_blocks
+from snmf_jax.models._cache import KVCache, init_cache
+from snmf_jax.models._config import SITES, ModelConfig, RopeScaling
+from snmf_jax.models._gguf import GGUFError, read_gguf
+from snmf_jax.models._gguf_params import config_from_gguf, params_from_gguf
+from snmf_jax.models._hf import config_from_hf, params_from_hf
+from snmf_jax.models._load import load_model
+from snmf_jax.models._model import Model
+from snmf_jax.models._modules import (Transformer, abstract_model, check_layout, init_params,
+                                      layout, state_from_arrays)
+from snmf_jax.models._patch import Patch, SitePatch, apply_site_patch
+from snmf_jax.models._presets import PRESETS, cache_dir
+from snmf_jax.models._sharding import DEFAULT_RULES, auto_mesh, param_shardings, shard_params
+from snmf_jax.models._state import as_arrays
+from snmf_jax.models._tokenizer import Tokenizer
+from snmf_jax.models._transformer import (ForwardOutput, embed, forward, mlp_output_map,
+                                          unembed, unembedding_matrix)
 
-# Public name -> private module. Resolved lazily so `import snmf_jax` stays
-# cheap and does not import tokenizers/gguf until a model is used.
-_EXPORTS = {
-    "ModelConfig": "_config",
-    "RopeScaling": "_config",
-    "SITES": "_config",
-    "SitePatch": "_patch",
-    "Patch": "_patch",
-    "apply_site_patch": "_patch",
-    "forward": "_transformer",
-    "ForwardOutput": "_transformer",
-    "KVCache": "_cache",
-    "init_cache": "_cache",
-    "Model": "_model",
-    "init_params": "_model",
-    "config_from_hf": "_hf",
-    "params_from_hf": "_hf",
-    "Tokenizer": "_tokenizer",
-    "load_model": "_load",
-    "PRESETS": "_presets",
-    "cache_dir": "_presets",
-    "read_gguf": "_gguf",
-    "GGUFError": "_gguf",
-    "config_from_gguf": "_gguf",
-    "params_from_gguf": "_gguf",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "ModelConfig", "RopeScaling", "SITES",
+    "Transformer", "Model", "abstract_model", "layout", "check_layout", "state_from_arrays",
+    "as_arrays", "init_params",
+    "forward", "ForwardOutput", "embed", "run_blocks", "unembed", "mlp_output_map",
+    "unembedding_matrix",
+    "KVCache", "init_cache", "SitePatch", "Patch", "apply_site_patch",
+    "DEFAULT_RULES", "auto_mesh", "param_shardings", "shard_params",
+    "load_model", "PRESETS", "cache_dir", "Tokenizer",
+    "config_from_hf", "params_from_hf",
+    "read_gguf", "GGUFError", "config_from_gguf", "params_from_gguf",
+]

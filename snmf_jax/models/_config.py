@@ -68,6 +68,8 @@ class ModelConfig:
       bos_token_id, eos_token_ids, pad_token_id: special tokens.
       activation: MLP nonlinearity, "silu", "gelu_tanh" or "gelu"; None
         picks the family's ("gelu_tanh" for gpt2/gemma, "silu" for llama).
+      qkv_bias: Llama/Gemma checkpoints whose q/k/v projections have biases
+        (GPT-2 always has every bias).
     """
 
     family: Family
@@ -93,6 +95,7 @@ class ModelConfig:
     eos_token_ids: tuple[int, ...] = ()
     pad_token_id: int | None = None
     activation: str | None = None
+    qkv_bias: bool = False
 
     def __post_init__(self):
         if self.family not in ("gpt2", "llama", "gemma2", "gemma3"):

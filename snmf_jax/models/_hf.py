@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from snmf_jax.models._config import ModelConfig, RopeScaling
+from snmf_jax.models._modules import check_layout
 
 _FAMILIES = {
     "gpt2": "gpt2",
@@ -112,6 +113,8 @@ def config_from_hf(config_dict: Mapping[str, Any]) -> ModelConfig:
         eos_token_ids=_eos(cfg.get("eos_token_id")),
         pad_token_id=cfg.get("pad_token_id"),
     )
+    if family != "gpt2":
+        common["qkv_bias"] = bool(cfg.get("attention_bias", False))
 
     if family == "gpt2":
         if cfg.get("scale_attn_by_inverse_layer_idx", False):
@@ -333,7 +336,7 @@ def params_from_hf(config: ModelConfig, state_dict: Mapping[str, Any], dtype=jnp
             raise ValueError(
                 "config.tie_embeddings is False but state_dict has no 'lm_head.weight'")
         params["unembed"] = {"kernel": head.T}
-    _check_shapes(config, params)
+    check_layout(config, params, source="state_dict")
     return _to_jax(params, dtype)
 
 
@@ -341,27 +344,3 @@ def _to_jax(tree, dtype):
     if isinstance(tree, dict):
         return {k: _to_jax(v, dtype) for k, v in tree.items()}
     return jnp.asarray(np.ascontiguousarray(tree), dtype)
-
-
-def _check_shapes(config: ModelConfig, params: dict) -> None:
-    """Fails early, naming the weight, when the state dict does not match."""
-    d, f, n = config.d_model, config.d_mlp, config.n_layers
-    hq = config.n_heads * config.head_dim
-    hkv = config.n_kv_heads * config.head_dim
-    expected = {
-        "embed": (config.vocab_size, d),
-        "layers.q.kernel": (n, d, hq),
-        "layers.k.kernel": (n, d, hkv),
-        "layers.v.kernel": (n, d, hkv),
-        "layers.o.kernel": (n, hq, d),
-        "layers.up.kernel": (n, d, f),
-        "layers.down.kernel": (n, f, d),
-    }
-    for name, shape in expected.items():
-        leaf = params
-        for part in name.split("."):
-            leaf = leaf[part]
-        if tuple(leaf.shape) != shape:
-            raise ValueError(
-                f"params {name} has shape {tuple(leaf.shape)}; the config implies {shape}")
-

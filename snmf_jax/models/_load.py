@@ -13,10 +13,16 @@ import re
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from snmf_jax.models._gguf import read_gguf
+from snmf_jax.models._gguf_params import config_from_gguf, params_from_gguf
+from snmf_jax.models._hf import config_from_hf, params_from_hf
+from snmf_jax.models._model import Model
 from snmf_jax.models._presets import PRESETS
+from snmf_jax.models._tokenizer import Tokenizer
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -105,10 +111,6 @@ def _hf_weights(folder: Path) -> dict[str, np.ndarray]:
 
 
 def _load_hf_folder(folder: Path, dtype, tokenizer: bool, name: str):
-    from snmf_jax.models._hf import config_from_hf, params_from_hf
-    from snmf_jax.models._model import Model
-    from snmf_jax.models._tokenizer import Tokenizer
-
     cfg_file = folder / "config.json"
     try:
         config_dict = json.loads(cfg_file.read_text())
@@ -131,12 +133,6 @@ def _load_hf_folder(folder: Path, dtype, tokenizer: bool, name: str):
 
 
 def _load_gguf(path: Path, dtype, tokenizer: bool, name: str, progress: bool):
-    import jax
-
-    from snmf_jax.models._gguf import config_from_gguf, params_from_gguf, read_gguf
-    from snmf_jax.models._model import Model
-    from snmf_jax.models._tokenizer import Tokenizer
-
     gf = read_gguf(path)
     try:
         config = config_from_gguf(gf)

@@ -15,12 +15,10 @@ forward is `patched_forward`.
 """
 
 from snmf_jax.models._patch import Patch, SitePatch
-from snmf_jax.steer._calibrate import (DEFAULT_PROMPT, DEFAULT_TARGETS, Calibration, Split,
-                                       batched_kl, calibrate, calibrate_both, calibrate_signs,
-                                       split_model)
-from snmf_jax.steer._directions import (Directions, directions, down_project,
-                                        feature_directions, has_post_mlp_norm,
-                                        hidden_preimage, unembedding)
+from snmf_jax.steer._calibrate import (DEFAULT_PROMPT, DEFAULT_TARGETS, Calibration,
+                                       batched_kl, calibrate, calibrate_both, calibrate_signs)
+from snmf_jax.steer._directions import (Directions, feature_directions, has_post_mlp_norm,
+                                        hidden_preimage)
 from snmf_jax.steer._forward import patched_forward
 from snmf_jax.steer._generate import (Generation, filter_logits, generate, generate_tokens,
                                       left_pad, sample_logits, top_k_filter, top_p_filter)
@@ -34,11 +32,9 @@ __all__ = [
     "site_patch", "make_patch", "combine", "check_patch", "with_scale",
     "stack_patches", "broadcast_patch", "repeat_rows", "vmap_axes", "position_mask",
     "with_positions",
-    "Directions", "directions", "feature_directions", "down_project", "hidden_preimage",
-    "has_post_mlp_norm", "unembedding",
+    "Directions", "feature_directions", "hidden_preimage", "has_post_mlp_norm",
     "SteeredModel", "steer", "patched_forward",
     "Calibration", "calibrate", "calibrate_both", "calibrate_signs", "batched_kl",
-    "Split", "split_model",
     "DEFAULT_TARGETS", "DEFAULT_PROMPT",
     "Generation", "generate", "generate_tokens", "top_k_filter", "top_p_filter",
     "filter_logits", "sample_logits", "left_pad",

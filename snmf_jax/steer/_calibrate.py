@@ -18,22 +18,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import Array
 from tqdm.auto import tqdm
 
-from snmf_jax.models._config import ModelConfig
-from snmf_jax.models._patch import SitePatch
-from snmf_jax.models._transformer import forward
+from snmf_jax.models import SitePatch, embed, run_blocks, unembed
 from snmf_jax.steer._directions import Directions
 from snmf_jax.steer._generate import encode_prompts, left_pad
-from snmf_jax.steer._patches import check_where
-from snmf_jax.steer._steer import patched_forward, patched_forward_impl
+from snmf_jax.steer._patches import check_where, position_mask
 
 DEFAULT_TARGETS = (0.025, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5)
 DEFAULT_PROMPT = "I think that"
@@ -90,139 +85,48 @@ class Calibration:
                 f"sign={self.sign:+d}, unreachable={n_bad}, steps={self.n_steps})")
 
 
-class Split(NamedTuple):
-    """A model cut for the search: shared prefix run once, body per row, head at the end.
-
-    The body is blocks [start, L) with an embedding table holding the
-    residual stream that enters block `start` (token i = prompt position i),
-    and a one-column unembedding (its logits are ignored). The head is a
-    zero-block model holding the final norm and the real unembedding: it is
-    run on each row's last position only, instead of on all T positions.
-
-    Attributes:
-      body: params of the body.
-      body_config: its ModelConfig.
-      tokens: (1, T) tokens for the body.
-      head: params of the head, without "embed" (filled per call).
-      head_config: its ModelConfig (vocab_size is replaced per call).
-      start: first block of the body (patch layers shift by -start).
-    """
-
-    body: dict
-    body_config: ModelConfig
-    tokens: Array
-    head: dict
-    head_config: ModelConfig
-    start: int
-
-
-def _embed_scale(config: ModelConfig, dtype) -> Array:
-    """The factor `forward` multiplies embeddings by (Gemma: sqrt(D) in the params dtype)."""
-    if config.family in ("gemma2", "gemma3"):
-        return jnp.asarray(math.sqrt(config.d_model), dtype)
-    return jnp.asarray(1.0, dtype)
-
-
-def split_model(params, config: ModelConfig, layer: int, tokens, attention_mask, *,
-                share_prefix: bool = True, stream: Array | None = None) -> Split:
-    """Cuts a model so a batch of rows patched at `layer` shares what it can.
-
-    Rows that differ only by a patch at `layer` share everything before it;
-    that prefix runs once here (when `share_prefix` and layer > 0). Every
-    piece runs through the contract's `forward`, so the maths is the model's.
-
-    Args:
-      params: weights.
-      config: the model's config.
-      layer: the patched block.
-      tokens: (1, T) prompt.
-      attention_mask: (1, T).
-      share_prefix: run blocks [0, layer) once instead of once per row.
-      stream: (T, D) resid_post of block layer - 1 on the prompt, if already
-        computed (saves a forward).
-
-    Returns:
-      A Split.
-    """
-    dtype = params["embed"].dtype
-    d = config.d_model
-    start = layer if share_prefix else 0
-    if start > 0:
-        if stream is None:
-            out = patched_forward(params, tokens, None, config=config,
-                                  attention_mask=attention_mask,
-                                  capture=((start - 1, "resid_post"),))
-            stream = out.captures[(start - 1, "resid_post")][0]
-        x = stream  # (T, D) residual stream entering block `start`
-        embed = x / _embed_scale(config, dtype)
-        body_tokens = jnp.arange(x.shape[0], dtype=jnp.int32)[None]  # (1, T)
-    else:
-        embed, body_tokens = params["embed"], tokens
-    extra = {}
-    if config.family == "gpt2":  # positions are in the shared stream already
-        extra["pos_embed"] = (jnp.zeros_like(params["pos_embed"]) if start > 0
-                              else params["pos_embed"])
-    body = {"embed": embed, "layers": jax.tree.map(lambda a: a[start:], params["layers"]),
-            "final_norm": params["final_norm"],
-            "unembed": {"kernel": jnp.zeros((d, 1), dtype)}, **extra}
-    body_config = dataclasses.replace(
-        config, n_layers=config.n_layers - start, vocab_size=embed.shape[0],
-        layer_types=config.layer_types[start:], tie_embeddings=False)
-    # A tied unembedding stays (V, D): batched_kl transposes it inside jit, where
-    # XLA folds the transpose into the product (the fast orientation on CPU).
-    head = {"layers": jax.tree.map(lambda a: a[:0], params["layers"]),
-            "final_norm": params["final_norm"],
-            "unembed": ({"kernel": params["unembed"]["kernel"]} if not config.tie_embeddings
-                        else {"embedding": params["embed"]})}
-    if config.family == "gpt2":
-        head["pos_embed"] = jnp.zeros_like(params["pos_embed"])
-    head_config = dataclasses.replace(config, n_layers=0, layer_types=(),
-                                      tie_embeddings=False)
-    return Split(body, body_config, body_tokens, head, head_config, start)
-
-
-@functools.partial(jax.jit, static_argnames=(
-    "config", "layer", "site", "where", "replace", "head_config"))
-def batched_kl(params, tokens, attention_mask, base_logp, vectors, scales, head=None, *,
-               config, layer: int, site: str, where: str = "all", replace: bool = False,
-               head_config: ModelConfig | None = None):
+@functools.partial(jax.jit, static_argnames=("config", "layer", "site", "where", "replace"))
+def batched_kl(params, tokens, attention_mask, base_logp, vectors, scales, stream=None, *,
+               config, layer: int, site: str, where: str = "all", replace: bool = False):
     """KL(p_base || p_steered) of the next token for R patched copies of a prompt.
 
+    Rows differ only by the patch at `layer`, so with `stream` (the residual
+    stream entering `layer`, computed once) only blocks [layer, L) run per
+    row, and the unembedding runs on each row's last position only. The
+    pieces are the model's own (`run_blocks`, `unembed`).
+
     Args:
-      params: weights (of a full model, or a Split's body).
+      params: the model's weights.
       tokens: (1, T) int32 prompt (left-padded).
       attention_mask: (1, T) int32.
       base_logp: (V,) unsteered next-token log-probabilities.
       vectors: (R, dim) one direction per row (signed).
       scales: (R,) α per row.
-      head: a Split's head params, or None to read the model's own logits.
-      config: ModelConfig of `params` (static).
+      stream: (T, D) residual stream entering block `layer` on the prompt,
+        or None to run every block per row.
+      config: the model's ModelConfig (static).
       layer, site: where the rows are patched (static).
       where: position mode (static).
       replace: replace instead of add (static).
-      head_config: the Split's head config (static; with `head`).
 
     Returns:
       (R,) float32 KL per row.
     """
     r, t = vectors.shape[0], tokens.shape[1]
-    toks = jnp.broadcast_to(tokens, (r, t))  # (R, T)
     mask = jnp.broadcast_to(attention_mask, (r, t))  # (R, T)
-    patch = {(layer, site): SitePatch(vectors, scales, jnp.float32(replace), None)}
-    last = (config.n_layers - 1, "resid_post")
-    out = patched_forward_impl(params, toks, patch, config=config, where=where,
-                               attention_mask=mask, capture=(last,) if head is not None else ())
-    if head is None:
-        logits = out.logits[:, -1]  # (R, V)
+    pos = position_mask(where, t, prompt_len=t, attention_mask=mask)
+    patch = {(layer, site): SitePatch(vectors, scales, jnp.float32(replace),
+                                      jnp.broadcast_to(pos, (r, t)))}  # positions (R, T)
+    if stream is None:
+        start = 0
+        x = embed(params, jnp.broadcast_to(tokens, (r, t)), config=config,
+                  attention_mask=mask)  # (R, T, D)
     else:
-        x = out.captures[last][:, -1]  # (R, D) last position of each row
-        dtype = head["final_norm"]["scale"].dtype
-        unembed = head["unembed"]
-        if "embedding" in unembed:
-            unembed = {"kernel": unembed["embedding"].T}  # (D, V), fused into the dot
-        hp = dict(head, embed=x / _embed_scale(head_config, dtype), unembed=unembed)
-        hc = dataclasses.replace(head_config, vocab_size=r)
-        logits = forward(hp, jnp.arange(r, dtype=jnp.int32)[:, None], config=hc).logits[:, 0]
+        start = layer
+        x = jnp.broadcast_to(stream[None], (r, *stream.shape))  # (R, T, D)
+    x, _, _ = run_blocks(params, x, config=config, start=start, attention_mask=mask,
+                         patch=patch)
+    logits = unembed(params, x[:, -1], config=config)  # (R, V)
     logp = jax.nn.log_softmax(logits, axis=-1)  # (R, V)
     p = jnp.exp(base_logp)
     return jnp.sum(p * (base_logp - logp), axis=-1)
@@ -230,15 +134,17 @@ def batched_kl(params, tokens, attention_mask, base_logp, vectors, scales, head=
 
 @functools.partial(jax.jit, static_argnames=("config", "layer", "site"))
 def _base(params, tokens, attention_mask, *, config, layer, site):
-    """Unsteered next-token log-probs (V,), mean site norm (), stream entering `layer`."""
-    capture = ((layer, site),) + (((layer - 1, "resid_post"),) if layer > 0 else ())
-    out = patched_forward_impl(params, tokens, None, config=config,
-                               attention_mask=attention_mask, capture=capture)
-    h = out.captures[(layer, site)][0]  # (T, dim)
+    """Unsteered next-token log-probs (V,), mean site norm (), stream entering `layer` (T, D)."""
+    x = embed(params, tokens, config=config, attention_mask=attention_mask)  # (1, T, D)
+    stream, _, _ = run_blocks(params, x, config=config, stop=layer,
+                              attention_mask=attention_mask)  # (1, T, D)
+    x, caps, _ = run_blocks(params, stream, config=config, start=layer,
+                            attention_mask=attention_mask, capture=((layer, site),))
+    h = caps[(layer, site)][0]  # (T, dim)
     m = attention_mask[0].astype(jnp.float32)
     ref = jnp.sum(jnp.linalg.norm(h.astype(jnp.float32), axis=-1) * m) / jnp.sum(m)
-    stream = out.captures[(layer - 1, "resid_post")][0] if layer > 0 else None
-    return jax.nn.log_softmax(out.logits[0, -1]), ref, stream
+    logits = unembed(params, x[0, -1], config=config)  # (V,)
+    return jax.nn.log_softmax(logits), ref, stream[0]
 
 
 class SearchState:
@@ -337,7 +243,7 @@ def calibrate_signs(model, directions: Directions, *, signs: Sequence[int] = (1,
         (bounds memory: each row holds a (vocab,) logits row and its
         activations).
       share_prefix: run the blocks before the patched layer once for all
-        rows (see `split_model`) instead of once per row.
+        rows (see `batched_kl`) instead of once per row.
       progress: show a tqdm bar.
 
     Returns:
@@ -392,12 +298,9 @@ def calibrate_signs(model, directions: Directions, *, signs: Sequence[int] = (1,
     chunk = -(-rows // n_chunks)
     pad = n_chunks * chunk - rows  # equal chunks: one compiled shape
     vec = jnp.asarray(np.concatenate([vec, np.zeros((pad, vec.shape[1]), np.float32)]))
-    cut = split_model(model.params, config, layer, tokens, mask, share_prefix=share_prefix,
-                      stream=stream)
-    kl_fn = functools.partial(batched_kl, cut.body, cut.tokens, mask, base_logp, head=cut.head,
-                              config=cut.body_config, head_config=cut.head_config,
-                              layer=layer - cut.start, site=site, where=where,
-                              replace=mode == "replace")
+    kl_fn = functools.partial(batched_kl, model.params, tokens, mask, base_logp,
+                              stream=stream if share_prefix else None, config=config,
+                              layer=layer, site=site, where=where, replace=mode == "replace")
     steps = 0
     with tqdm(total=max_steps, desc="calibrate", disable=not progress, leave=False) as bar:
         for steps in range(1, max_steps + 1):

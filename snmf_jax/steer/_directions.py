@@ -8,8 +8,11 @@ through the down projection and that norm, renormalised. The norm is
 scale-invariant, so the image of a direction v is the direction of
 ``scale ⊙ (v @ W_down)``.
 
-Directions from other methods (SAE decoder rows, difference-in-means
-vectors) go through `directions(...)` at "mlp_out" or "resid_post".
+Two ways in, two concepts: `feature_directions(model, features, layer=...)`
+for SNMF features (rows over MLP neurons; the site is chosen and the map to
+"mlp_out" is the model's own `mlp_output_map`), and
+`Directions.from_vectors(vectors, layer=..., site=...)` for vectors that
+already live at a site (SAE decoder rows, difference-in-means vectors).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from snmf_jax.models._config import SITES, ModelConfig
+from snmf_jax.models import SITES, ModelConfig, as_arrays, mlp_output_map
 from snmf_jax.steer._patches import PatchMode, make_patch
 
 _EPS = 1e-12
@@ -58,6 +61,37 @@ class Directions:
     def __len__(self) -> int:
         return int(self.vectors.shape[0])
 
+    @classmethod
+    def from_vectors(cls, vectors, *, layer: int, site: str, normalize: bool = True,
+                     ids: Sequence[int] = (), config: ModelConfig | None = None
+                     ) -> "Directions":
+        """Wraps raw vectors at a site (SAE decoder rows, DiffMean vectors, ...).
+
+        Args:
+          vectors: (F, dim) or (dim,).
+          layer: block index.
+          site: "mlp_hidden", "mlp_out" or "resid_post".
+          normalize: scale rows to unit norm (alpha is then in activation units).
+          ids: optional row identifiers.
+          config: when given, the layer and width are checked.
+
+        Returns:
+          Directions.
+        """
+        v = np.asarray(vectors, np.float32)
+        if v.ndim == 1:
+            v = v[None]  # (1, dim)
+        if not np.all(np.isfinite(v)):
+            raise ValueError("vectors contain NaN or Inf")
+        if config is not None:
+            if not 0 <= layer < config.n_layers:
+                raise ValueError(f"layer must be in [0, {config.n_layers}); got {layer}")
+            if v.shape[-1] != config.site_dim(site):
+                raise ValueError(f"vectors must have width {config.site_dim(site)} at "
+                                 f"{site!r}; got shape {v.shape}")
+        return cls(_unit_rows(v) if normalize else v, int(layer), site,
+                   tuple(int(i) for i in ids))
+
     def select(self, rows: int | Sequence[int]) -> "Directions":
         """The sub-set of rows (by position, not id)."""
         rows = [rows] if isinstance(rows, (int, np.integer)) else list(rows)
@@ -85,62 +119,6 @@ class Directions:
 def _unit_rows(v: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(v, axis=-1, keepdims=True)
     return (v / np.maximum(norm, _EPS)).astype(np.float32)
-
-
-def directions(vectors, *, layer: int, site: str, normalize: bool = True,
-               ids: Sequence[int] = (), config: ModelConfig | None = None) -> Directions:
-    """Wraps raw vectors (SAE decoder rows, DiffMean vectors, ...) as Directions.
-
-    Args:
-      vectors: (F, dim) or (dim,).
-      layer: block index.
-      site: "mlp_hidden", "mlp_out" or "resid_post".
-      normalize: scale rows to unit norm (alpha is then in activation units).
-      ids: optional row identifiers.
-      config: when given, the layer and width are checked.
-
-    Returns:
-      Directions.
-    """
-    v = np.asarray(vectors, np.float32)
-    if v.ndim == 1:
-        v = v[None]  # (1, dim)
-    if not np.all(np.isfinite(v)):
-        raise ValueError("vectors contain NaN or Inf")
-    if config is not None:
-        if not 0 <= layer < config.n_layers:
-            raise ValueError(f"layer must be in [0, {config.n_layers}); got {layer}")
-        if v.shape[-1] != config.site_dim(site):
-            raise ValueError(f"vectors must have width {config.site_dim(site)} at {site!r}; "
-                             f"got shape {v.shape}")
-    return Directions(_unit_rows(v) if normalize else v, int(layer), site,
-                      tuple(int(i) for i in ids))
-
-
-def down_project(params, config: ModelConfig, layer: int, hidden) -> np.ndarray:
-    """Images of mlp_hidden vectors at mlp_out, as directions.
-
-    v @ W_down, then (Gemma 2/3) through the post-feedforward norm, which for a
-    direction reduces to multiplying by its scale. Biases are offsets, not
-    directions, and are left out.
-
-    Args:
-      params: model params (layers stacked).
-      config: the model's config.
-      layer: block index.
-      hidden: (F, d_mlp) or (d_mlp,).
-
-    Returns:
-      (F, d_model) or (d_model,) float32, not normalised.
-    """
-    h = np.asarray(hidden, np.float32)
-    w = np.asarray(params["layers"]["down"]["kernel"][layer], np.float32)  # (d_mlp, D)
-    if h.shape[-1] != w.shape[0]:
-        raise ValueError(f"hidden must have width d_mlp={w.shape[0]}; got shape {h.shape}")
-    out = h @ w
-    if has_post_mlp_norm(config):
-        out = out * np.asarray(params["layers"]["post_mlp_norm"]["scale"][layer], np.float32)
-    return out
 
 
 def feature_directions(model, features, *, layer: int, indices: Sequence[int] | None = None,
@@ -176,7 +154,10 @@ def feature_directions(model, features, *, layer: int, indices: Sequence[int] | 
     if site == "mlp_hidden":
         vec = unit
     elif site == "mlp_out":
-        vec = _unit_rows(down_project(model.params, config, layer, unit))
+        # The image through the down projection and any post-feedforward
+        # norm (linear part: a bias is an offset, not a direction).
+        vec = _unit_rows(np.asarray(mlp_output_map(model.params, unit, config=config,
+                                                   layer=layer, bias=False), np.float32))
     else:
         raise ValueError(f"site must be 'auto', 'mlp_hidden' or 'mlp_out'; got {site!r}")
     return Directions(vec, int(layer), site, tuple(idx))
@@ -197,19 +178,11 @@ def hidden_preimage(params, config: ModelConfig, layer: int, target) -> np.ndarr
     Returns:
       (d_mlp,) float32.
     """
-    w = np.asarray(params["layers"]["down"]["kernel"][layer], np.float64)  # (d_mlp, D)
+    w = np.asarray(as_arrays(params)["layers"]["down"]["kernel"][layer],
+                   np.float64)  # (d_mlp, D)
     t = np.asarray(target, np.float64)
     if t.shape != (config.d_model,):
         raise ValueError(f"target must have shape ({config.d_model},); got {t.shape}")
     # v @ w = t  <=>  w.T @ v = t: the minimum-norm solution of an underdetermined system.
     v, *_ = np.linalg.lstsq(w.T, t, rcond=None)
     return v.astype(np.float32)
-
-
-def unembedding(params, config: ModelConfig) -> np.ndarray:
-    """(D, V) unembedding matrix (the embedding's transpose when tied)."""
-    if config.tie_embeddings:
-        return np.asarray(params["embed"], np.float32).T
-    return np.asarray(params["unembed"]["kernel"], np.float32)
-
-

@@ -14,10 +14,6 @@ from snmf_jax.steer._forward import patched_forward
 from snmf_jax.steer._generate import generate
 from snmf_jax.steer._patches import check_patch, check_where, with_scale
 
-# The pre-merge name used by `_calibrate` (another branch's module); the one
-# public name is `patched_forward`. Remove once `_calibrate` imports it.
-patched_forward_impl = patched_forward
-
 
 def _as_tokens(tokens):
     tokens = jnp.asarray(tokens, jnp.int32)
