@@ -22,10 +22,8 @@ def _tiny(family, **kw):
     return Model(cfg, init_params(cfg, jax.random.PRNGKey(0)))
 
 
-# -- the two model maps against the forward pass ------------------------------
+# -- the model's maps against the forward pass ---------------------------------
 
-@pytest.mark.parametrize("family,kw", [("llama", {}), ("gemma2", {"final_logit_softcap": 3.0}),
-                                       ("gemma3", {}), ("gpt2", {"tie_embeddings": False})])
 def _mlp_map(model, hidden, layer):
     return np.asarray(model.mlp_output_map(hidden, layer=layer, bias=False), np.float32)
 
@@ -34,6 +32,8 @@ def _to_logits(model, resid):
     return np.asarray(model.unembed(resid), np.float32)
 
 
+@pytest.mark.parametrize("family,kw", [("llama", {}), ("gemma2", {"final_logit_softcap": 3.0}),
+                                       ("gemma3", {}), ("gpt2", {"tie_embeddings": False})])
 def test_model_maps_match_the_forward(family, kw):
     model = _tiny(family, **kw)
     tokens = np.array([[1, 5, 7, 9, 2]], np.int32)

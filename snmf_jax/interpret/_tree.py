@@ -198,8 +198,14 @@ def format_tree(tree: dict[str, Any], *, max_depth: int | None = None,
     return "\n".join(lines)
 
 
-def check_tree(tree: Any) -> None:
-    """Raises ValueError naming the first problem if `tree` is not a valid concept tree."""
+def check_tree(tree: Any, n_features: int | None = None) -> None:
+    """Raises ValueError naming the first problem if `tree` is not a valid concept tree.
+
+    Args:
+      tree: a dict in the "snmf-jax/concept-tree" format.
+      n_features: when given, level-0 indices must be rows of a (n_features, d)
+        feature matrix (the features a report lists).
+    """
     if not isinstance(tree, dict) or tree.get("format") != TREE_FORMAT:
         raise ValueError(f"not a concept tree: format must be {TREE_FORMAT!r}")
     if tree.get("version") != TREE_VERSION:
@@ -211,6 +217,9 @@ def check_tree(tree: Any) -> None:
         for c in n["children"]:
             if c["id"] not in ids:
                 raise ValueError(f"node {n['id']} names a missing child {c['id']!r}")
+        if n_features is not None and n["level"] == 0 and not 0 <= int(n["index"]) < n_features:
+            raise ValueError(f"level-0 node {n['id']!r} has index {n['index']}; the report has "
+                             f"{n_features} features")
     missing = [r for r in tree["roots"] if r not in ids]
     if missing:
         raise ValueError(f"roots {missing} are not among the nodes")

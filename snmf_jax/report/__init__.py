@@ -7,7 +7,7 @@
 """
 
 from snmf_jax.report._chromium import dump_dom, find_chromium, screenshot
-from snmf_jax.report._data import check_tree, feature_report, overview_figures
+from snmf_jax.report._data import feature_report, overview_figures
 from snmf_jax.report._html import compact, render_html, write_html
 from snmf_jax.report._neuronpedia import neuronpedia_features, write_neuronpedia
 from snmf_jax.report._plots import (figure_uri, plot_code_distribution, plot_losses,
@@ -15,7 +15,7 @@ from snmf_jax.report._plots import (figure_uri, plot_code_distribution, plot_los
 
 __all__ = [
     "dump_dom", "find_chromium", "screenshot",
-    "check_tree", "feature_report", "overview_figures",
+    "feature_report", "overview_figures",
     "compact", "render_html", "write_html",
     "neuronpedia_features", "write_neuronpedia",
     "figure_uri", "plot_code_distribution", "plot_losses", "plot_overlap", "save_plots",

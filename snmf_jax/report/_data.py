@@ -15,7 +15,6 @@ import numpy as np
 from snmf_jax import interpret
 
 FORMAT = "snmf-jax/feature-report"
-TREE_FORMAT = "snmf-jax/concept-tree"
 
 
 def _r(x: float, digits: int = 4) -> float | None:
@@ -36,22 +35,6 @@ def _per_feature(name: str, value, n_feat: int) -> dict[int, Any]:
             raise ValueError(f"{name} has feature index {k}; expected 0 <= index < {n_feat}")
         out[k] = item
     return out
-
-
-def check_tree(tree: Mapping, n_feat: int) -> dict:
-    """Validates a concept tree (the CONTRACTS layout) against K level-0 features."""
-    if tree.get("format") != TREE_FORMAT:
-        raise ValueError(f"tree must have format {TREE_FORMAT!r}; got {tree.get('format')!r}")
-    ids = {n["id"] for n in tree.get("nodes", [])}
-    for node in tree["nodes"]:
-        for child in node.get("children", []):
-            if child["id"] not in ids:
-                raise ValueError(f"tree node {node['id']!r} links to unknown child "
-                                 f"{child['id']!r}")
-        if node.get("level") == 0 and not 0 <= int(node["index"]) < n_feat:
-            raise ValueError(f"tree level-0 node {node['id']!r} has index {node['index']}; "
-                             f"expected < {n_feat}")
-    return dict(tree)
 
 
 def _steered(items) -> list[dict]:
@@ -110,7 +93,9 @@ def feature_report(features, codes, data, *, model=None, layer: int | None = Non
     descriptions = _per_feature("descriptions", descriptions, n_feat)
     steered = _per_feature("steered", steered, n_feat)
     scores = _per_feature("scores", scores, n_feat)
-    tree = None if tree is None else check_tree(tree, n_feat)
+    if tree is not None:
+        interpret.check_tree(tree, n_feat)
+        tree = dict(tree)
 
     contexts = interpret.top_contexts(codes, data, k=k, window=window)
     neurons = interpret.feature_neurons(phi)
