@@ -1,0 +1,71 @@
+"""Argument checks shared by every public entry point: one helper per kind of value.
+
+Each raises with one line naming the argument, what was expected and what
+was found, so a mistake fails before any work (see issue 12's rules).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["integer", "real", "finite_arrays", "token_ids"]
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def integer(name: str, v: Any, *, lo: int | None = None, hi: int | None = None) -> int:
+    """An int (not a bool, not a float) in [lo, hi]; returns it as int."""
+    if not _is_int(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+        rng = ("" if lo is None and hi is None else
+               f" >= {lo}" if hi is None else f" <= {hi}" if lo is None else f" in [{lo}, {hi}]")
+        raise ValueError(f"{name} must be an int{rng}; got {v!r}")
+    return int(v)
+
+
+def real(name: str, v: Any, *, lo: float | None = None, hi: float | None = None,
+         lo_open: bool = False, hi_open: bool = False) -> float:
+    """A finite real number (not a bool) within the given bounds; returns a float."""
+    ok = (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+          and math.isfinite(float(v)))
+    if ok and lo is not None:
+        ok = v > lo if lo_open else v >= lo
+    if ok and hi is not None:
+        ok = v < hi if hi_open else v <= hi
+    if not ok:
+        parts = []
+        if lo is not None:
+            parts.append(f"{'>' if lo_open else '>='} {lo}")
+        if hi is not None:
+            parts.append(f"{'<' if hi_open else '<='} {hi}")
+        rng = (" " + " and ".join(parts)) if parts else ""
+        raise ValueError(f"{name} must be a finite number{rng}; got {v!r}")
+    return float(v)
+
+
+def finite_arrays(arrays: Mapping[str, Any], where: str | os.PathLike) -> None:
+    """Every float array is finite, else ValueError naming the array and `where`."""
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        a = np.asarray(a)
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            count = int((~np.isfinite(a)).sum())
+            raise ValueError(f"{where}: {name} has {count} non-finite value(s); a "
+                             "non-finite result is an error")
+
+
+def token_ids(name: str, ids: Any, vocab_size: int) -> np.ndarray:
+    """Integer token ids in [0, vocab_size); returns them as an int32 array."""
+    a = np.asarray(ids)
+    if a.size and a.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be integer token ids; got dtype {a.dtype}")
+    if a.size and (a.min() < 0 or a.max() >= vocab_size):
+        bad = a[(a < 0) | (a >= vocab_size)].ravel()[0]
+        raise ValueError(f"{name} must be token ids in [0, {vocab_size}); got {int(bad)}")
+    return a.astype(np.int32)
