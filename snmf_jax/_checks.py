@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["integer", "real", "finite_arrays", "token_ids"]
+__all__ = ["integer", "real", "finite_arrays", "finite_array", "token_ids", "concrete"]
 
 
 def _is_int(v) -> bool:
@@ -38,14 +38,36 @@ def real(name: str, v: Any, *, lo: float | None = None, hi: float | None = None,
     if ok and hi is not None:
         ok = v < hi if hi_open else v <= hi
     if not ok:
-        parts = []
-        if lo is not None:
-            parts.append(f"{'>' if lo_open else '>='} {lo}")
-        if hi is not None:
-            parts.append(f"{'<' if hi_open else '<='} {hi}")
-        rng = (" " + " and ".join(parts)) if parts else ""
-        raise ValueError(f"{name} must be a finite number{rng}; got {v!r}")
+        if lo is not None and hi is not None:
+            rng = f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        elif lo is not None:
+            rng = f"a finite number {'>' if lo_open else '>='} {lo}"
+        elif hi is not None:
+            rng = f"a finite number {'<' if hi_open else '<='} {hi}"
+        else:
+            rng = "a finite number"
+        raise ValueError(f"{name} must be {rng}; got {v!r}")
     return float(v)
+
+
+def concrete(x) -> bool:
+    """True unless x is a JAX tracer (inside jit/vmap values cannot be checked;
+    the public entry points check them before tracing)."""
+    import jax  # pylint: disable=g-import-not-at-top
+    return not isinstance(x, jax.core.Tracer)
+
+
+def finite_array(name: str, x) -> None:
+    """A concrete numeric array is finite (skipped under tracing), else one line
+    naming it; a non-numeric dtype is refused too."""
+    if not concrete(x):
+        return
+    a = np.asarray(x)
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be a real-valued numeric array; got dtype {a.dtype}")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        count = int((~np.isfinite(a)).sum())
+        raise ValueError(f"{name} must be finite; got {count} non-finite value(s) (NaN/Inf)")
 
 
 def finite_arrays(arrays: Mapping[str, Any], where: str | os.PathLike) -> None:
