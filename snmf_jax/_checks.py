@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["integer", "real", "finite_arrays", "finite_array", "token_ids", "concrete"]
+__all__ = ["integer", "real", "finite_arrays", "finite_array", "token_ids", "concrete", "matrix"]
 
 
 def _is_int(v) -> bool:
@@ -80,6 +80,31 @@ def finite_arrays(arrays: Mapping[str, Any], where: str | os.PathLike) -> None:
             count = int((~np.isfinite(a)).sum())
             raise ValueError(f"{where}: {name} has {count} non-finite value(s); a "
                              "non-finite result is an error")
+
+
+def matrix(name: str, a: Any, *, shape: str = "(n, K)", nonneg: bool = False) -> np.ndarray:
+    """A finite real 2-D array (codes, features): returned as a float array.
+
+    Args:
+      name: the argument's name, for messages.
+      a: the array.
+      shape: how the expected shape is written in messages.
+      nonneg: also require every entry >= 0 (codes).
+    """
+    a = np.asarray(a)
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be a real-valued {shape} array; got dtype {a.dtype}")
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D {shape} array; got shape {a.shape}")
+    if a.dtype.kind != "f":
+        a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} must be finite; got {int((~np.isfinite(a)).sum())} "
+                         "NaN/Inf value(s)")
+    if nonneg and a.size and a.min() < 0:
+        raise ValueError(f"{name} must be nonnegative; got {int((a < 0).sum())} negative "
+                         f"value(s) (min {float(a.min()):.3g})")
+    return a
 
 
 def token_ids(name: str, ids: Any, vocab_size: int) -> np.ndarray:

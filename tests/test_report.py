@@ -72,7 +72,7 @@ def test_bad_extras_fail_early():
     acts, codes, feats = synthetic()
     with pytest.raises(ValueError, match="descriptions has feature index 9"):
         report.feature_report(feats, codes, acts, descriptions={9: "x"}, plots=False)
-    with pytest.raises(ValueError, match="unknown child"):
+    with pytest.raises(ValueError, match="missing child"):
         bad = dict(TREE, nodes=[dict(TREE["nodes"][0], children=[{"id": "0:99", "weight": 1}])])
         report.feature_report(feats, codes, acts, tree=bad, plots=False)
     with pytest.raises(ValueError, match="must agree on K"):

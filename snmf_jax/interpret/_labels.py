@@ -13,6 +13,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from snmf_jax import _checks
+
 
 class LabelAssociation(NamedTuple):
     """Scores of every (feature, label) pair.
@@ -95,6 +97,8 @@ def label_association(codes: np.ndarray, labels: np.ndarray,
         raise ValueError(f"codes must be (n, K); got shape {codes.shape}")
     if labels.shape != (codes.shape[0],):
         raise ValueError(f"labels must have shape ({codes.shape[0]},); got {labels.shape}")
+    if labels.size and labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integer label indices; got dtype {labels.dtype}")
     if not np.all(np.isfinite(codes)):
         raise ValueError("codes contain NaN or Inf")
     if labels.size and labels.max() >= len(names):
