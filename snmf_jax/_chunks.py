@@ -30,6 +30,21 @@ def chunk_name(i: int) -> str:
     return f"chunk-{i:06d}.safetensors"
 
 
+def check_entries(manifest_path: str | os.PathLike, entries: Any) -> list:
+    """The `chunks` list of a manifest: objects with an int `rows` >= 1 (file
+    names are checked by `chunk_path`, sizes and hashes by `check_entry`)."""
+    if not isinstance(entries, list):
+        raise ValueError(f"{manifest_path}: chunks must be a list of chunk entries; got "
+                         f"{type(entries).__name__}")
+    for i, c in enumerate(entries):
+        rows = c.get("rows") if isinstance(c, dict) else c
+        if not (isinstance(c, dict) and isinstance(rows, int) and not isinstance(rows, bool)
+                and rows >= 1):
+            raise ValueError(f"{manifest_path}: chunk entry {i} must be an object with rows "
+                             f">= 1; got {rows!r}")
+    return entries
+
+
 def bounds_of(entries: list[Mapping[str, Any]]) -> np.ndarray:
     """(num_chunks + 1,) int64 row bounds of manifest chunk entries."""
     return np.concatenate([[0], np.cumsum([int(c["rows"]) for c in entries], dtype=np.int64)])

@@ -260,3 +260,22 @@ def test_safetensors_source_truncated_names_the_file(tmp_path):
     with pytest.raises(ValueError) as e:
         fit_streaming(f, 2, sparsity=0.5, max_iter=2, progress=False)
     assert str(f) in _one_line(e.value)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m.pop("chunks"), lambda m: m.pop("rank"), lambda m: m.update(rank=0),
+    lambda m: m["chunks"][0].pop("rows"), lambda m: m["chunks"][0].pop("sha256"),
+    lambda m: m["chunks"][0].update(rows=3),
+])
+def test_codes_store_manifest_edits_name_the_file(tmp_path, edit):
+    r = fit_streaming(sj.factorize.ArraySource(
+        np.random.default_rng(0).standard_normal((N, D)).astype(np.float32), ROWS), 2,
+        sparsity=0.5, max_iter=2, progress=False, checkpoint_dir=tmp_path / "ck",
+        return_codes=False)
+    path = tmp_path / "ck" / "codes" / r.metadata["codes_store"].split("/")[-1]
+    m = json.loads((path / "manifest.json").read_text())
+    edit(m)
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="manifest") as e:
+        CodesStore(path).to_numpy()
+    _one_line(e.value)

@@ -105,12 +105,7 @@ def check_manifest_fields(m: dict, mpath: Path) -> None:
         raise bad(f"dtype must be one of {STORE_DTYPES}", m["dtype"])
     if not isinstance(m["complete"], bool):
         raise bad("complete must be true or false", m["complete"])
-    if not isinstance(m["chunks"], list):
-        raise bad("chunks must be a list of chunk entries", type(m["chunks"]).__name__)
-    for i, c in enumerate(m["chunks"]):
-        if not isinstance(c, dict) or not is_int(c.get("rows"), 1):
-            raise bad(f"chunk entry {i} must be an object with rows >= 1",
-                      c.get("rows") if isinstance(c, dict) else c)
+    _chunks.check_entries(mpath, m["chunks"])
 
 
 class Provenance(NamedTuple):
