@@ -73,6 +73,37 @@ def test_forward_refuses_float_tokens(tiny):
         forward(params, np.array([[2.0, 3.0]], np.float32), config=cfg)
 
 
+# -- steering directions and calibration (steer/_directions.py, _calibrate.py) -------
+
+@pytest.mark.xfail(strict=True, reason=OPEN + ": steer._directions.feature_directions must "
+                   "check the features are finite (directions() already does; reuse it)")
+def test_feature_directions_refuse_nan_features(tiny):
+    from snmf_jax import steer as st
+    cfg, params = tiny
+    with pytest.raises(ValueError, match="NaN|finite"):
+        st.feature_directions(Model(cfg, params, None, "tiny"), np.full((2, 48), np.nan),
+                              layer=0)
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN + ": steer._calibrate must check rtol (and "
+                   "growth, alpha_*) with snmf_jax._checks.real: finite and in range")
+@pytest.mark.parametrize("kw", [dict(rtol=math.nan), dict(rtol=-0.5)])
+def test_calibrate_refuses_bad_tolerances(tiny, kw):
+    from snmf_jax import steer as st
+
+    class Tok:
+        bos_id, eos_ids, pad_id, chat_template = 2, (1,), 0, None
+
+        def encode(self, text, add_bos=True):
+            return [2] + [3 + ord(c) % 60 for c in text]
+
+    cfg, params = tiny
+    m = Model(cfg, params, Tok(), "tiny")
+    d = st.directions(np.ones((1, 48)), layer=0, site="mlp_hidden", config=cfg)
+    with pytest.raises(ValueError, match="rtol"):
+        st.calibrate(m, d, progress=False, **kw)
+
+
 # -- configs -----------------------------------------------------------------------
 
 LLAMA = {"model_type": "llama", "vocab_size": V, "hidden_size": 32, "num_hidden_layers": 2,
