@@ -6,13 +6,15 @@ was found, so a mistake fails before any work (see issue 12's rules).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["integer", "real", "finite_arrays", "finite_array", "token_ids", "concrete", "matrix"]
+__all__ = ["integer", "real", "finite_arrays", "finite_array", "token_ids", "concrete", "matrix",
+           "json_able"]
 
 
 def _is_int(v) -> bool:
@@ -116,3 +118,12 @@ def token_ids(name: str, ids: Any, vocab_size: int) -> np.ndarray:
         bad = a[(a < 0) | (a >= vocab_size)].ravel()[0]
         raise ValueError(f"{name} must be token ids in [0, {vocab_size}); got {int(bad)}")
     return a.astype(np.int32)
+
+
+def json_able(name: str, obj: Any) -> None:
+    """`obj` can be written as JSON (checked before a fit, not when saving its result)."""
+    try:
+        json.dumps(obj)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be JSON-serialisable (it is saved with the result); "
+                         f"{e}") from None

@@ -283,3 +283,14 @@ def test_hierarchy_checkpoint_manifest_not_json_names_the_file(tmp_path):
     with pytest.raises(ValueError) as e:
         F.fit_hierarchical(_x(), [4, 2], **kw)
     assert str(m) in _one_line(e.value)
+
+
+def test_metadata_that_cannot_be_saved_fails_before_the_fit(monkeypatch):
+    """Not after it: a long fit's result must not be lost at save time."""
+    for fn in (sj.fit, F.fit_streaming):
+        with pytest.raises(ValueError, match="metadata") as e:
+            fn(_x(), 3, metadata={"model": object()}, **KW)
+        _one_line(e.value)
+    with pytest.raises(ValueError, match="metadata"):
+        F.fit_hierarchical(_x(), [4, 2], sparsity=0.5, progress=False, max_iter=3,
+                           metadata={"s": {1, 2}})

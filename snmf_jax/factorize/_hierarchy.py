@@ -181,6 +181,7 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
     Returns:
       A HierarchicalResult.
     """
+    _checks.json_able("metadata", metadata)
     streaming = _is_store(x)
     d = int(_store(x).d) if streaming else (np.shape(x)[1] if np.ndim(x) == 2 else None)
     ranks = check_ranks(ranks, d)

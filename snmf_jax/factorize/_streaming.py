@@ -42,6 +42,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from snmf_jax import _checks
 from snmf_jax.factorize import _checkpoint, _chunk_pass, _loop, _options
 from snmf_jax.factorize._codes import CodesStore
 from snmf_jax.factorize._result import SNMFResult
@@ -119,6 +120,7 @@ def fit_streaming(source, rank: int | None = None, *, codes_init=None,
       An SNMFResult.
     """
     opts = _options.resolve("fit_streaming", rank, options, option_kwargs)
+    _checks.json_able("metadata", metadata)
     _checkpoint.check_directory(checkpoint_dir)
     src = as_source(source, layer=layer)
     n, d = int(src.n_rows), int(src.d)
