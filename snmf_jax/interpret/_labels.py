@@ -90,7 +90,7 @@ def label_association(codes: np.ndarray, labels: np.ndarray,
     Returns:
       LabelAssociation (labels without tokens get AUC NaN).
     """
-    codes = np.asarray(codes, np.float64)
+    codes = _checks.matrix("codes", codes).astype(np.float64)
     labels = np.asarray(labels)
     names = tuple(str(s) for s in label_names)
     if codes.ndim != 2:
