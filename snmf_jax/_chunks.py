@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -23,6 +24,28 @@ import numpy as np
 from snmf_jax._io import write_safetensors
 
 MANIFEST = "manifest.json"
+
+
+_OWN = re.compile(r"^(chunk-\d{6}\.safetensors|manifest\.json|\..*\.tmp)$")
+
+
+def remove_chunk_folder(path: str | os.PathLike) -> None:
+    """Removes a chunked store folder this package wrote (complete or half-written).
+
+    Only a folder holding nothing but a manifest, chunk files and temp files
+    is removed; anything else in it means it is not ours, and it is refused
+    (ValueError naming the file) rather than deleted.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    foreign = [p for p in path.iterdir() if not (p.is_file() and _OWN.match(p.name))]
+    if foreign:
+        raise ValueError(f"refusing to delete {path}: it holds {foreign[0].name!r}, which "
+                         "snmf_jax did not write; move it away or choose another folder")
+    for p in path.iterdir():
+        p.unlink()
+    path.rmdir()
 
 
 def chunk_name(i: int) -> str:

@@ -294,3 +294,15 @@ def test_metadata_that_cannot_be_saved_fails_before_the_fit(monkeypatch):
     with pytest.raises(ValueError, match="metadata"):
         F.fit_hierarchical(_x(), [4, 2], sparsity=0.5, progress=False, max_iter=3,
                            metadata={"s": {1, 2}})
+
+
+def test_streaming_fit_never_deletes_a_folder_it_did_not_write(tmp_path):
+    """checkpoint_dir/codes/step-* folders are removed only when they hold
+    nothing but a codes store's files."""
+    mine = tmp_path / "ck" / "codes" / "step-000000"
+    mine.mkdir(parents=True)
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(ValueError, match="thesis.tex") as e:
+        F.fit_streaming(F.ArraySource(_x(), 16), 3, checkpoint_dir=tmp_path / "ck", **KW)
+    _one_line(e.value)
+    assert (mine / "thesis.tex").read_text() == "years of work"
