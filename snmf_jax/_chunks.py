@@ -81,6 +81,9 @@ def locate(bounds: np.ndarray, rows) -> np.ndarray:
 def spans(bounds: np.ndarray, start: int, stop: int) -> list[tuple[int, slice]]:
     """(chunk index, local row slice) pairs covering rows [start, stop)."""
     n = int(bounds[-1])
+    for name, v in (("start", start), ("stop", stop)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise TypeError(f"rows: {name} must be an int row index; got {v!r}")
     if not 0 <= start <= stop <= n:
         raise IndexError(f"rows({start}, {stop}) out of range for a store of {n} rows")
     out = []

@@ -279,3 +279,16 @@ def test_codes_store_manifest_edits_name_the_file(tmp_path, edit):
     with pytest.raises(ValueError, match="manifest") as e:
         CodesStore(path).to_numpy()
     _one_line(e.value)
+
+
+@pytest.mark.parametrize("call, exc", [
+    (lambda s: s.chunk(1.0), TypeError), (lambda s: s.chunk(True), TypeError),
+    (lambda s: s.chunk(3), IndexError), (lambda s: s.rows(1.5, 3), TypeError),
+    (lambda s: s.rows(5, 2), IndexError), (lambda s: s.rows(0, N + 1), IndexError),
+    (lambda s: s.chunk(0, layer=4), ValueError), (lambda s: s.token_text(N), IndexError),
+])
+def test_bad_store_reads(tmp_path, call, exc):
+    store = _write(tmp_path / "s")
+    with pytest.raises(exc) as e:
+        call(store)
+    _one_line(e.value)

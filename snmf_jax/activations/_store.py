@@ -202,6 +202,8 @@ class ActivationStore:
         return layer
 
     def _file(self, i: int) -> Path:
+        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+            raise TypeError(f"chunk index must be an int; got {i!r}")
         if not -self.num_chunks <= i < self.num_chunks:
             raise IndexError(
                 f"chunk index {i} out of range for a store of {self.num_chunks} chunks")
