@@ -222,3 +222,51 @@ def test_export_refuses_bad_lengths_and_counts(tmp_path, tiny, kw):
     name = next(iter(kw))
     with pytest.raises(ValueError, match=name):
         export_activations(model, ["abc"], [0], out=tmp_path / "s", progress=False, **kw)
+
+
+# -- tokenizer -------------------------------------------------------------------
+
+@pytest.fixture
+def tok_dir(tmp_path):
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+    t = HFTokenizer(models.WordLevel({"<s>": 0, "</s>": 1, "a": 2, "b": 3, "[UNK]": 4},
+                                     unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    t.save(str(tmp_path / "tokenizer.json"))
+    return tmp_path
+
+
+def test_tokenizer_file_errors_name_the_file(tok_dir):
+    from snmf_jax.models._tokenizer import Tokenizer
+    for text in ("{broken", ""):
+        (tok_dir / "bad.json").write_text(text)
+        with pytest.raises(ValueError, match="bad.json") as e:
+            Tokenizer.from_file(tok_dir / "bad.json")
+        _one_line(e.value)
+    tok = Tokenizer.from_file(tok_dir / "tokenizer.json")
+    with pytest.raises(TypeError, match="str"):
+        tok.encode(None)
+    with pytest.raises(IndexError, match="99"):
+        tok.id_to_token(99)
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN + ": Tokenizer.decode must check ids with "
+                   "snmf_jax._checks.token_ids (out-of-range ids are dropped silently; a "
+                   "negative one raises OverflowError)")
+@pytest.mark.parametrize("bad", [99, -1])
+def test_tokenizer_decode_refuses_ids_outside_the_vocabulary(tok_dir, bad):
+    from snmf_jax.models._tokenizer import Tokenizer
+    tok = Tokenizer.from_file(tok_dir / "tokenizer.json")
+    with pytest.raises(ValueError, match="token"):
+        tok.decode([2, bad])
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN + ": Tokenizer.from_file must read "
+                   "tokenizer_config.json with snmf_jax._io.read_json (an invalid one is "
+                   "ignored today, silently losing BOS/EOS and the chat template)")
+def test_tokenizer_config_that_is_not_json_names_the_file(tok_dir):
+    from snmf_jax.models._tokenizer import Tokenizer
+    (tok_dir / "tokenizer_config.json").write_text("{oops")
+    with pytest.raises(ValueError, match="tokenizer_config.json"):
+        Tokenizer.from_file(tok_dir / "tokenizer.json")
