@@ -264,7 +264,7 @@ def test_tokenizer_decode_refuses_ids_outside_the_vocabulary(tok_dir, bad):
 
 @pytest.mark.xfail(strict=True, reason=OPEN + ": Tokenizer.from_file must read "
                    "tokenizer_config.json with snmf_jax._io.read_json (an invalid one is "
-                   "ignored today, silently losing BOS/EOS and the chat template)")
+                   "ignored today with only a warning, losing BOS/EOS and the chat template)")
 def test_tokenizer_config_that_is_not_json_names_the_file(tok_dir):
     from snmf_jax.models._tokenizer import Tokenizer
     (tok_dir / "tokenizer_config.json").write_text("{oops")
