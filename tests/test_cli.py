@@ -68,6 +68,7 @@ def bad_inputs(tmp_path, x_file):
           "--checkpoint-dir", str(x_file)], "not a directory"),
         (["fit", str(bad_store), "--out", str(tmp_path / "o"), "--rank", "3"],
          "manifest.json"),
+        (["fit", str(x_file), "--out", str(x_file), "--rank", "3"], "not a directory"),
         # export: bad settings fail before the model loads
         (["export", "--model", "no-such-model", "--layers", "-1", "--out",
           str(tmp_path / "e")], "--layers"),
@@ -96,6 +97,8 @@ def bad_inputs(tmp_path, x_file):
           "--threshold", "nan"], "--threshold"),
         (["hierarchy", str(bad_store), "--ranks", "4", "2", "--out", str(tmp_path / "h")],
          "manifest.json"),
+        (["hierarchy", str(bad_store), "--ranks", "4", "2", "--out", str(x_file)],
+         "not a directory"),
         (["demo", "--rank", "0"], "--rank"),
         (["demo", "--kl", "-1"], "--kl"),
         (["demo", "--sparsity", "0"], "--sparsity"),
