@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -25,9 +26,46 @@ from snmf_jax._io import write_safetensors
 MANIFEST = "manifest.json"
 
 
+_OWN = re.compile(r"^(chunk-\d{6}\.safetensors|manifest\.json|\..*\.tmp)$")
+
+
+def remove_chunk_folder(path: str | os.PathLike) -> None:
+    """Removes a chunked store folder this package wrote (complete or half-written).
+
+    Only a folder holding nothing but a manifest, chunk files and temp files
+    is removed; anything else in it means it is not ours, and it is refused
+    (ValueError naming the file) rather than deleted.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    foreign = [p for p in path.iterdir() if not (p.is_file() and _OWN.match(p.name))]
+    if foreign:
+        raise ValueError(f"refusing to delete {path}: it holds {foreign[0].name!r}, which "
+                         "snmf_jax did not write; move it away or choose another folder")
+    for p in path.iterdir():
+        p.unlink()
+    path.rmdir()
+
+
 def chunk_name(i: int) -> str:
     """File name of chunk i."""
     return f"chunk-{i:06d}.safetensors"
+
+
+def check_entries(manifest_path: str | os.PathLike, entries: Any) -> list:
+    """The `chunks` list of a manifest: objects with an int `rows` >= 1 (file
+    names are checked by `chunk_path`, sizes and hashes by `check_entry`)."""
+    if not isinstance(entries, list):
+        raise ValueError(f"{manifest_path}: chunks must be a list of chunk entries; got "
+                         f"{type(entries).__name__}")
+    for i, c in enumerate(entries):
+        rows = c.get("rows") if isinstance(c, dict) else c
+        if not (isinstance(c, dict) and isinstance(rows, int) and not isinstance(rows, bool)
+                and rows >= 1):
+            raise ValueError(f"{manifest_path}: chunk entry {i} must be an object with rows "
+                             f">= 1; got {rows!r}")
+    return entries
 
 
 def bounds_of(entries: list[Mapping[str, Any]]) -> np.ndarray:
@@ -43,6 +81,9 @@ def locate(bounds: np.ndarray, rows) -> np.ndarray:
 def spans(bounds: np.ndarray, start: int, stop: int) -> list[tuple[int, slice]]:
     """(chunk index, local row slice) pairs covering rows [start, stop)."""
     n = int(bounds[-1])
+    for name, v in (("start", start), ("stop", stop)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise TypeError(f"rows: {name} must be an int row index; got {v!r}")
     if not 0 <= start <= stop <= n:
         raise IndexError(f"rows({start}, {stop}) out of range for a store of {n} rows")
     out = []

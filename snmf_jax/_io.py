@@ -16,10 +16,10 @@ from typing import Any, Mapping
 
 import numpy as np
 from safetensors.numpy import load, load_file
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 __all__ = ["atomic_open", "atomic_write_bytes", "write_json", "read_json", "write_safetensors",
-           "save_arrays", "load_arrays", "load_bytes", "read_metadata", "read_shape",
+           "save_arrays", "load_arrays", "parse_json", "verified_arrays", "reading_safetensors", "load_bytes", "read_metadata", "read_shape",
            "sha256_bytes", "arrays_digest"]
 
 
@@ -54,8 +54,29 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """Parses a JSON file; invalid JSON fails with one line naming the file."""
     with open(path, "r", encoding="utf-8") as f:
-        return json.load(f)
+        return parse_json(f.read(), path)
+
+
+def parse_json(text: str, where: str | os.PathLike) -> Any:
+    """Parses JSON text read from `where` (a file, or 'file: header field');
+    invalid JSON is a ValueError naming it, not a bare JSONDecodeError."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{where}: not valid JSON ({e})") from None
+
+
+@contextlib.contextmanager
+def reading_safetensors(path: str | os.PathLike):
+    """Turns a safetensors parse error (truncated, garbage, empty file) into a
+    ValueError naming the file; the raw SafetensorError names none."""
+    try:
+        yield
+    except SafetensorError as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e}); it is truncated "
+                         "or corrupt") from None
 
 
 _ST_DTYPES = {np.dtype(np.float64): "F64", np.dtype(np.float32): "F32",
@@ -113,13 +134,14 @@ def save_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Loads every array of a safetensors file."""
-    return load_file(str(path))
+    """Loads every array of a safetensors file (a damaged file fails naming it)."""
+    with reading_safetensors(path):
+        return load_file(str(path))
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The string metadata of a safetensors file, without reading its arrays."""
-    with safe_open(str(path), framework="numpy") as f:
+    with reading_safetensors(path), safe_open(str(path), framework="numpy") as f:
         return dict(f.metadata() or {})
 
 
@@ -130,12 +152,26 @@ def load_bytes(data: bytes) -> dict[str, np.ndarray]:
 
 def read_shape(path: str | os.PathLike, name: str) -> list[int]:
     """The shape of one tensor of a safetensors file, without reading it."""
-    with safe_open(str(path), framework="numpy") as f:
+    with reading_safetensors(path), safe_open(str(path), framework="numpy") as f:
         return list(f.get_slice(name).get_shape())
 
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def verified_arrays(path: str | os.PathLike, digest: str | None) -> dict[str, np.ndarray]:
+    """Every array of a safetensors file, checked against the SHA-256 its
+    writer recorded (`arrays_digest`); a missing or different digest fails
+    naming the file."""
+    arrays = load_arrays(path)
+    if not digest:
+        raise ValueError(f"{path}: no SHA-256 of its arrays in the header, so it cannot be "
+                         "verified; it was not written by this version of snmf_jax")
+    if arrays_digest(arrays) != digest:
+        raise ValueError(f"{path}: the arrays do not match the SHA-256 recorded in its "
+                         "header; the file is corrupt")
+    return arrays
 
 
 def arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:

@@ -30,6 +30,14 @@ def x_file(tmp_path):
 def bad_inputs(tmp_path, x_file):
     """(argv, a fragment the one line must contain) per hostile input."""
     missing = str(tmp_path / "missing")
+    truncated = tmp_path / "trunc.safetensors"
+    truncated.write_bytes(x_file.read_bytes()[:40])
+    bad_store = tmp_path / "store"
+    bad_store.mkdir(exist_ok=True)
+    (bad_store / "manifest.json").write_text("{not json")
+    truncated_result = tmp_path / "res"
+    truncated_result.mkdir(exist_ok=True)
+    (truncated_result / "snmf.safetensors").write_bytes(b"\x10\x00")
     return [
         (["fit", missing, "--out", str(tmp_path / "o"), "--rank", "3"], "missing"),
         (["fit", str(x_file), "--out", str(tmp_path / "o"), "--rank", "0"], "rank"),
@@ -48,6 +56,49 @@ def bad_inputs(tmp_path, x_file):
         (["hierarchy", missing, "--ranks", "4", "2", "--out", str(tmp_path / "h")], "missing"),
         (["hierarchy", str(tmp_path), "--ranks", "4", "2", "--out", str(tmp_path / "h")],
          "manifest.json"),
+        # fit: settings, damaged inputs, multi-process flags without a coordinator
+        (["fit", str(x_file), "--out", str(tmp_path / "o"), "--rank", "3", "--reg", "nan"],
+         "reg"),
+        (["fit", str(x_file), "--out", str(tmp_path / "o"), "--rank", "3", "--chunk-size",
+          "0"], "chunk_size"),
+        (["fit", str(truncated), "--out", str(tmp_path / "o"), "--rank", "3"], "trunc"),
+        (["fit", str(x_file), "--out", str(tmp_path / "o"), "--rank", "3",
+          "--num-processes", "2", "--process-id", "0"], "--coordinator"),
+        (["fit", str(x_file), "--out", str(tmp_path / "o"), "--rank", "3",
+          "--checkpoint-dir", str(x_file)], "not a directory"),
+        (["fit", str(bad_store), "--out", str(tmp_path / "o"), "--rank", "3"],
+         "manifest.json"),
+        (["fit", str(x_file), "--out", str(x_file), "--rank", "3"], "not a directory"),
+        # export: bad settings fail before the model loads
+        (["export", "--model", "no-such-model", "--layers", "-1", "--out",
+          str(tmp_path / "e")], "--layers"),
+        (["export", "--model", "no-such-model", "--layers", "1", "--batch-size", "0",
+          "--out", str(tmp_path / "e")], "--batch-size"),
+        (["export", "--model", "no-such-model", "--layers", "1", "--chunk-rows", "0",
+          "--out", str(tmp_path / "e")], "--chunk-rows"),
+        (["export", "--model", "no-such-model", "--layers", "1", "--out", str(x_file)],
+         "not a directory"),
+        # steer: sampling settings fail before the result or the model loads
+        (["steer", "--model", "m", "--features", missing, "--feature", "0", "--kl", "nan"],
+         "--kl"),
+        (["steer", "--model", "m", "--features", missing, "--feature", "0", "--top-p", "0"],
+         "--top-p"),
+        (["steer", "--model", "m", "--features", missing, "--feature", "0",
+          "--temperature", "-1"], "--temperature"),
+        (["steer", "--model", "m", "--features", missing, "--feature", "0",
+          "--max-new-tokens", "0"], "--max-new-tokens"),
+        (["steer", "--model", "m", "--features", missing, "--feature", "-2"], "--feature"),
+        (["steer", "--model", "m", "--features", str(truncated_result), "--feature", "0"],
+         "snmf.safetensors"),
+        # interpret and hierarchy
+        (["interpret", "--features", missing, "--activations", missing, "--out",
+          str(tmp_path / "r.html"), "--contexts", "0"], "--contexts"),
+        (["hierarchy", str(tmp_path), "--ranks", "4", "2", "--out", str(tmp_path / "h"),
+          "--threshold", "nan"], "--threshold"),
+        (["hierarchy", str(bad_store), "--ranks", "4", "2", "--out", str(tmp_path / "h")],
+         "manifest.json"),
+        (["hierarchy", str(bad_store), "--ranks", "4", "2", "--out", str(x_file)],
+         "not a directory"),
         (["demo", "--rank", "0"], "--rank"),
         (["demo", "--kl", "-1"], "--kl"),
         (["demo", "--sparsity", "0"], "--sparsity"),

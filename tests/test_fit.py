@@ -242,7 +242,7 @@ def test_checkpoint_and_result_files_are_verified(tmp_path):
         data = bytearray(path.read_bytes())
         data[-5] ^= 0xFF  # flip bits of the last array's bytes
         path.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"snmf_checkpoint.safetensors is corrupt"):
+    with pytest.raises(ValueError, match=r"snmf_checkpoint.safetensors: the arrays do not match"):
         sj.fit(x, rank=4, max_iter=6, checkpoint_dir=tmp_path / "ck", progress=False)
     with pytest.raises(ValueError, match=r"snmf.safetensors: the arrays do not match"):
         sj.SNMFResult.load(tmp_path / "res")

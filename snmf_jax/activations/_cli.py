@@ -61,12 +61,25 @@ def run(args: argparse.Namespace) -> int:
     from snmf_jax.activations._readers import read_dataset
     from snmf_jax.models import load_model
 
+    from pathlib import Path
+
+    from snmf_jax import _checks
+
     layers = [l for group in args.layers for l in group]
+    # Checked before the dataset and the model are loaded.
+    for l in layers:
+        _checks.integer("--layers", l, lo=0)
+    _checks.integer("--batch-size", args.batch_size, lo=1)
+    _checks.integer("--chunk-rows", args.chunk_rows, lo=1)
+    if args.max_length is not None:
+        _checks.integer("--max-length", args.max_length, lo=1)
+    if args.limit is not None:
+        _checks.integer("--limit", args.limit, lo=1)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out!r} exists and is not a directory")
     dataset = read_dataset(args.dataset, text_field=args.text_field,
                            label_field=args.label_field, split=args.split)
     if args.limit is not None:
-        if args.limit < 1:
-            raise ValueError(f"--limit must be >= 1; got {args.limit}")
         n = min(args.limit, len(dataset))
         dataset = dataclasses.replace(
             dataset, texts=dataset.texts[:n],

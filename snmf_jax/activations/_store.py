@@ -42,7 +42,7 @@ from typing import Any, Iterator, NamedTuple
 import numpy as np
 
 from snmf_jax import _chunks
-from snmf_jax._io import atomic_write_bytes
+from snmf_jax._io import atomic_write_bytes, parse_json, read_json, reading_safetensors
 from snmf_jax.activations._activations import Activations, context_text, token_text
 
 FORMAT = "snmf-jax-activations"
@@ -63,11 +63,11 @@ def write_json(path: Path, obj: Any) -> None:
 def read_manifest(path: Path) -> dict:
     mpath = path / MANIFEST
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        manifest = parse_json(mpath.read_bytes().decode("utf-8", errors="strict"), mpath)
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{path} is not an activation store: no {MANIFEST}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
         raise ValueError(f"{mpath}: not valid JSON ({e})") from None
     if not isinstance(manifest, dict):
         raise ValueError(f"{mpath}: expected a JSON object; got {type(manifest).__name__}")
@@ -78,7 +78,34 @@ def read_manifest(path: Path) -> dict:
         raise ValueError(
             f"{mpath}: format_version {manifest.get('format_version')!r} is not "
             f"supported (this version of snmf-jax reads {FORMAT_VERSION})")
+    check_manifest_fields(manifest, mpath)
     return manifest
+
+
+def check_manifest_fields(m: dict, mpath: Path) -> None:
+    """The fields a reader relies on have the types and ranges a writer gives them,
+    so an edited or damaged manifest fails here, naming the file, not as a
+    KeyError (or a silently wrong row mapping) later."""
+    def bad(what: str, got) -> ValueError:
+        return ValueError(f"{mpath}: {what}; got {got!r}")
+
+    def is_int(v, lo):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+    for key in ("layers", "d", "dtype", "chunk_rows", "chunks", "complete"):
+        if key not in m:
+            raise ValueError(f"{mpath}: missing field {key!r}; the store is damaged")
+    if not (isinstance(m["layers"], list) and m["layers"]
+            and all(is_int(l, 0) for l in m["layers"])):
+        raise bad("layers must be a non-empty list of ints >= 0", m["layers"])
+    for key in ("d", "chunk_rows"):
+        if not is_int(m[key], 1):
+            raise bad(f"{key} must be an int >= 1", m[key])
+    if m["dtype"] not in STORE_DTYPES:
+        raise bad(f"dtype must be one of {STORE_DTYPES}", m["dtype"])
+    if not isinstance(m["complete"], bool):
+        raise bad("complete must be true or false", m["complete"])
+    _chunks.check_entries(mpath, m["chunks"])
 
 
 class Provenance(NamedTuple):
@@ -175,6 +202,8 @@ class ActivationStore:
         return layer
 
     def _file(self, i: int) -> Path:
+        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+            raise TypeError(f"chunk index must be an int; got {i!r}")
         if not -self.num_chunks <= i < self.num_chunks:
             raise IndexError(
                 f"chunk index {i} out of range for a store of {self.num_chunks} chunks")
@@ -187,7 +216,8 @@ class ActivationStore:
 
     def _tensor(self, i: int, name: str) -> np.ndarray:
         from safetensors import safe_open
-        with safe_open(str(self._file(i)), framework="numpy") as f:
+        path = self._file(i)
+        with reading_safetensors(path), safe_open(str(path), framework="numpy") as f:
             return f.get_tensor(name)
 
     def chunk(self, i: int, layer: int | None = None,
@@ -200,6 +230,11 @@ class ActivationStore:
           dtype: returned dtype (default float32); None keeps the storage dtype.
         """
         x = self._tensor(i, f"X.{self._layer(layer)}")
+        j = i % self.num_chunks
+        want = (int(self.chunk_bounds[j + 1] - self.chunk_bounds[j]), self.d)  # (rows, d)
+        if x.shape != want:
+            raise ValueError(f"{self._file(i)}: holds an array of shape {x.shape} but the "
+                             f"manifest says (rows, d) = {want}; the store is damaged")
         return x if dtype is None else x.astype(dtype, copy=False)
 
     def provenance(self, i: int) -> Provenance:
@@ -253,8 +288,11 @@ class ActivationStore:
     def _documents(self) -> dict:
         if self._docs is None:
             p = self.path / DOCUMENTS
-            self._docs = (json.loads(p.read_text(encoding="utf-8")) if p.exists()
+            self._docs = (read_json(p) if p.exists()
                           else {"texts": [], "labels": None, "label_names": None})
+            if not isinstance(self._docs, dict) or not isinstance(
+                    self._docs.get("texts", []), list):
+                raise ValueError(f"{p}: expected a JSON object with a list of texts")
         return self._docs
 
     @property

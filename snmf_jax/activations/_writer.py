@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from snmf_jax import _chunks
+from snmf_jax import _checks, _chunks
 from snmf_jax.activations._store import (DOCUMENTS, FORMAT, FORMAT_VERSION, MANIFEST,
                                          STORE_DTYPES, ActivationStore, read_manifest,
                                          write_json)
@@ -26,10 +26,20 @@ _OWN_FILE = re.compile(r"^(chunk-\d{6}\.safetensors|\.(chunk-\d{6}\.safetensors|
 
 def remove_store_files(path: Path) -> None:
     """Deletes the files a StoreWriter wrote at `path` (after checking the
-    manifest is an activation store's), and the folder if that empties it."""
-    read_manifest(path)  # refuses a manifest that is not ours
+    manifest is an activation store's), and the folder if that empties it.
+
+    Chunk files go only when the store would have written them: listed in
+    the manifest, or the next one (renamed into place by a writer that died
+    before listing it). A user's file that merely looks like ours stays.
+    """
+    m = read_manifest(path)  # refuses a manifest that is not ours
+    listed = {c.get("file") for c in m["chunks"]}
+    listed.add(_chunks.chunk_name(len(m["chunks"])))
     for p in path.iterdir():
-        if p.is_file() and (p.name in (MANIFEST, DOCUMENTS) or _OWN_FILE.match(p.name)):
+        if not p.is_file():
+            continue
+        if p.name in (MANIFEST, DOCUMENTS) or p.name in listed or (
+                _OWN_FILE.match(p.name) and p.name.endswith(".tmp")):
             p.unlink()
     if not any(path.iterdir()):
         path.rmdir()
@@ -73,13 +83,19 @@ class StoreWriter:
                  dtype: str = "float32", overwrite: bool = False):
         if dtype not in STORE_DTYPES:
             raise ValueError(f"dtype must be one of {STORE_DTYPES}; got {dtype!r}")
-        if int(chunk_rows) < 1:
-            raise ValueError(f"chunk_rows must be >= 1; got {chunk_rows}")
+        layers = tuple(layers)
+        if not layers or len(set(layers)) != len(layers):
+            raise ValueError(f"layers must be distinct layer indices, at least one; got "
+                             f"{list(layers)}")
+        for l in layers:
+            _checks.integer("layers[...]", l, lo=0)
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"out={str(self.path)!r} exists and is not a directory")
         self.layers = tuple(int(x) for x in layers)
-        self.d = int(d)
-        self.chunk_rows = int(chunk_rows)
-        self.n_rows = int(n_rows)
+        self.d = _checks.integer("d", d, lo=1)
+        self.chunk_rows = _checks.integer("chunk_rows", chunk_rows, lo=1)
+        self.n_rows = _checks.integer("n_rows", n_rows, lo=0)
         self.dtype = np.dtype(dtype)
         self.provenance = {k: (np.dtype(v[0]), tuple(v[1]))
                            for k, v in (provenance or {}).items()}
@@ -149,7 +165,19 @@ class StoreWriter:
         """Appends m rows: X maps layer -> (m, d); provenance name -> (m, ...)."""
         if self.complete:
             raise ValueError("the store is already complete")
-        m = next(iter(X.values())).shape[0]
+        if set(X) != set(self.layers):
+            raise ValueError(f"append: X must map every layer of the store {list(self.layers)} "
+                             f"to its rows; got layers {sorted(X)}")
+        m = None
+        for l in self.layers:
+            shape = np.shape(X[l])
+            if len(shape) != 2 or shape[1] != self.d or (m is not None and shape[0] != m):
+                raise ValueError(f"append: X[{l}] must have shape (rows, d={self.d}) like the "
+                                 f"other layers; got shape {shape}")
+            m = shape[0]
+            if not np.isfinite(X[l]).all():
+                raise ValueError(f"append: X[{l}] has {int((~np.isfinite(X[l])).sum())} "
+                                 "non-finite value(s); a store holds finite activations")
         if self.rows_done + self._fill + m > self.n_rows:
             raise ValueError(
                 f"appending {m} rows would exceed the store's n_rows={self.n_rows} "

@@ -19,15 +19,14 @@ Configs written before SAELens 6 (flat "hook_name"/"hook_point",
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from snmf_jax._io import write_json, write_safetensors
-from snmf_jax.baselines._sae import SAEConfig, SparseAutoencoder
+from snmf_jax._io import read_json, reading_safetensors, write_json, write_safetensors
+from snmf_jax.baselines._sae import SAEConfig, SparseAutoencoder, check_params
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
@@ -131,7 +130,12 @@ def load_sae(path: str | os.PathLike, *, dtype: str = "float32") -> SparseAutoen
         if not (path / name).is_file():
             raise FileNotFoundError(f"load_sae: {str(path / name)!r} not found "
                                     "(expected a SAELens folder)")
-    cfg = _normalise_cfg(json.loads((path / CFG_FILENAME).read_text(encoding="utf-8")))
+    raw = read_json(path / CFG_FILENAME)  # invalid JSON fails naming the file
+    missing = [k for k in ("d_in", "d_sae") if not isinstance(raw, dict) or k not in raw]
+    if missing:
+        raise ValueError(f"load_sae: {path / CFG_FILENAME} must be a JSON object with "
+                         f"{missing}; got {str(raw)[:60]!r}")
+    cfg = _normalise_cfg(raw)
     arch = cfg["architecture"]
     if arch not in ("standard", "topk", "jumprelu"):
         raise ValueError(f"load_sae: architecture {arch!r} is not supported; expected "
@@ -141,7 +145,13 @@ def load_sae(path: str | os.PathLike, *, dtype: str = "float32") -> SparseAutoen
             f"load_sae: normalize_activations={cfg['normalize_activations']!r} is not "
             "supported; fold the normalisation into the weights in SAELens first "
             "(e.g. sae.fold_activation_norm_scaling_factor) and save again")
-    w = {k: v.astype(np.float32) for k, v in _read_weights(path / WEIGHTS_FILENAME).items()}
+    with reading_safetensors(path / WEIGHTS_FILENAME):  # truncated: fails naming the file
+        w = {k: v.astype(np.float32) for k, v in _read_weights(path / WEIGHTS_FILENAME).items()}
+    try:
+        check_params(w, SAEConfig(d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]),
+                                  architecture=arch, k=int(cfg.get("k") or 1)))
+    except ValueError as e:
+        raise ValueError(f"load_sae: {path / WEIGHTS_FILENAME}: {e}") from None
     if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm", False):
         norms = np.maximum(np.linalg.norm(w["W_dec"], axis=1), 1e-8)  # (d_sae,)
         w["W_enc"] = w["W_enc"] * norms[None, :]

@@ -146,10 +146,7 @@ class Checkpointer:
         if meta.get("format") != _CKPT_FORMAT:
             raise ValueError(f"{self.path} is not an snmf_jax checkpoint "
                              f"(format {meta.get('format')!r})")
-        try:
-            saved_id = json.loads(meta.get("data", "null"))
-        except json.JSONDecodeError:
-            saved_id = None
+        saved_id = _io.parse_json(meta.get("data", "null"), f"{self.path} (header)")
         if not isinstance(saved_id, dict):
             raise ValueError(f"checkpoint {self.path} was written for different data "
                              "(by an older version, without a data identity); delete it")
@@ -158,15 +155,14 @@ class Checkpointer:
             raise ValueError(
                 f"checkpoint {self.path} was written for different data ({detail}); "
                 "delete it or choose another checkpoint_dir")
-        saved = json.loads(meta["settings"])
+        saved = _io.parse_json(meta.get("settings", "null"), f"{self.path} (header)")
+        if not isinstance(saved, dict):
+            raise ValueError(f"{self.path}: no settings in its header; delete it")
         diff = {k: (saved.get(k), v) for k, v in self.settings.items() if saved.get(k) != v}
         if diff:
             detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
             raise ValueError(f"checkpoint {self.path} was written with other settings ({detail})")
-        a = _io.load_arrays(self.path)
-        if _io.arrays_digest(a) != meta.get("arrays_sha256"):
-            raise ValueError(f"checkpoint {self.path} is corrupt: its arrays do not match "
-                             "the SHA-256 recorded in its header; delete it")
+        a = _io.verified_arrays(self.path, meta.get("arrays_sha256"))
         solver = _solver.SNMFState(**{k: jnp.asarray(a[f"solver.{k}"])
                                       for k in _solver.SNMFState._fields})
         fs = FitState(solver=solver, best_codes=jnp.asarray(a["best_codes"]),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from snmf_jax import _chunks
 from snmf_jax.factorize import _inits, _loop, _solver, _validate
 from snmf_jax.factorize._codes import CodesStore
 from snmf_jax.factorize._sources import RowSource, read_rows
@@ -133,7 +133,7 @@ def initialize(src: RowSource, config: _solver.SNMFConfig, init: str, seed: int,
         feats = cent = _inits.kmeans_plan(_reducer(src, pool, dtype, progress), cent)
         make = lambda x, lo, hi: _jit_block(_inits.kmeans_codes)(x, cent)
 
-    shutil.rmtree(out, ignore_errors=True)
+    _chunks.remove_chunk_folder(out)
     out.mkdir(parents=True)
     gram = jnp.zeros((k, k), dtype)
     cross = jnp.zeros((k, d), dtype)
@@ -169,7 +169,7 @@ def iterate(src: RowSource, fs: _loop.FitState, config: _solver.SNMFConfig,
     step = int(s.step)
     cur = CodesStore(codes_root / version(step))
     out = codes_root / version(step + 1)
-    shutil.rmtree(out, ignore_errors=True)  # a half-written version of a crashed run
+    _chunks.remove_chunk_folder(out)  # a half-written version of a crashed run
     out.mkdir(parents=True)
     dtype = s.gram.dtype
     acc_gram, acc_cross = jnp.zeros_like(s.gram), jnp.zeros_like(s.cross)

@@ -68,6 +68,8 @@ def _load_all(src) -> np.ndarray:
 
 def run(args) -> int:
     opts = _options.from_args(args)  # every option checked before any work
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out!r} exists and is not a directory")
     multi = args.coordinator is not None
     if not multi and (args.num_processes is not None or args.process_id is not None):
         raise ValueError("--num-processes/--process-id need --coordinator")

@@ -36,8 +36,11 @@ class CodesStore:
         if not isinstance(m, dict) or m.get("format") != CODES_FORMAT:
             got = m.get("format") if isinstance(m, dict) else type(m).__name__
             raise ValueError(f"{mpath}: format {got!r}; expected {CODES_FORMAT!r}")
+        rank = m.get("rank")
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+            raise ValueError(f"{mpath}: rank must be an int >= 1; got {rank!r}")
         self.manifest = m
-        self._chunks = m["chunks"]
+        self._chunks = _chunks.check_entries(mpath, m.get("chunks"))
         self.chunk_bounds = _chunks.bounds_of(self._chunks)
         self.num_chunks = len(self._chunks)
         self.n_rows = int(self.chunk_bounds[-1])
@@ -49,10 +52,14 @@ class CodesStore:
         entry = self._chunks[i]
         path = _chunks.chunk_path(self.path, entry)
         data = path.read_bytes()
-        if _io.sha256_bytes(data) != entry["sha256"]:
+        if _io.sha256_bytes(data) != entry.get("sha256"):
             raise ValueError(f"{path}: SHA-256 does not match {self.path / _chunks.MANIFEST}; "
                              "the codes chunk is corrupt")
-        return _io.load_bytes(data)["codes"]
+        codes = _io.load_bytes(data)["codes"]
+        want = (int(entry["rows"]), self.rank)  # (rows, K)
+        if codes.shape != want:
+            raise ValueError(f"{path}: codes of shape {codes.shape}; the manifest says {want}")
+        return codes
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Codes of rows [start, stop), (stop - start, K)."""

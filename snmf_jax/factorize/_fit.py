@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from snmf_jax import _checks
 from snmf_jax.factorize import (_checkpoint, _inits, _loop, _options, _sharded, _solver,
                                 _validate)
 from snmf_jax.factorize._result import SNMFResult
@@ -57,6 +58,7 @@ def fit(x, rank: int | None = None, *, codes_init=None,
       An SNMFResult holding the best iterate.
     """
     opts = _options.resolve("fit", rank, options, option_kwargs)
+    _checks.json_able("metadata", metadata)
     if mesh is None and isinstance(x, jax.Array) and len(x.sharding.device_set) > 1:
         mesh = getattr(x.sharding, "mesh", None)  # a sharded X fits sharded
     if mesh is not None:

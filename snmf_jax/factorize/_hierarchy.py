@@ -29,9 +29,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from snmf_jax import _io
+from snmf_jax import _checks, _io
 from snmf_jax.factorize import _checkpoint
 from snmf_jax.factorize._fit import fit
+from snmf_jax.factorize._options import FitOptions
 from snmf_jax.factorize._hierarchy_result import HierarchicalResult
 from snmf_jax.factorize._result import SNMFResult
 from snmf_jax.factorize._sources import as_source
@@ -180,6 +181,7 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
     Returns:
       A HierarchicalResult.
     """
+    _checks.json_able("metadata", metadata)
     streaming = _is_store(x)
     d = int(_store(x).d) if streaming else (np.shape(x)[1] if np.ndim(x) == 2 else None)
     ranks = check_ranks(ranks, d)
@@ -197,6 +199,10 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
         raise ValueError(f"upper_inits must be a non-empty list from {_INITS}; got {upper_inits!r}")
     if not isinstance(finetune_steps, (int, np.integer)) or finetune_steps < 0:
         raise ValueError(f"finetune_steps must be an int >= 0; got {finetune_steps!r}")
+    _checks.real("finetune_lr", finetune_lr, lo=0, lo_open=True)
+    # The per-level fit options, checked by the one FitOptions validator before level 0.
+    FitOptions(rank=ranks[0], sparsity=sparsities[0], init=init, seed=seed,
+               max_iter=max_iter, patience=patience, tol=tol)
     if level0 is not None:
         if level0.codes is None:
             raise ValueError("level0 must hold its codes (SNMFResult.codes is None)")

@@ -53,6 +53,13 @@ def run(args) -> int:
     from snmf_jax.factorize._result import SNMFResult  # pylint: disable=g-import-not-at-top
     from snmf_jax.interpret import _tree  # pylint: disable=g-import-not-at-top
 
+    from snmf_jax import _checks  # pylint: disable=g-import-not-at-top
+
+    # The tree settings are used after the fit; check them before it.
+    _checks.real("--threshold", args.threshold, lo=0, hi=1)
+    _checks.integer("--max-children", args.max_children, lo=1)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out!r} exists and is not a directory")
     src = Path(args.source)
     if not src.exists():
         raise FileNotFoundError(f"source {str(src)!r} does not exist")

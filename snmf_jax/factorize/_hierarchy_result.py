@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from snmf_jax import _io
+from snmf_jax._checks import finite_arrays as check_finite_arrays
 
 FORMAT = "snmf_jax.hierarchy/1"
 _ARRAYS = "hierarchy.safetensors"
@@ -128,8 +129,9 @@ class HierarchicalResult:
             arrays["codes"] = self.codes
         if self.finetune_losses is not None:
             arrays["finetune_losses"] = np.asarray(self.finetune_losses, np.float64)
+        check_finite_arrays(arrays, "the hierarchical result")
         info = {"format": FORMAT, "ranks": list(self.ranks), "settings": self.settings,
-                "metadata": self.metadata}
+                "metadata": self.metadata, "arrays_sha256": _io.arrays_digest(arrays)}
         _io.save_arrays(path / _ARRAYS, arrays, {"snmf_jax": json.dumps(info)})
         _io.write_json(path / _INFO, info)
         return path
@@ -143,11 +145,12 @@ class HierarchicalResult:
             raise FileNotFoundError(f"no hierarchical SNMF result at {path}: expected {file} "
                                     f"(written by HierarchicalResult.save)")
         meta = _io.read_metadata(file)
-        info = json.loads(meta.get("snmf_jax", "{}"))
-        if info.get("format") != FORMAT:
-            raise ValueError(f"{file}: unsupported format {info.get('format')!r}; "
-                             f"expected {FORMAT!r}")
-        a = _io.load_arrays(file)
+        info = _io.parse_json(meta.get("snmf_jax", "{}"), f"{file} (header)")
+        if not isinstance(info, dict) or info.get("format") != FORMAT:
+            got = info.get("format") if isinstance(info, dict) else info
+            raise ValueError(f"{file}: unsupported format {got!r}; expected {FORMAT!r}")
+        a = _io.verified_arrays(file, info.get("arrays_sha256"))
+        check_finite_arrays(a, file)
         levels = len(info["ranks"])
         return cls(codes=a.get("codes"),
                    features=tuple(a[f"features.{i}"] for i in range(levels)),

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from snmf_jax import _io
+from snmf_jax._checks import finite_arrays as check_finite_arrays
 
 FORMAT = "snmf_jax.result/1"
 _ARRAYS = "snmf.safetensors"
@@ -71,6 +72,7 @@ class SNMFResult:
         arrays = {"features": self.features, "losses": self.losses}
         if self.codes is not None:
             arrays["codes"] = self.codes
+        check_finite_arrays(arrays, "the result")
         info = {**self._info(), "arrays_sha256": _io.arrays_digest(arrays)}
         _io.save_arrays(path / _ARRAYS, arrays, {"snmf_jax": json.dumps(info)})
         _io.write_json(path / _INFO, info)
@@ -94,13 +96,12 @@ class SNMFResult:
         meta = _io.read_metadata(file)
         if "snmf_jax" not in meta:
             raise ValueError(f"{file} is a safetensors file but not an snmf_jax result")
-        info = json.loads(meta["snmf_jax"])
-        if info.get("format") != FORMAT:
-            raise ValueError(f"{file}: unsupported format {info.get('format')!r}; expected {FORMAT!r}")
-        arrays = _io.load_arrays(file)
-        if "arrays_sha256" in info and _io.arrays_digest(arrays) != info["arrays_sha256"]:
-            raise ValueError(f"{file}: the arrays do not match the SHA-256 recorded in its "
-                             "header; the file is corrupt")
+        info = _io.parse_json(meta["snmf_jax"], f"{file} (header)")
+        if not isinstance(info, dict) or info.get("format") != FORMAT:
+            got = info.get("format") if isinstance(info, dict) else info
+            raise ValueError(f"{file}: unsupported format {got!r}; expected {FORMAT!r}")
+        arrays = _io.verified_arrays(file, info.get("arrays_sha256"))
+        check_finite_arrays(arrays, file)
         return cls(features=arrays["features"], codes=arrays.get("codes"),
                    losses=arrays["losses"], best_iter=info["best_iter"],
                    converged=info["converged"], settings=info["settings"],

@@ -22,6 +22,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
+from snmf_jax import _checks
 from snmf_jax.factorize import (_checkpoint, _distributed, _inits, _layout, _loop, _options,
                                 _solver, _validate)
 from snmf_jax.factorize._result import SNMFResult
@@ -161,6 +162,7 @@ def fit_sharded(x, rank: int | None = None, *, mesh: Mesh | None = None, codes_i
       An SNMFResult holding the best iterate.
     """
     opts = _options.resolve("fit_sharded", rank, options, option_kwargs)
+    _checks.json_able("metadata", metadata)
     if mesh is None:
         mesh = _mesh_of(x)
         if mesh is None:

@@ -8,7 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from snmf_jax import _chunks
+from snmf_jax import _chunks, _io
 from snmf_jax.activations._store import ActivationStore
 
 
@@ -68,7 +68,7 @@ class SafetensorsSource:
     def __init__(self, path: str | os.PathLike, key: str = "X", chunk_rows: int = 4096):
         from safetensors import safe_open  # pylint: disable=g-import-not-at-top
         self.path, self.key = Path(path), key
-        with safe_open(str(self.path), framework="numpy") as f:
+        with _io.reading_safetensors(self.path), safe_open(str(self.path), framework="numpy") as f:
             if key not in f.keys():
                 raise KeyError(f"{self.path} has no tensor {key!r}; it has {sorted(f.keys())}")
             shape = f.get_slice(key).get_shape()

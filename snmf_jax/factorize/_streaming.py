@@ -42,6 +42,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from snmf_jax import _checks, _chunks
 from snmf_jax.factorize import _checkpoint, _chunk_pass, _loop, _options
 from snmf_jax.factorize._codes import CodesStore
 from snmf_jax.factorize._result import SNMFResult
@@ -69,7 +70,7 @@ class _StreamCheckpointer:
         keep = self.live(fs) | self.committed
         for p in self.codes_root.glob("step-*"):
             if p.name not in keep:
-                shutil.rmtree(p, ignore_errors=True)
+                _chunks.remove_chunk_folder(p)
 
     def save(self, fs: _loop.FitState, losses: list[float]) -> None:
         self.inner.save(fs, losses)
@@ -119,6 +120,7 @@ def fit_streaming(source, rank: int | None = None, *, codes_init=None,
       An SNMFResult.
     """
     opts = _options.resolve("fit_streaming", rank, options, option_kwargs)
+    _checks.json_able("metadata", metadata)
     _checkpoint.check_directory(checkpoint_dir)
     src = as_source(source, layer=layer)
     n, d = int(src.n_rows), int(src.d)
@@ -169,7 +171,7 @@ def fit_streaming(source, rank: int | None = None, *, codes_init=None,
             log.info("resuming streaming SNMF from %s at step %d", root, len(losses))
         else:
             for p in codes_root.glob("step-*"):
-                shutil.rmtree(p)
+                _chunks.remove_chunk_folder(p)
             fs, losses = _chunk_pass.initialize(
                 src, config, opts.init, opts.seed, codes_init, dtype,
                 codes_root / _chunk_pass.version(0), pool, progress), []

@@ -47,6 +47,8 @@ def check_data(x, name: str = "X") -> jax.Array:
     """
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         x = np.asarray(x)
+    if np.dtype(x.dtype).kind not in "biuf":
+        raise ValueError(f"{name} must be a real-valued numeric array; got dtype {x.dtype}")
     if x.ndim != 2:
         raise ValueError(
             f"{name} must be 2-D (n_tokens, d_mlp); got shape {tuple(x.shape)}")

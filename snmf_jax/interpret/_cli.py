@@ -65,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
     from snmf_jax.factorize import SNMFResult
     from snmf_jax import report
 
+    from snmf_jax import _checks
+    for flag, v, lo in (("--contexts", args.contexts, 1), ("--window", args.window, 0),
+                        ("--tokens", args.tokens, 0), ("--neurons", args.neurons, 1)):
+        _checks.integer(flag, v, lo=lo)
     result = SNMFResult.load(args.features)
     store = ActivationStore(args.activations)
     if result.codes is None:

@@ -13,6 +13,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from snmf_jax import _checks
+
 
 class Context(NamedTuple):
     """One activating token in its window.
@@ -72,7 +74,8 @@ def top_rows(codes: np.ndarray, k: int = 10) -> np.ndarray:
     Returns:
       (K, k) row indices, largest code first.
     """
-    k = min(k, codes.shape[0])
+    codes = _checks.matrix("codes", codes, nonneg=True)
+    k = min(_checks.integer("k", k, lo=1), codes.shape[0])
     part = np.argpartition(-codes, k - 1, axis=0)[:k].T  # (K, k), unordered
     order = np.argsort(-np.take_along_axis(codes.T, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
@@ -142,12 +145,15 @@ def top_contexts(codes: np.ndarray, data, *, k: int = 25, window: int = 15,
       Per feature, at most k Contexts, strongest first (fewer when fewer
       tokens have a positive code).
     """
-    codes = np.asarray(codes)
-    if codes.ndim != 2:
-        raise ValueError(f"codes must be (n, K); got shape {codes.shape}")
-    if k < 1 or window < 0:
-        raise ValueError(f"k must be >= 1 and window >= 0; got k={k}, window={window}")
+    codes = _checks.matrix("codes", codes, nonneg=True)
+    _checks.integer("k", k, lo=1)
+    _checks.integer("window", window, lo=0)
+    if dedup_window is not None:
+        _checks.integer("dedup_window", dedup_window, lo=0)
     n, n_feat = codes.shape
+    if features is not None:
+        for f in features:
+            _checks.integer("features[...]", f, lo=0, hi=n_feat - 1)
     src = _source(data, n)
     first, stop = _doc_bounds(np.asarray(src.doc_ids))
     feats = range(n_feat) if features is None else [int(f) for f in features]

@@ -13,6 +13,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from snmf_jax import _checks
+
 
 class LabelAssociation(NamedTuple):
     """Scores of every (feature, label) pair.
@@ -88,13 +90,15 @@ def label_association(codes: np.ndarray, labels: np.ndarray,
     Returns:
       LabelAssociation (labels without tokens get AUC NaN).
     """
-    codes = np.asarray(codes, np.float64)
+    codes = _checks.matrix("codes", codes).astype(np.float64)
     labels = np.asarray(labels)
     names = tuple(str(s) for s in label_names)
     if codes.ndim != 2:
         raise ValueError(f"codes must be (n, K); got shape {codes.shape}")
     if labels.shape != (codes.shape[0],):
         raise ValueError(f"labels must have shape ({codes.shape[0]},); got {labels.shape}")
+    if labels.size and labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integer label indices; got dtype {labels.dtype}")
     if not np.all(np.isfinite(codes)):
         raise ValueError("codes contain NaN or Inf")
     if labels.size and labels.max() >= len(names):

@@ -13,14 +13,12 @@ from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from snmf_jax import _checks
 
-def _features(features) -> np.ndarray:
-    phi = np.asarray(features, np.float32)
-    if phi.ndim != 2:
-        raise ValueError(f"features must be (K, d_mlp); got shape {phi.shape}")
-    if not np.all(np.isfinite(phi)):
-        raise ValueError("features contain NaN or Inf")
-    return phi
+
+def _features(features, tol: float = 0.0) -> np.ndarray:
+    _checks.real("tol", tol, lo=0)
+    return _checks.matrix("features", features, shape="(K, d_mlp)").astype(np.float32)
 
 
 def feature_neurons(features, *, max_neurons: int | None = None, tol: float = 0.0
@@ -35,7 +33,9 @@ def feature_neurons(features, *, max_neurons: int | None = None, tol: float = 0.
     Returns:
       Per feature (neuron ids (m,) int, signed weights (m,) float32).
     """
-    phi = _features(features)
+    phi = _features(features, tol)
+    if max_neurons is not None:
+        _checks.integer("max_neurons", max_neurons, lo=1)
     out = []
     for row in phi:
         ids = np.flatnonzero(np.abs(row) > tol)
@@ -58,7 +58,7 @@ def neuron_overlap(features, *, tol: float = 0.0, kind: str = "count") -> np.nda
     """
     if kind not in ("count", "jaccard"):
         raise ValueError(f"kind must be 'count' or 'jaccard'; got {kind!r}")
-    s = (np.abs(_features(features)) > tol).astype(np.float32)  # (K, d)
+    s = (np.abs(_features(features, tol)) > tol).astype(np.float32)  # (K, d)
     inter = np.rint(s @ s.T).astype(np.int64)  # (K, K); exact up to 2^24 neurons
     if kind == "count":
         return inter
@@ -79,7 +79,7 @@ def shared_neurons(features, *, min_features: int = 2, tol: float = 0.0
     Returns:
       (neuron ids, how many features use each), most shared first.
     """
-    counts = (np.abs(_features(features)) > tol).sum(axis=0)  # (d,)
+    counts = (np.abs(_features(features, tol)) > tol).sum(axis=0)  # (d,)
     ids = np.flatnonzero(counts >= min_features)
     ids = ids[np.argsort(-counts[ids], kind="stable")]
     return ids, counts[ids]

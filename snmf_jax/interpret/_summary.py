@@ -6,6 +6,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from snmf_jax import _checks
 from snmf_jax.interpret._contexts import top_rows
 
 
@@ -49,6 +50,15 @@ def summarize_features(codes: np.ndarray, *, labels: np.ndarray | None = None,
     Returns:
       One FeatureSummary per feature.
     """
+    codes = _checks.matrix("codes", codes, nonneg=True)
+    if labels is not None:
+        labels = np.asarray(labels)
+        n_names = len(label_names or ())
+        if labels.shape != (codes.shape[0],) or labels.dtype.kind not in "iu" or (
+                labels.size and (labels.min() < 0 or labels.max() >= n_names)):
+            raise ValueError(f"labels must be ({codes.shape[0]},) ints in [0, {n_names}) "
+                             f"(one per row, indexing label_names); got shape {labels.shape}, "
+                             f"dtype {labels.dtype}")
     rows = top_rows(codes, k)
     out = []
     for j in range(codes.shape[1]):

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from snmf_jax import _io
+from snmf_jax import _checks, _io
 from snmf_jax.interpret._neurons import group_composition
 
 TREE_FORMAT = "snmf-jax/concept-tree"
@@ -100,10 +100,10 @@ def concept_tree(h, tokens: Sequence[str] | None = None, *, threshold: float = 0
       "snmf-jax/concept-tree" format; roots are the top level's features,
       and nodes every feature reachable from them.
     """
-    if not 0 <= threshold <= 1:
-        raise ValueError(f"threshold must be in [0, 1]; got {threshold!r}")
-    if not isinstance(max_children, (int, np.integer)) or max_children < 1:
-        raise ValueError(f"max_children must be an int >= 1; got {max_children!r}")
+    _checks.real("threshold", threshold, lo=0, hi=1)
+    _checks.integer("max_children", max_children, lo=1)
+    _checks.integer("n_tokens", n_tokens, lo=0)
+    _checks.real("neuron_tol", neuron_tol, lo=0)
     top_level = h.num_levels - 1
     if tokens is not None and h.codes is not None and len(tokens) != h.codes.shape[0]:
         raise ValueError(f"tokens must have one string per row of X ({h.codes.shape[0]}); "
@@ -210,8 +210,18 @@ def check_tree(tree: Any, n_features: int | None = None) -> None:
         raise ValueError(f"not a concept tree: format must be {TREE_FORMAT!r}")
     if tree.get("version") != TREE_VERSION:
         raise ValueError(f"concept tree version must be {TREE_VERSION}; got {tree.get('version')!r}")
-    ids = {n["id"] for n in tree["nodes"]}
-    for n in tree["nodes"]:
+    nodes, roots = tree.get("nodes"), tree.get("roots")
+    if not isinstance(nodes, list) or not isinstance(roots, list):
+        raise ValueError("concept tree: nodes and roots must be lists; got "
+                         f"{type(nodes).__name__} and {type(roots).__name__}")
+    for n in nodes:
+        if not (isinstance(n, dict) and {"id", "level", "index", "children"} <= set(n)
+                and isinstance(n["children"], list)
+                and all(isinstance(c, dict) and "id" in c for c in n["children"])):
+            raise ValueError(f"concept tree: each node must be an object with id, level, "
+                             f"index and a list of children {{id, ...}}; got {n!r:.80}")
+    ids = {n["id"] for n in nodes}
+    for n in nodes:
         if n["id"] != f"{n['level']}:{n['index']}":
             raise ValueError(f"node id {n['id']!r} does not match level:index")
         for c in n["children"]:
@@ -220,7 +230,7 @@ def check_tree(tree: Any, n_features: int | None = None) -> None:
         if n_features is not None and n["level"] == 0 and not 0 <= int(n["index"]) < n_features:
             raise ValueError(f"level-0 node {n['id']!r} has index {n['index']}; the report has "
                              f"{n_features} features")
-    missing = [r for r in tree["roots"] if r not in ids]
+    missing = [r for r in roots if r not in ids]
     if missing:
         raise ValueError(f"roots {missing} are not among the nodes")
 
@@ -234,5 +244,8 @@ def save_tree(tree: dict[str, Any], path: str | os.PathLike) -> None:
 def load_tree(path: str | os.PathLike) -> dict[str, Any]:
     """Reads and checks a concept tree written by `save_tree`."""
     tree = _io.read_json(path)
-    check_tree(tree)
+    try:
+        check_tree(tree)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     return tree

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from snmf_jax import interpret
+from snmf_jax import _checks, interpret
 
 FORMAT = "snmf-jax/feature-report"
 
@@ -23,17 +23,27 @@ def _r(x: float, digits: int = 4) -> float | None:
     return None if not np.isfinite(x) else float(f"{x:.{digits}g}")
 
 
-def _per_feature(name: str, value, n_feat: int) -> dict[int, Any]:
-    """A list (one per feature) or a {feature index: item} mapping, as a dict."""
+def _per_feature(name: str, value, n_feat: int, item=object) -> dict[int, Any]:
+    """A list (one per feature) or a {feature index: item} mapping, as a dict;
+    every item must be an instance of `item`."""
     if value is None:
         return {}
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Mapping, list, tuple)):
+        raise ValueError(f"{name} must be a list (one per feature) or a {{index: item}} "
+                         f"mapping; got {type(value).__name__}")
     items = dict(value) if isinstance(value, Mapping) else dict(enumerate(value))
     out = {}
-    for key, item in items.items():
-        k = int(key)
+    for key, entry in items.items():
+        if not isinstance(entry, item):
+            raise ValueError(f"{name}[{key!r}] must be a {item.__name__}; got "
+                             f"{type(entry).__name__}")
+        try:
+            k = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} has key {key!r}; expected a feature index") from None
         if not 0 <= k < n_feat:
             raise ValueError(f"{name} has feature index {k}; expected 0 <= index < {n_feat}")
-        out[k] = item
+        out[k] = entry
     return out
 
 
@@ -84,17 +94,23 @@ def feature_report(features, codes, data, *, model=None, layer: int | None = Non
     Returns:
       A JSON-able dict (format "snmf-jax/feature-report").
     """
-    phi = np.asarray(features, np.float32)
-    codes = np.asarray(codes, np.float32)
+    phi = _checks.matrix("features", features, shape="(K, d_mlp)").astype(np.float32)
+    codes = _checks.matrix("codes", codes, nonneg=True).astype(np.float32)
+    for name, v in (("n_tokens", n_tokens), ("max_neurons", max_neurons),
+                    ("n_overlaps", n_overlaps), ("n_labels", n_labels)):
+        _checks.integer(name, v, lo=1 if name == "max_neurons" else 0)
     if phi.ndim != 2 or codes.ndim != 2 or codes.shape[1] != phi.shape[0]:
         raise ValueError(f"codes (n, K) and features (K, d) must agree on K; got codes "
                          f"{codes.shape} and features {phi.shape}")
     n_feat = phi.shape[0]
-    descriptions = _per_feature("descriptions", descriptions, n_feat)
+    descriptions = _per_feature("descriptions", descriptions, n_feat, str)
     steered = _per_feature("steered", steered, n_feat)
-    scores = _per_feature("scores", scores, n_feat)
+    scores = _per_feature("scores", scores, n_feat, Mapping)
     if tree is not None:
-        interpret.check_tree(tree, n_feat)
+        try:
+            interpret.check_tree(tree, n_feat)
+        except ValueError as e:
+            raise ValueError(f"tree: {e}") from None
         tree = dict(tree)
 
     contexts = interpret.top_contexts(codes, data, k=k, window=window)

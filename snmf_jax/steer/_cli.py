@@ -60,15 +60,24 @@ def run(args: argparse.Namespace) -> int:
     from snmf_jax.factorize import SNMFResult
     from snmf_jax.steer._calibrate import calibrate_both
     from snmf_jax.steer._directions import feature_directions
-    from snmf_jax.steer._generate import generate
+    from snmf_jax.steer._generate import check_sampling, generate
+    from snmf_jax import _checks
 
+    # Every setting is checked before the result and the model are loaded.
+    _checks.real("--kl", args.kl, lo=0, lo_open=True)
+    _checks.integer("--max-new-tokens", args.max_new_tokens, lo=1)
+    _checks.integer("--samples", args.samples, lo=1)
+    try:
+        check_sampling(args.temperature, args.top_k, args.top_p)
+    except ValueError as e:
+        raise ValueError(f"--{str(e).replace('_', '-')}") from None
+    if args.feature < 0:
+        raise ValueError(f"--feature must be a feature index >= 0; got {args.feature}")
     result = SNMFResult.load(args.features)
     layer = _layer_of(result, args.layer)
     k = result.features.shape[0]
     if not 0 <= args.feature < k:
         raise ValueError(f"--feature must be in [0, {k}); got {args.feature}")
-    if args.kl <= 0:
-        raise ValueError(f"--kl must be > 0; got {args.kl}")
     model = _load_model(args.model)
     dirs = feature_directions(model, result.features, layer=layer, indices=[args.feature],
                               site=args.site)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
 
+from snmf_jax import _checks
 from snmf_jax.models._cache import init_cache
 from snmf_jax.steer._patches import check_patch, check_where, repeat_rows
 from snmf_jax.steer._forward import patched_forward
@@ -116,9 +117,27 @@ def top_p_filter(logits: Array, p) -> Array:
     return out.reshape(logits.shape)
 
 
+def check_sampling(temperature, top_k, top_p) -> None:
+    """Validates sampling settings given as concrete values (traced ones, inside
+    the jitted decoder, were checked by the caller before tracing)."""
+    if _checks.concrete(temperature) and np.ndim(temperature) == 0:
+        _checks.real("temperature", _scalar(temperature), lo=0)
+    if _checks.concrete(top_k) and np.ndim(top_k) == 0:
+        _checks.integer("top_k", _scalar(top_k), lo=0)
+    if _checks.concrete(top_p) and np.ndim(top_p) == 0:
+        _checks.real("top_p", _scalar(top_p), lo=0, lo_open=True, hi=1)
+
+
+def _scalar(v):
+    """A 0-d array as its Python/numpy scalar (so int/float checks see its kind)."""
+    return v.item() if hasattr(v, "item") and not isinstance(v, (int, float)) else v
+
+
 def filter_logits(logits: Array, *, temperature=1.0, top_k=0, top_p=1.0,
                   use_top_k: bool = True, use_top_p: bool = True) -> Array:
     """Temperature, then top-k, then top-p: the logits a sampler draws from."""
+    check_sampling(temperature, top_k, top_p)
+    _checks.finite_array("logits", logits)
     x = logits / jnp.maximum(jnp.asarray(temperature, jnp.float32), 1e-6)
     if use_top_k:
         x = top_k_filter(x, top_k)
@@ -250,6 +269,7 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, multiple: int = 1):
     Returns:
       tokens (B, T) int32 and attention_mask (B, T) int32.
     """
+    _checks.integer("multiple", multiple, lo=1)
     if any(len(s) == 0 for s in seqs):
         raise ValueError("every prompt must have at least one token")
     t = max(len(s) for s in seqs)
@@ -266,9 +286,10 @@ def encode_prompts(model, prompts, *, chat: bool = False, add_bos: bool = True):
     """Token id lists for str / list-of-str / list-of-id-lists prompts."""
     if isinstance(prompts, str):
         prompts = [prompts]
+    if not isinstance(prompts, Sequence) or not prompts:
+        raise ValueError("prompts must be a string, a non-empty list of strings or a "
+                         f"non-empty list of token id lists; got {prompts!r:.60}")
     prompts = list(prompts)
-    if not prompts:
-        raise ValueError("prompts must not be empty")
     if all(isinstance(p, str) for p in prompts):
         tok = model.tokenizer
         if tok is None:
@@ -284,14 +305,19 @@ def encode_prompts(model, prompts, *, chat: bool = False, add_bos: bool = True):
         return [list(tok.encode(p, add_bos=add_bos)) for p in prompts]
     if chat:
         raise ValueError("chat=True needs text prompts, not token ids")
-    return [[int(i) for i in p] for p in prompts]
+    if any(isinstance(p, str) or not isinstance(p, Sequence) for p in prompts):
+        raise ValueError("prompts must be all strings or all token id lists; got a mix")
+    v = model.config.vocab_size
+    return [[int(i) for i in _checks.token_ids(f"prompts[{j}]", p, v)]
+            for j, p in enumerate(prompts)]
 
 
 def _special_ids(model, stop_ids):
     tok, cfg = model.tokenizer, model.config
     if stop_ids is None:
         stop_ids = tuple(getattr(tok, "eos_ids", ()) or ()) or tuple(cfg.eos_token_ids)
-    stop_ids = tuple(int(i) for i in stop_ids)
+    stop_ids = tuple(int(i) for i in _checks.token_ids("stop_ids", list(stop_ids),
+                                                        cfg.vocab_size))
     pad = getattr(tok, "pad_id", None)
     if pad is None:
         pad = cfg.pad_token_id
@@ -337,18 +363,13 @@ def generate(model, prompts, patch=None, *, where: str = "all", max_new_tokens: 
       (N = 1 for an unbatched patch).
     """
     check_where(where)
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1; got {max_new_tokens}")
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1; got {n_samples}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0; got {temperature}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1]; got {top_p}")
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0; got {top_k}")
+    _checks.integer("max_new_tokens", max_new_tokens, lo=1)
+    _checks.integer("n_samples", n_samples, lo=1)
+    _checks.integer("seed", seed)
+    _checks.integer("pad_multiple", pad_multiple, lo=1)
+    check_sampling(temperature, top_k, top_p)
+    n_var = check_patch(patch or {}, model.config) if patch else None
     patch = dict(patch or {})
-    n_var = check_patch(patch, model.config) if patch else None
     seqs = encode_prompts(model, prompts, chat=chat, add_bos=add_bos)
     n_prompts = len(seqs)
     stops, pad = _special_ids(model, stop_ids)

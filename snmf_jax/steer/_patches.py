@@ -17,12 +17,13 @@ it can be mapped over with `jax.vmap(..., in_axes=(vmap_axes(patch),))`.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from snmf_jax import _checks
 from snmf_jax.models._config import SITES, ModelConfig
 from snmf_jax.models._patch import Patch, SitePatch
 
@@ -52,6 +53,8 @@ def site_patch(vector, *, scale=1.0, mode: PatchMode = "add") -> SitePatch:
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be 'add' or 'replace'; got {mode!r}")
+    _checks.finite_array("vector", vector)
+    _checks.finite_array("scale", scale)
     vector = jnp.asarray(vector, jnp.float32)
     scale = jnp.asarray(scale, jnp.float32)
     if vector.ndim not in (1, 2):
@@ -81,7 +84,7 @@ def make_patch(layer: int, site: str, vector, *, scale=1.0, mode: PatchMode = "a
     Returns:
       The patch (a plain dict, a pytree).
     """
-    patch = {(int(layer), site): site_patch(vector, scale=scale, mode=mode)}
+    patch = {(_checks.integer("layer", layer, lo=0), site): site_patch(vector, scale=scale, mode=mode)}
     check_patch(patch, config)
     return patch
 
@@ -107,16 +110,22 @@ def check_patch(patch: Patch, config: ModelConfig | None = None) -> int | None:
     Returns:
       N for a batched patch (every 2-D vector / 1-D scale has N rows), else None.
     """
+    if not isinstance(patch, Mapping):
+        raise TypeError(f"patch must be a mapping {{(layer, site): SitePatch}}; got "
+                        f"{type(patch).__name__}")
     n = None
     for key, sp in patch.items():
         if not (isinstance(key, tuple) and len(key) == 2):
             raise ValueError(f"patch keys must be (layer, site) tuples; got {key!r}")
         layer, site = key
+        _checks.integer(f"patch layer of {key}", layer, lo=0)
         if site not in SITES:
             raise ValueError(f"patch site must be one of {SITES}; got {site!r}")
         if not isinstance(sp, SitePatch):
             raise TypeError(f"patch[{key}] must be a SitePatch; got {type(sp).__name__}")
         vshape, sshape = np.shape(sp.vector), np.shape(sp.scale)
+        _checks.finite_array(f"patch[{key}].vector", sp.vector)
+        _checks.finite_array(f"patch[{key}].scale", sp.scale)
         if np.shape(sp.replace) != ():
             raise ValueError(f"patch[{key}].replace must be a scalar; got shape "
                              f"{np.shape(sp.replace)}")
@@ -144,6 +153,7 @@ def with_scale(patch: Patch, scale) -> dict[tuple[int, str], SitePatch]:
     The one way to change a patch's strength: to flip or multiply, pass the
     new scales (e.g. `with_scale(patch, -alphas)`).
     """
+    _checks.finite_array("scale", scale)
     scale = jnp.asarray(scale, jnp.float32)
     return {k: sp._replace(scale=scale) for k, sp in patch.items()}
 

@@ -6,6 +6,9 @@ import dataclasses
 from typing import Any, Sequence
 
 import jax.numpy as jnp
+import numpy as np
+
+from snmf_jax import _checks
 
 from snmf_jax.models._cache import KVCache
 from snmf_jax.models._patch import Patch
@@ -15,7 +18,19 @@ from snmf_jax.steer._generate import generate
 from snmf_jax.steer._patches import check_patch, check_where, with_scale
 
 
-def _as_tokens(tokens):
+def _as_tokens(tokens, config, offset: int = 0):
+    """(B, T) int32 token ids the model can serve: integer ids in the vocabulary,
+    at least one per row, and no more than the positions left."""
+    if _checks.concrete(tokens):
+        a = np.asarray(tokens)
+        if a.ndim not in (1, 2):
+            raise ValueError(f"tokens must have shape (T,) or (B, T); got shape {a.shape}")
+        if a.shape[-1] == 0:
+            raise ValueError(f"tokens must hold at least one token per row; got shape {a.shape}")
+        _checks.token_ids("tokens", a, config.vocab_size)
+        if offset + a.shape[-1] > config.max_position:
+            raise ValueError(f"tokens: {a.shape[-1]} tokens (after {offset} cached) exceed "
+                             f"max_position {config.max_position}")
     tokens = jnp.asarray(tokens, jnp.int32)
     if tokens.ndim == 1:
         tokens = tokens[None]  # (1, T)
@@ -75,7 +90,8 @@ class SteeredModel:
         Returns:
           ForwardOutput(logits (B, T, V), captures, cache).
         """
-        tokens = _as_tokens(tokens)
+        offset = 0 if cache is None or not _checks.concrete(cache.length) else int(cache.length)
+        tokens = _as_tokens(tokens, self.config, offset)
         n = self.n_variants
         if n is not None and tokens.shape[0] != n:
             raise ValueError(
@@ -115,4 +131,5 @@ def steer(model, patch: Patch | None = None, *, where: str = "all") -> SteeredMo
     Returns:
       A SteeredModel with `.forward(tokens, ...)` and `.generate(prompts, ...)`.
     """
+    check_patch(patch or {}, model.config)  # a non-mapping fails here, naming `patch`
     return SteeredModel(model, dict(patch or {}), where)

@@ -1,0 +1,272 @@
+"""Hostile inputs to models/: the forward, loaders (HF folders), configs, tokenizer,
+and export arguments.
+
+The cases marked xfail are open: their fixes belong in `snmf_jax/models/**`
+and `activations/_export.py`, which are being rewritten (the Flax NNX port);
+each reason names the fix. `strict=True`, so a fix that lands turns the mark
+into a failure until it is removed.
+"""
+
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from snmf_jax import _io
+from snmf_jax.activations import export_activations
+from snmf_jax.models import Model, ModelConfig, init_params, load_model
+from snmf_jax.models._hf import config_from_hf
+from snmf_jax.models._patch import SitePatch
+from snmf_jax.models._transformer import forward
+
+OPEN = "fix in models/ after the NNX port lands"
+V = 64
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = ModelConfig(family="llama", vocab_size=V, d_model=32, n_layers=2, n_heads=4,
+                      n_kv_heads=2, head_dim=8, d_mlp=48, max_position=64,
+                      eos_token_ids=(1,), tie_embeddings=False)
+    return cfg, init_params(cfg, jax.random.PRNGKey(0))
+
+
+def _one_line(e):
+    assert "\n" not in str(e), str(e)
+    return str(e)
+
+
+# -- the forward ------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=OPEN + ": _transformer._check_inputs must check "
+                   "concrete token ids are in [0, vocab_size) (jnp.take clamps them silently)")
+@pytest.mark.parametrize("bad", [V, V + 100, -1])
+def test_forward_refuses_token_ids_outside_the_vocabulary(tiny, bad):
+    cfg, params = tiny
+    with pytest.raises(ValueError, match="token"):
+        forward(params, np.array([[2, bad, 3]], np.int32), config=cfg)
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN + ": _check_inputs must refuse T > max_position "
+                   "for rotary families too (only GPT-2 is checked)")
+def test_forward_refuses_sequences_longer_than_max_position(tiny):
+    cfg, params = tiny
+    with pytest.raises(ValueError, match="max_position"):
+        forward(params, np.full((1, 65), 2, np.int32), config=cfg)
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN + ": _check_inputs must check concrete patch "
+                   "vectors and scales are finite (snmf_jax._checks.finite_array)")
+def test_forward_refuses_a_nan_patch(tiny):
+    cfg, params = tiny
+    sp = SitePatch(vector=np.full(48, np.nan, np.float32), scale=np.float32(1.0),
+                   replace=np.float32(0.0), positions=None)
+    with pytest.raises(ValueError, match="finite"):
+        forward(params, np.array([[2, 3]], np.int32), config=cfg, patch={(0, "mlp_hidden"): sp})
+
+
+def test_forward_refuses_float_tokens(tiny):
+    cfg, params = tiny
+    with pytest.raises(ValueError, match="integers"):
+        forward(params, np.array([[2.0, 3.0]], np.float32), config=cfg)
+
+
+# -- steering directions and calibration (steer/_directions.py, _calibrate.py) -------
+
+@pytest.mark.xfail(strict=True, reason=OPEN + ": steer._directions.feature_directions must "
+                   "check the features are finite (directions() already does; reuse it)")
+def test_feature_directions_refuse_nan_features(tiny):
+    from snmf_jax import steer as st
+    cfg, params = tiny
+    with pytest.raises(ValueError, match="NaN|finite"):
+        st.feature_directions(Model(cfg, params, None, "tiny"), np.full((2, 48), np.nan),
+                              layer=0)
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN + ": steer._calibrate must check rtol (and "
+                   "growth, alpha_*) with snmf_jax._checks.real: finite and in range")
+@pytest.mark.parametrize("kw", [dict(rtol=math.nan), dict(rtol=-0.5)])
+def test_calibrate_refuses_bad_tolerances(tiny, kw):
+    from snmf_jax import steer as st
+
+    class Tok:
+        bos_id, eos_ids, pad_id, chat_template = 2, (1,), 0, None
+
+        def encode(self, text, add_bos=True):
+            return [2] + [3 + ord(c) % 60 for c in text]
+
+    cfg, params = tiny
+    m = Model(cfg, params, Tok(), "tiny")
+    d = st.directions(np.ones((1, 48)), layer=0, site="mlp_hidden", config=cfg)
+    with pytest.raises(ValueError, match="rtol"):
+        st.calibrate(m, d, progress=False, **kw)
+
+
+# -- configs -----------------------------------------------------------------------
+
+LLAMA = {"model_type": "llama", "vocab_size": V, "hidden_size": 32, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 48,
+         "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0}
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN + ": config_from_hf must check head counts "
+                   "are ints >= 1 before dividing (now ZeroDivisionError)")
+def test_zero_attention_heads_is_a_named_error():
+    with pytest.raises(ValueError, match="num_attention_heads"):
+        config_from_hf({**LLAMA, "num_attention_heads": 0})
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN + ": ModelConfig.__post_init__ must check every "
+                   "size is an int >= 1 and every float (rope_theta, norm eps) finite > 0")
+@pytest.mark.parametrize("edit", [dict(hidden_size=-32), dict(vocab_size=0),
+                                  dict(rope_theta=float("nan")), dict(rms_norm_eps=-1.0),
+                                  dict(num_hidden_layers=0)])
+def test_config_values_read_from_files_are_range_checked(edit):
+    with pytest.raises(ValueError):
+        config_from_hf({**LLAMA, **edit})
+
+
+# -- HF folders -----------------------------------------------------------------
+
+def _hf_folder(path, tiny, index=None):
+    cfg, params = tiny
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(LLAMA))
+    if index is not None:
+        (path / "model.safetensors.index.json").write_text(index)
+    return path
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN + ": _load._hf_weights must refuse weight_map "
+                   "entries that are not plain file names inside the folder (reuse "
+                   "snmf_jax._chunks.chunk_path's rule)")
+@pytest.mark.parametrize("name", ["../outside.safetensors", "ABSOLUTE",
+                                  "sub/../../outside.safetensors"])
+def test_hf_index_paths_are_confined_to_the_folder(tmp_path, tiny, name):
+    """Each name resolves to an existing file outside the folder (read today)."""
+    outside = tmp_path / "outside.safetensors"
+    _io.save_arrays(outside, {"model.embed_tokens.weight": np.ones((V, 32), np.float32)})
+    name = str(outside) if name == "ABSOLUTE" else name
+    folder = _hf_folder(tmp_path / "m", tiny,
+                        json.dumps({"weight_map": {"model.embed_tokens.weight": name}}))
+    (folder / "sub").mkdir()
+    with pytest.raises(ValueError, match="model.safetensors.index.json") as e:
+        load_model(folder, tokenizer=False, progress=False)
+    assert name in _one_line(e.value)
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN + ": _load._hf_weights must parse the index "
+                   "with snmf_jax._io.read_json and check weight_map is a {str: str} object "
+                   "(now a raw JSONDecodeError / KeyError)")
+@pytest.mark.parametrize("index", ["{broken", "[]", '{"no_weight_map": 1}',
+                                   '{"weight_map": [1, 2]}'])
+def test_hf_index_that_is_not_valid_names_the_file(tmp_path, tiny, index):
+    folder = _hf_folder(tmp_path / "m", tiny, index)
+    with pytest.raises(ValueError, match="model.safetensors.index.json") as e:
+        load_model(folder, tokenizer=False, progress=False)
+    _one_line(e.value)
+
+
+@pytest.mark.parametrize("cut", [4, 20, -3])
+def test_truncated_hf_weights_name_the_file(tmp_path, tiny, cut):
+    folder = _hf_folder(tmp_path / "m", tiny)
+    f = folder / "model.safetensors"
+    _io.save_arrays(f, {"model.embed_tokens.weight": np.ones((V, 32), np.float32)})
+    f.write_bytes(f.read_bytes()[:cut])
+    with pytest.raises(ValueError) as e:
+        load_model(folder, tokenizer=False, progress=False)
+    assert str(f) in _one_line(e.value)
+
+
+def test_hf_config_not_json_names_the_file(tmp_path, tiny):
+    folder = _hf_folder(tmp_path / "m", tiny)
+    (folder / "config.json").write_text("{nope")
+    with pytest.raises(ValueError, match="config.json") as e:
+        load_model(folder, tokenizer=False, progress=False)
+    _one_line(e.value)
+
+
+# -- export arguments --------------------------------------------------------------
+
+class _Tok:
+    bos_id, eos_ids, pad_id = 2, (1,), 0
+
+    def encode(self, text, add_bos=True):
+        return ([2] if add_bos else []) + [3 + ord(c) % 60 for c in text]
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(batch_size=0), "batch_size"), (dict(chunk_rows=0), "chunk_rows"),
+    (dict(min_bucket=0), "min_bucket"), (dict(site="attn"), "site"),
+    (dict(dtype="int8"), "dtype"), (dict(layers=[5]), "layer"), (dict(layers=[-1]), "layer"),
+    (dict(layers=[0, 0]), "duplicates"),
+])
+def test_export_refuses_bad_arguments(tmp_path, tiny, kw, match):
+    cfg, params = tiny
+    model = Model(cfg, params, _Tok(), "tiny")
+    kw = {"layers": [0], **kw}
+    with pytest.raises(ValueError, match=match) as e:
+        export_activations(model, ["abc"], kw.pop("layers"), out=tmp_path / "s",
+                           progress=False, **kw)
+    _one_line(e.value)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("kw", [dict(max_length=0), dict(max_length=-5),
+                                dict(batch_size=2.5), dict(chunk_rows=True)])
+def test_export_refuses_bad_lengths_and_counts(tmp_path, tiny, kw):
+    cfg, params = tiny
+    model = Model(cfg, params, _Tok(), "tiny")
+    name = next(iter(kw))
+    with pytest.raises(ValueError, match=name):
+        export_activations(model, ["abc"], [0], out=tmp_path / "s", progress=False, **kw)
+
+
+# -- tokenizer -------------------------------------------------------------------
+
+@pytest.fixture
+def tok_dir(tmp_path):
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+    t = HFTokenizer(models.WordLevel({"<s>": 0, "</s>": 1, "a": 2, "b": 3, "[UNK]": 4},
+                                     unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    t.save(str(tmp_path / "tokenizer.json"))
+    return tmp_path
+
+
+def test_tokenizer_file_errors_name_the_file(tok_dir):
+    from snmf_jax.models._tokenizer import Tokenizer
+    for text in ("{broken", ""):
+        (tok_dir / "bad.json").write_text(text)
+        with pytest.raises(ValueError, match="bad.json") as e:
+            Tokenizer.from_file(tok_dir / "bad.json")
+        _one_line(e.value)
+    tok = Tokenizer.from_file(tok_dir / "tokenizer.json")
+    with pytest.raises(TypeError, match="str"):
+        tok.encode(None)
+    with pytest.raises(IndexError, match="99"):
+        tok.id_to_token(99)
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN + ": Tokenizer.decode must check ids with "
+                   "snmf_jax._checks.token_ids (out-of-range ids are dropped silently; a "
+                   "negative one raises OverflowError)")
+@pytest.mark.parametrize("bad", [99, -1])
+def test_tokenizer_decode_refuses_ids_outside_the_vocabulary(tok_dir, bad):
+    from snmf_jax.models._tokenizer import Tokenizer
+    tok = Tokenizer.from_file(tok_dir / "tokenizer.json")
+    with pytest.raises(ValueError, match="token"):
+        tok.decode([2, bad])
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN + ": Tokenizer.from_file must read "
+                   "tokenizer_config.json with snmf_jax._io.read_json (an invalid one is "
+                   "ignored today with only a warning, losing BOS/EOS and the chat template)")
+def test_tokenizer_config_that_is_not_json_names_the_file(tok_dir):
+    from snmf_jax.models._tokenizer import Tokenizer
+    (tok_dir / "tokenizer_config.json").write_text("{oops")
+    with pytest.raises(ValueError, match="tokenizer_config.json"):
+        Tokenizer.from_file(tok_dir / "tokenizer.json")
