@@ -12,7 +12,7 @@ from typing import Any
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
     """One `--flag` per field of `cls`: dest = field name, default and help
-    from the field (metadata "help", optional "choices", "type", "action")."""
+    from the field (metadata "help", optional "choices", "type", "flag")."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         meta = dict(f.metadata)
@@ -32,7 +32,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
             if "choices" in meta:
                 kw["choices"] = meta.pop("choices")
             kw["help"] = f"{kw['help']} (default: {default})"
-        parser.add_argument("--" + f.name.replace("_", "-"), **kw)
+        flag = meta.pop("flag", "--" + f.name.replace("_", "-"))
+        parser.add_argument(flag, **kw)
 
 
 def from_args(cls, args: argparse.Namespace):

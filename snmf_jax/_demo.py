@@ -32,9 +32,9 @@ class DemoOptions:
     model: str = dataclasses.field(default="smollm2-135m",
                                    metadata={"help": "preset, GGUF file or HF folder"})
     layer: int | None = dataclasses.field(
-        default=None, metadata={"help": "layer (None: 1/3 of the depth)"})
+        default=None, metadata={"help": "layer (None: 1/5 of the depth; 6 for SmolLM2)"})
     rank: int = dataclasses.field(default=100, metadata={"help": "features K"})
-    sparsity: float = dataclasses.field(default=0.05,
+    sparsity: float = dataclasses.field(default=0.01,
                                         metadata={"help": "keep-fraction of neurons"})
     init: str = dataclasses.field(default="random", metadata={
         "help": "initial codes", "choices": ("random", "svd", "kmeans")})
@@ -52,7 +52,7 @@ class DemoOptions:
     max_new_tokens: int = dataclasses.field(default=24,
                                             metadata={"help": "tokens per steered sample"})
     judge: bool = dataclasses.field(default=True, metadata={
-        "help": "skip the offline MiniLM judge (flag: --judge turns it off)"})
+        "help": "skip the offline MiniLM judge", "flag": "--no-judge"})
     out: str = dataclasses.field(default="runs/demo", metadata={"help": "output folder"})
 
 
@@ -112,7 +112,7 @@ def demo(opts: DemoOptions, fit_opts) -> int:
     print(f"[1/6] loading {opts.model} ...", flush=True)
     model = models.load_model(opts.model)
     cfg = model.config
-    layer = cfg.n_layers // 3 if opts.layer is None else opts.layer
+    layer = cfg.n_layers // 5 if opts.layer is None else opts.layer
     if layer >= cfg.n_layers:
         raise ValueError(f"--layer must be in [0, {cfg.n_layers - 1}] for {opts.model}; "
                          f"got {layer}")
