@@ -57,7 +57,8 @@ def fit_step(store, layer: int, options, restarts: int, out: Path, metadata: dic
     path = out / "features"
     ident = source_identity(as_source(store, layer=layer))
     X = None
-    want = {"restarts": int(restarts), "data": ident}
+    # max_iter is not a trajectory setting (FitOptions.settings) but decides the result.
+    want = {"restarts": int(restarts), "max_iter": int(options.max_iter), "data": ident}
     if (path / "snmf.json").is_file():
         try:
             old = SNMFResult.load(path)
@@ -66,8 +67,9 @@ def fit_step(store, layer: int, options, restarts: int, out: Path, metadata: dic
             _say(f"      cannot reuse {path} ({e}); fitting again")
         if old is not None:
             n, d = store.shape
-            now = options.settings(dtype=np.float32, n=n, d=d, has_codes_init=False)
-            same = (old.settings == json.loads(json.dumps(now))
+            now = json.loads(json.dumps(
+                options.settings(dtype=np.float32, n=n, d=d, has_codes_init=False)))
+            same = ({k: old.settings.get(k) for k in now} == now
                     and (old.metadata or {}).get("demo") == json.loads(json.dumps(want))
                     and old.codes is not None)
             if same:
