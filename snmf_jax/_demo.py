@@ -36,7 +36,7 @@ class DemoOptions:
     rank: int = dataclasses.field(default=100, metadata={"help": "features K"})
     sparsity: float = dataclasses.field(default=0.01,
                                         metadata={"help": "keep-fraction of neurons"})
-    init: str = dataclasses.field(default="random", metadata={
+    init: str = dataclasses.field(default="kmeans", metadata={
         "help": "initial codes", "choices": ("random", "svd", "kmeans")})
     restarts: int = dataclasses.field(default=1,
                                       metadata={"help": "fits (seeds); the lowest loss wins"})
@@ -148,8 +148,8 @@ def demo(opts: DemoOptions, fit_opts) -> int:
             judge_examples=steps.judge_examples(store) if opts.judge else None)
 
     print("[6/6] writing the feature browser and plots ...", flush=True)
-    descriptions = {k: f"{clear.label[k]} ({clear.purity[k]:.0%} of top-10 contexts, "
-                       f"sentence AUC {clear.auc[k]:.2f})" for k in range(result.rank)}
+    descriptions = {k: f"{clear.label[k]} · top-10 purity {clear.purity[k]:.0%} · sentence "
+                       f"AUC {clear.auc[k]:.2f}" for k in range(result.rank)}
     rep = report.feature_report(
         result.features, result.codes, store, model=model, layer=layer, losses=result.losses,
         descriptions=descriptions, steered={int(k): v for k, v in rec["samples"].items()},
@@ -163,7 +163,8 @@ def demo(opts: DemoOptions, fit_opts) -> int:
 
     _summary(clear, picks, proj, decode, rec)
     print(f"\nwrote {out}/: features/ (SNMFResult), index.html (feature browser), plots/, "
-          f"{steps.STEER_FILE}\nopen {page.resolve().as_uri()}")
+          f"{steps.STEER_FILE}\nopen {page.resolve().as_uri()}"
+          + (f"#f={picks[0]}&sort=label" if picks else ""))
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
 
