@@ -171,8 +171,9 @@ def demo(opts: DemoOptions, fit_opts) -> int:
 
 def _summary(clear, picks, proj, decode, rec) -> None:
     print(f"\nThe {len(picks)} clearest features (concept of their top-10 contexts):")
-    if rec.get("unsteered"):
-        print(f"  unsteered: {_cell(rec['unsteered'][0], 90)}")
+    prompts = [s["prompt"] for s in next(iter(rec["samples"].values()), [])]
+    for prompt, text in zip(prompts, rec.get("unsteered", [])):
+        print(f"  unsteered: {_cell(prompt + text, 90)}")
     for k in picks:
         sc = rec["scores"].get(str(k))
         judged = (f"; judge: concept {sc['concept']:.2f} (unsteered "
@@ -182,6 +183,6 @@ def _summary(clear, picks, proj, decode, rec) -> None:
         print(f"    top tokens: {_cell(' '.join(map(repr, clear.top_tokens[k])), 90)}")
         print(f"    promotes:   {_cell(' '.join(map(repr, proj.tokens(decode, k, '+', 8))), 90)}")
         samples = rec["samples"].get(str(k)) or []
-        if samples:
-            s = samples[0]
-            print(f"    steered (+α={s['alpha']:.3g}): {_cell(s['text'], 80)}")
+        if samples:  # the sample the judge found most on-concept (else the first)
+            s = max(samples, key=lambda s: s.get("score", 0.0))
+            print(f"    steered (+α={s['alpha']:.3g}): {_cell(s['prompt'] + s['text'], 80)}")
