@@ -42,7 +42,7 @@ class DemoOptions:
                                       metadata={"help": "fits (seeds); the lowest loss wins"})
     max_iter: int = dataclasses.field(default=300, metadata={"help": "iterations per fit"})
     seed: int = dataclasses.field(default=0, metadata={"help": "seed of the first fit"})
-    kl: float = dataclasses.field(default=0.25,
+    kl: float = dataclasses.field(default=1.0,
                                   metadata={"help": "KL target (nats) of the steering"})
     steer: int = dataclasses.field(default=10,
                                    metadata={"help": "clearest features to steer and show"})
