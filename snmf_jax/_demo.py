@@ -152,7 +152,7 @@ def demo(opts: DemoOptions, fit_opts) -> int:
                        f"AUC {clear.auc[k]:.2f}" for k in range(result.rank)}
     rep = report.feature_report(
         result.features, result.codes, store, model=model, layer=layer, losses=result.losses,
-        descriptions=descriptions, steered={int(k): v for k, v in rec["samples"].items()},
+        descriptions=descriptions, steered=_browser_samples(rec),
         scores={int(k): v for k, v in rec["scores"].items()},
         title=f"SNMF features · {model.name} layer {layer}",
         meta={"model": model.name, "layer": layer, "site": "mlp_hidden",
@@ -162,11 +162,22 @@ def demo(opts: DemoOptions, fit_opts) -> int:
                       out / "plots")
 
     _summary(clear, picks, proj, decode, rec)
+    # The page opens on the feature whose steering the judge liked best.
+    scored = [k for k in picks if str(k) in rec["scores"]]
+    first = (max(scored, key=lambda k: rec["scores"][str(k)]["harmonic"]) if scored
+             else picks[0] if picks else None)
     print(f"\nwrote {out}/: features/ (SNMFResult), index.html (feature browser), plots/, "
           f"{steps.STEER_FILE}\nopen {page.resolve().as_uri()}"
-          + (f"#f={picks[0]}&sort=label" if picks else ""))
+          + (f"#f={first}&sort=label" if first is not None else ""))
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def _browser_samples(rec) -> dict:
+    """Steered samples as the browser shows them: prompt + continuation, α rounded."""
+    return {int(k): [{"text": s["prompt"] + s["text"], "sign": s["sign"], "kl": s["kl"],
+                      "alpha": round(s["alpha"], 2)} for s in v]
+            for k, v in rec["samples"].items()}
 
 
 def _summary(clear, picks, proj, decode, rec) -> None:
