@@ -142,6 +142,12 @@ def apply_config(sub: argparse.ArgumentParser, command: str, path: str,
                               f"{sorted(commands)}")
         if not isinstance(table, dict):
             raise ConfigError(f"config file {path!r}: {name!r} must be a table [{name}]")
+    for name, table in data.items():  # every table's keys, not only this command's
+        known = {a.dest for a in commands[name]._actions} - set(_SKIP)  # noqa: SLF001
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ConfigError(f"config file {path!r} [{name}]: unknown key {unknown[0]!r}; "
+                              f"expected one of {sorted(known)}")
     table = data.get(command, {})
     actions = {a.dest: a for a in sub._actions if a.dest not in _SKIP}  # noqa: SLF001
     where = f"config file {path!r} [{command}]"

@@ -55,6 +55,7 @@ BAD = [
     ('[fit]\nsparsity = "a lot"\n', "sparsity must be a number"),
     ('[fit]\ninit = "magic"\n', "init must be one of"),
     ('[fit]\nrnak = 3\n', "unknown key 'rnak'"),
+    ('[fit]\nrank = 3\n[steer]\nfeatur = 1\n', "[steer]: unknown key 'featur'"),
     ('[fitt]\nrank = 3\n', "unknown section or top-level key 'fitt'"),
     ('rank = 3\n', "unknown section or top-level key 'rank'"),
     ('fit = 3\n', "'fit' must be a table"),
