@@ -2,32 +2,65 @@
 
 Loads SmolLM2-135M-Instruct (offline, from its package), exports one
 layer's MLP activations over the bundled concept dataset, factorizes them,
-shows what each feature responds to and promotes, and steers the model with
-the most concept-specific features at a calibrated KL.
+ranks the features by how clearly their top contexts belong to one concept,
+steers the model with the clearest ones at a calibrated KL, scores the
+steered text with the offline MiniLM judge, and writes runs/demo/: the
+features (SNMFResult), the HTML feature browser (index.html), the plots and
+the steered samples. A rerun reuses every finished step whose recorded
+settings and data still match.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import time
+from pathlib import Path
 
-import numpy as np
+from snmf_jax import _cli_options
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoOptions:
+    """Settings of `snmf-jax demo` (the flags are generated from these fields).
+
+    The fit defaults (layer, rank, sparsity, init, restarts) were chosen by
+    measurement on the bundled concept set: benchmarks/demo_defaults.py.
+    """
+
+    model: str = dataclasses.field(default="smollm2-135m",
+                                   metadata={"help": "preset, GGUF file or HF folder"})
+    layer: int | None = dataclasses.field(
+        default=None, metadata={"help": "layer (None: 1/5 of the depth; 6 for SmolLM2)"})
+    rank: int = dataclasses.field(default=100, metadata={"help": "features K"})
+    sparsity: float = dataclasses.field(default=0.01,
+                                        metadata={"help": "keep-fraction of neurons"})
+    init: str = dataclasses.field(default="kmeans", metadata={
+        "help": "initial codes", "choices": ("random", "svd", "kmeans")})
+    restarts: int = dataclasses.field(default=1,
+                                      metadata={"help": "fits (seeds); the lowest loss wins"})
+    max_iter: int = dataclasses.field(default=300, metadata={"help": "iterations per fit"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed of the first fit"})
+    kl: float = dataclasses.field(default=1.0,
+                                  metadata={"help": "KL target (nats) of the steering"})
+    steer: int = dataclasses.field(default=10,
+                                   metadata={"help": "clearest features to steer and show"})
+    prompt: tuple[str, ...] = dataclasses.field(
+        default=("I think that", "My favourite thing is"),
+        metadata={"help": "prompt to continue; the first is the calibration prompt"})
+    max_new_tokens: int = dataclasses.field(default=24,
+                                            metadata={"help": "tokens per steered sample"})
+    judge: bool = dataclasses.field(default=True, metadata={
+        "help": "skip the offline MiniLM judge", "flag": "--no-judge"})
+    out: str = dataclasses.field(default="runs/demo", metadata={"help": "output folder"})
 
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "demo", help="export -> factorize -> interpret -> steer on a real model",
-        description=__doc__)
-    p.add_argument("--model", default="smollm2-135m", help="preset, GGUF file or HF folder")
-    p.add_argument("--layer", type=int, default=None, help="layer (default: the middle one)")
-    p.add_argument("--rank", type=int, default=40, help="features K")
-    p.add_argument("--sparsity", type=float, default=0.01, help="keep-fraction of neurons")
-    p.add_argument("--max-iter", type=int, default=300)
-    p.add_argument("--kl", type=float, default=0.25, help="KL target of the steering demo")
-    p.add_argument("--steer", type=int, default=3, help="features to steer with")
-    p.add_argument("--prompt", default="I think that")
-    p.add_argument("--out", default="runs/demo", help="where the features are saved")
-    p.add_argument("--seed", type=int, default=0)
+        "demo", help="export -> fit -> interpret -> steer -> judge on a real model",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _cli_options.add_dataclass_arguments(p, DemoOptions)
     p.set_defaults(func=run)
     return p
 
@@ -37,75 +70,130 @@ def _cell(s: str, width: int) -> str:
     return s if len(s) <= width else s[: width - 1] + "…"
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def _check_args(args) -> None:
     """Fails before any work on settings the fit or the steering would refuse later."""
     checks = (
         ("--rank", args.rank, args.rank >= 1, "an integer >= 1"),
         ("--sparsity", args.sparsity, 0.0 < args.sparsity <= 1.0, "a fraction in (0, 1]"),
         ("--max-iter", args.max_iter, args.max_iter >= 1, "an integer >= 1"),
-        ("--kl", args.kl, 0.0 < args.kl < float("inf"), "a finite KL target > 0"),
+        ("--restarts", args.restarts, args.restarts >= 1, "an integer >= 1"),
+        ("--kl", args.kl, 0.0 < args.kl < math.inf, "a finite KL target > 0"),
         ("--steer", args.steer, 0 <= args.steer <= args.rank, "in [0, --rank]"),
         ("--layer", args.layer, args.layer is None or args.layer >= 0, "a layer index >= 0"),
-        ("--prompt", args.prompt, bool(args.prompt.strip()), "a non-empty prompt"),
+        ("--max-new-tokens", args.max_new_tokens, args.max_new_tokens >= 1, "an integer >= 1"),
+        ("--prompt", args.prompt, all(str(p).strip() for p in args.prompt) and args.prompt,
+         "non-empty prompts"),
     )
     for flag, value, ok, expected in checks:
         if not ok:
             raise ValueError(f"{flag} must be {expected}; got {value!r}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a folder; {str(out)!r} is a file")
 
 
 def run(args: argparse.Namespace) -> int:
-    _check_args(args)
-    import snmf_jax as sj
-    from snmf_jax import activations, interpret, models, steer
+    opts = _cli_options.from_args(DemoOptions, args)
+    _check_args(opts)
+    from snmf_jax.factorize import FitOptions
+    # Every fit option checked before the model loads.
+    fit_opts = FitOptions(rank=opts.rank, sparsity=opts.sparsity, init=opts.init,
+                          seed=opts.seed, max_iter=opts.max_iter)
+    return demo(opts, fit_opts)
+
+
+def demo(opts: DemoOptions, fit_opts) -> int:
+    from snmf_jax import _demo_steps as steps
+    from snmf_jax import activations, interpret, models, report
 
     t0 = time.perf_counter()
-    print(f"[1/4] loading {args.model} ...")
-    model = models.load_model(args.model)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"[1/6] loading {opts.model} ...", flush=True)
+    model = models.load_model(opts.model)
     cfg = model.config
-    layer = cfg.n_layers // 2 if args.layer is None else args.layer
+    layer = cfg.n_layers // 5 if opts.layer is None else opts.layer
     if layer >= cfg.n_layers:
-        raise ValueError(f"--layer must be in [0, {cfg.n_layers - 1}] for {args.model}; "
+        raise ValueError(f"--layer must be in [0, {cfg.n_layers - 1}] for {opts.model}; "
                          f"got {layer}")
     data = activations.load_concepts()
     print(f"      {cfg.family}, {cfg.n_layers} layers, d_mlp={cfg.d_mlp}; "
-          f"{len(data.texts)} sentences over {len(data.label_names)} concepts")
+          f"{len(data.texts)} sentences over {len(data.label_names)} concepts", flush=True)
 
-    print(f"[2/4] exporting layer {layer} mlp_hidden activations ...")
-    acts = activations.export_activations(model, data, layers=layer)
-    print(f"      X: {acts.X.shape[0]} tokens x {acts.X.shape[1]} neurons")
+    print(f"[2/6] exporting layer {layer} mlp_hidden activations ...", flush=True)
+    store = steps.export_step(model, data, layer, out)
 
-    print(f"[3/4] SNMF: rank {args.rank}, keep {args.sparsity:.0%} of neurons ...")
-    result = sj.fit(acts.X, rank=args.rank, sparsity=args.sparsity, max_iter=args.max_iter,
-                    seed=args.seed, metadata={"model": model.name, "layer": layer,
-                                              "site": "mlp_hidden", "dataset": "concepts"})
-    out = result.save(args.out)
-    rel = result.loss / float(np.sum(acts.X.astype(np.float64) ** 2))
-    print(f"      {result.n_iter} iterations, relative error {rel:.3f}; saved to {out}")
+    print(f"[3/6] SNMF: K={fit_opts.rank}, keep {fit_opts.sparsity:.0%} of neurons, "
+          f"init {fit_opts.init}, {opts.restarts} restart(s) ...", flush=True)
+    result = steps.fit_step(store, layer, fit_opts, opts.restarts, out,
+                            {"model": model.name, "layer": layer, "site": "mlp_hidden",
+                             "dataset": "concepts"})
 
-    proj = interpret.vocab_projection(model, result.features, layer=layer, k=5)
-    summary = interpret.summarize_features(
-        result.codes, labels=acts.labels, label_names=acts.label_names, projection=proj,
-        decode=lambda t: model.tokenizer.decode([t]), k=10)
-    summary.sort(key=lambda s: -s.purity)
-    print(f"\n  {'feat':>4}  {'concept of top-10 tokens':<26} {'top activating token':<44} promotes")
-    for s in summary:
-        ctx = acts.context(int(s.top_rows[0]), window=20)
-        print(f"  {s.index:>4}  {_cell(f'{s.label} ({s.purity:.0%})', 26):<26} "
-              f"{_cell(ctx, 44):<44} {_cell(' '.join(map(repr, s.promoted[:4])), 40)}")
+    print("[4/6] interpreting: concept purity of top contexts, vocabulary projection ...",
+          flush=True)
+    clear = steps.clarity(result.codes, store)
+    picks = [int(k) for k in clear.order[: opts.steer]]
+    proj = interpret.vocab_projection(model, result.features, layer=layer, k=8)
+    decode = lambda t: model.tokenizer.decode([t])  # noqa: E731
+    print(f"      {int((clear.purity >= 0.5).sum())} of {result.rank} features have a "
+          f"top-10 concept purity >= 50%", flush=True)
 
-    picks = [s.index for s in summary[: args.steer]]
-    print(f"\n[4/4] steering with features {picks} at KL {args.kl} on {args.prompt!r} ...")
-    dirs = steer.feature_directions(model, result.features, layer=layer, indices=picks)
-    pos, neg = steer.calibrate_both(model, dirs, targets=(args.kl,), prompt=args.prompt,
-                                    progress=False)
-    base = steer.generate(model, args.prompt, max_new_tokens=20).text
-    print(f"  unsteered: {_cell(base, 100)}")
-    for cal, sign in ((pos, "+"), (neg, "-")):
-        gen = steer.generate(model, args.prompt, cal.patch(dirs, args.kl), max_new_tokens=20)
-        for i, k in enumerate(picks):
-            label = next(s.label for s in summary if s.index == k)
-            note = "" if cal.reachable[i, 0] else " (target KL not reached)"
-            print(f"  {sign}feature {k:<3} ({_cell(label, 18)}, α={cal.sign * cal.alphas[i, 0]:+.1f})"
-                  f"{note}: {_cell(gen.texts[i][0][0], 80)}")
-    print(f"\ndone in {time.perf_counter() - t0:.0f} s")
+    print(f"[5/6] steering the {len(picks)} clearest features at KL {opts.kl} and judging "
+          "the samples ...", flush=True)
+    rec = {"samples": {}, "scores": {}, "unsteered": []}
+    if picks:
+        rec = steps.steer_step(
+            model, result, layer, picks, [clear.label[k] for k in picks], kl=opts.kl,
+            prompts=list(opts.prompt), max_new_tokens=opts.max_new_tokens, out=out,
+            judge_examples=steps.judge_examples(store) if opts.judge else None)
+
+    print("[6/6] writing the feature browser and plots ...", flush=True)
+    descriptions = {k: f"{clear.label[k]} · top-10 purity {clear.purity[k]:.0%} · sentence "
+                       f"AUC {clear.auc[k]:.2f}" for k in range(result.rank)}
+    rep = report.feature_report(
+        result.features, result.codes, store, model=model, layer=layer, losses=result.losses,
+        descriptions=descriptions, steered=_browser_samples(rec),
+        scores={int(k): v for k, v in rec["scores"].items()},
+        title=f"SNMF features · {model.name} layer {layer}",
+        meta={"model": model.name, "layer": layer, "site": "mlp_hidden",
+              "dataset": "concepts", "rank": result.rank})
+    page = report.write_html(rep, out / "index.html")
+    report.save_plots(report.overview_figures(result.codes, result.features, result.losses),
+                      out / "plots")
+
+    _summary(clear, picks, proj, decode, rec)
+    # The page opens on the feature whose steering the judge liked best.
+    scored = [k for k in picks if str(k) in rec["scores"]]
+    first = (max(scored, key=lambda k: rec["scores"][str(k)]["harmonic"]) if scored
+             else picks[0] if picks else None)
+    print(f"\nwrote {out}/: features/ (SNMFResult), index.html (feature browser), plots/, "
+          f"{steps.STEER_FILE}\nopen {page.resolve().as_uri()}"
+          + (f"#f={first}&sort=label" if first is not None else ""))
+    print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def _browser_samples(rec) -> dict:
+    """Steered samples as the browser shows them: prompt + continuation, α rounded."""
+    return {int(k): [{"text": s["prompt"] + s["text"], "sign": s["sign"], "kl": s["kl"],
+                      "alpha": round(s["alpha"], 2)} for s in v]
+            for k, v in rec["samples"].items()}
+
+
+def _summary(clear, picks, proj, decode, rec) -> None:
+    print(f"\nThe {len(picks)} clearest features (concept of their top-10 contexts):")
+    prompts = [s["prompt"] for s in next(iter(rec["samples"].values()), [])]
+    for prompt, text in zip(prompts, rec.get("unsteered", [])):
+        print(f"  unsteered: {_cell(prompt + text, 90)}")
+    for k in picks:
+        sc = rec["scores"].get(str(k))
+        judged = (f"; judge: concept {sc['concept']:.2f} (unsteered "
+                  f"{sc['concept_unsteered']:.2f}), fluency {sc['fluency']:.2f}") if sc else ""
+        print(f"\n  feature {k}: {clear.label[k]} ({clear.purity[k]:.0%}, sentence AUC "
+              f"{clear.auc[k]:.2f}){judged}")
+        print(f"    top tokens: {_cell(' '.join(map(repr, clear.top_tokens[k])), 90)}")
+        print(f"    promotes:   {_cell(' '.join(map(repr, proj.tokens(decode, k, '+', 8))), 90)}")
+        samples = rec["samples"].get(str(k)) or []
+        if samples:  # the sample the judge found most on-concept (else the first)
+            s = max(samples, key=lambda s: s.get("score", 0.0))
+            print(f"    steered (+α={s['alpha']:.3g}): {_cell(s['prompt'] + s['text'], 80)}")

@@ -15,6 +15,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from snmf_jax import cli
+from snmf_jax.factorize import SNMFResult
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,9 +36,17 @@ def bad_inputs(tmp_path, x_file):
     bad_store = tmp_path / "store"
     bad_store.mkdir(exist_ok=True)
     (bad_store / "manifest.json").write_text("{not json")
-    truncated_result = tmp_path / "res"
+    truncated_result = tmp_path / "res_trunc"
     truncated_result.mkdir(exist_ok=True)
     (truncated_result / "snmf.safetensors").write_bytes(b"\x10\x00")
+    one_d = tmp_path / "one_d.safetensors"  # wrong shape: X must be (tokens, neurons)
+    save_file({"X": np.ones(10, np.float32)}, str(one_d))
+    result_dir = tmp_path / "res"
+    SNMFResult(features=np.ones((4, 12), np.float32), codes=None,
+               losses=np.zeros(1, np.float32), best_iter=1, converged=True,
+               settings={"rank": 4}, metadata={"layer": 1}).save(result_dir)
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("[fit]\nrank = 'three'\n")
     return [
         (["fit", missing, "--out", str(tmp_path / "o"), "--rank", "3"], "missing"),
         (["fit", str(x_file), "--out", str(tmp_path / "o"), "--rank", "0"], "rank"),
@@ -102,6 +111,15 @@ def bad_inputs(tmp_path, x_file):
         (["demo", "--rank", "0"], "--rank"),
         (["demo", "--kl", "-1"], "--kl"),
         (["demo", "--sparsity", "0"], "--sparsity"),
+        (["demo", "--restarts", "0"], "--restarts"),
+        (["demo", "--steer", "5", "--rank", "3"], "--steer"),
+        (["demo", "--model", "no-such-model", "--out", str(tmp_path / "d")], "no-such-model"),
+        (["fit", str(one_d), "--out", str(tmp_path / "o"), "--rank", "3"], "X"),
+        (["steer", "--model", "no-such-model", "--features", str(result_dir), "--feature",
+          "99"], "--feature"),
+        (["fit", str(x_file), "--out", str(tmp_path / "o"), "--config", str(bad_toml)],
+         "bad.toml"),
+        (["export", "--config", missing + ".toml"], "missing.toml"),
     ]
 
 

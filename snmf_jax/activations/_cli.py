@@ -7,6 +7,14 @@ from __future__ import annotations
 
 import argparse
 
+from snmf_jax._cli_options import signature_default
+
+
+def _default(name: str):
+    """export_activations' own default (flags never restate it)."""
+    from snmf_jax.activations import export_activations
+    return signature_default(export_activations, name)
+
 
 def _layers(text: str) -> list[int]:
     try:
@@ -23,7 +31,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         description=(
             "Run a model over a text dataset and write the activations of some "
             "layers to a chunked safetensors store (resumable: rerun the same "
-            "command after an interruption)."))
+            "command after an interruption)."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True,
                    help="preset name (smollm2-135m, gemma3-270m), HF folder or .gguf")
     p.add_argument("--layers", required=True, type=_layers, nargs="+",
@@ -32,13 +41,16 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="'concepts' (the package's dataset), a .json concept file, "
                         ".jsonl, or a text file (default: concepts)")
     p.add_argument("--out", required=True, help="store directory")
-    p.add_argument("--site", default="mlp_hidden",
+    p.add_argument("--site", default=_default("site"),
                    choices=("mlp_hidden", "mlp_out", "resid_post"))
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=_default("batch_size"),
+                   help="documents per forward")
     p.add_argument("--max-length", type=int, default=None,
                    help="truncate documents to this many tokens (default: model context)")
-    p.add_argument("--chunk-rows", type=int, default=16384)
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16"))
+    p.add_argument("--chunk-rows", type=int, default=_default("chunk_rows"),
+                   help="rows per store chunk")
+    p.add_argument("--dtype", default=_default("dtype"), choices=("float32", "float16"),
+                   help="stored dtype")
     p.add_argument("--keep-bos", action="store_true", help="keep BOS rows")
     p.add_argument("--text-field", default=None, help="text key of .json/.jsonl records")
     p.add_argument("--label-field", default=None, help="label key of .json/.jsonl records")

@@ -6,6 +6,14 @@ import argparse
 
 import numpy as np
 
+from snmf_jax._cli_options import signature_default
+
+
+def _gen_default(name: str):
+    """steer.generate's own default (flags never restate it)."""
+    from snmf_jax.steer import generate
+    return signature_default(generate, name)
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Adds the `steer` subcommand."""
@@ -13,26 +21,33 @@ def register(subparsers) -> argparse.ArgumentParser:
         "steer", help="steer a model with an SNMF feature at a KL-calibrated strength",
         description="Calibrates +alpha and -alpha of one feature so that the next-token KL "
                     "on the calibration prompt hits --kl, then prints the unsteered and both "
-                    "steered continuations of --prompt.")
+                    "steered continuations of --prompt.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="preset name, HF folder or .gguf file")
     p.add_argument("--features", required=True, help="folder of a saved SNMFResult")
     p.add_argument("--feature", type=int, required=True, help="feature index (row of Φ)")
     p.add_argument("--layer", type=int, default=None,
                    help="layer the features were fitted on (default: read from the result)")
-    p.add_argument("--kl", type=float, default=0.1, help="KL target in nats (default 0.1)")
+    p.add_argument("--kl", type=float, default=0.1, help="KL target in nats")
     p.add_argument("--prompt", action="append", default=None,
                    help="prompt to continue (repeatable; default 'I think that')")
-    p.add_argument("--calibration-prompt", default="I think that",
+    from snmf_jax.steer import DEFAULT_PROMPT
+    p.add_argument("--calibration-prompt", default=DEFAULT_PROMPT,
                    help="prompt whose next-token KL is calibrated")
     p.add_argument("--site", default="auto", choices=("auto", "mlp_hidden", "mlp_out"),
                    help="auto: mlp_out for Gemma 2/3 (post-feedforward norm), else mlp_hidden")
     p.add_argument("--where", default="all", choices=("all", "prompt", "generated"))
-    p.add_argument("--max-new-tokens", type=int, default=30)
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=_gen_default("max_new_tokens"),
+                   help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=_gen_default("temperature"),
+                   help="0: greedy")
+    p.add_argument("--top-k", type=int, default=_gen_default("top_k"),
+                   help="keep the k most likely tokens (0: off)")
+    p.add_argument("--top-p", type=float, default=_gen_default("top_p"),
+                   help="nucleus mass (1: off)")
     p.add_argument("--samples", type=int, default=1, help="samples per variant")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=_gen_default("seed"),
+                   help="sampling seed")
     p.add_argument("--chat", action="store_true", help="use the tokenizer's chat template")
     p.set_defaults(func=run)
     return p
@@ -94,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     vec = np.repeat(dirs.vectors, 3, axis=0)  # (3, dim)
     from snmf_jax.steer._patches import make_patch
     patch = make_patch(layer, dirs.site, vec, scale=np.array([0.0, a_pos, -a_neg], np.float32))
-    prompts = args.prompt or ["I think that"]
+    prompts = args.prompt or [args.calibration_prompt]
     gen = generate(model, prompts, patch, where=args.where, max_new_tokens=args.max_new_tokens,
                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                    seed=args.seed, n_samples=args.samples, chat=args.chat)
