@@ -1,10 +1,7 @@
 """Hostile inputs to models/: the forward, loaders (HF folders), configs, tokenizer,
-and export arguments.
+steering directions and calibration, and export arguments.
 
-The cases marked xfail are open: their fixes belong in `snmf_jax/models/**`
-and `activations/_export.py`, which are being rewritten (the Flax NNX port);
-each reason names the fix. `strict=True`, so a fix that lands turns the mark
-into a failure until it is removed.
+Each case is an error a user sees: one line naming the argument or file.
 """
 
 import json
@@ -21,7 +18,6 @@ from snmf_jax.models._hf import config_from_hf
 from snmf_jax.models._patch import SitePatch
 from snmf_jax.models._transformer import forward
 
-OPEN = "fix in models/ after the NNX port lands"
 V = 64
 
 
@@ -69,8 +65,6 @@ def test_forward_refuses_float_tokens(tiny):
 
 # -- steering directions and calibration (steer/_directions.py, _calibrate.py) -------
 
-@pytest.mark.xfail(strict=True, reason=OPEN + ": steer._directions.feature_directions must "
-                   "check the features are finite (directions() already does; reuse it)")
 def test_feature_directions_refuse_nan_features(tiny):
     from snmf_jax import steer as st
     cfg, params = tiny
@@ -79,8 +73,6 @@ def test_feature_directions_refuse_nan_features(tiny):
                               layer=0)
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN + ": steer._calibrate must check rtol (and "
-                   "growth, alpha_*) with snmf_jax._checks.real: finite and in range")
 @pytest.mark.parametrize("kw", [dict(rtol=math.nan), dict(rtol=-0.5)])
 def test_calibrate_refuses_bad_tolerances(tiny, kw):
     from snmf_jax import steer as st
@@ -93,7 +85,7 @@ def test_calibrate_refuses_bad_tolerances(tiny, kw):
 
     cfg, params = tiny
     m = Model(cfg, params, Tok(), "tiny")
-    d = st.directions(np.ones((1, 48)), layer=0, site="mlp_hidden", config=cfg)
+    d = st.Directions.from_vectors(np.ones((1, 48)), layer=0, site="mlp_hidden")
     with pytest.raises(ValueError, match="rtol"):
         st.calibrate(m, d, progress=False, **kw)
 
@@ -235,9 +227,6 @@ def test_tokenizer_file_errors_name_the_file(tok_dir):
         tok.id_to_token(99)
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN + ": Tokenizer.decode must check ids with "
-                   "snmf_jax._checks.token_ids (out-of-range ids are dropped silently; a "
-                   "negative one raises OverflowError)")
 @pytest.mark.parametrize("bad", [99, -1])
 def test_tokenizer_decode_refuses_ids_outside_the_vocabulary(tok_dir, bad):
     from snmf_jax.models._tokenizer import Tokenizer
@@ -246,9 +235,6 @@ def test_tokenizer_decode_refuses_ids_outside_the_vocabulary(tok_dir, bad):
         tok.decode([2, bad])
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN + ": Tokenizer.from_file must read "
-                   "tokenizer_config.json with snmf_jax._io.read_json (an invalid one is "
-                   "ignored today with only a warning, losing BOS/EOS and the chat template)")
 def test_tokenizer_config_that_is_not_json_names_the_file(tok_dir):
     from snmf_jax.models._tokenizer import Tokenizer
     (tok_dir / "tokenizer_config.json").write_text("{oops")
