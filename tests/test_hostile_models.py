@@ -57,6 +57,23 @@ def test_forward_refuses_a_nan_patch(tiny):
         forward(params, np.array([[2, 3]], np.int32), config=cfg, patch={(0, "mlp_hidden"): sp})
 
 
+def test_model_forward_checks_values_before_its_jit(tiny):
+    """Model.forward jits `forward`, where values are traced: it checks them first."""
+    cfg, params = tiny
+    m = Model(cfg, params, None, "tiny")
+    with pytest.raises(ValueError, match=rf"tokens must be token ids in \[0, {V}\); got {V}"):
+        m.forward(np.array([[2, V]], np.int32))
+    sp = SitePatch(vector=np.ones(48, np.float32), scale=np.float32(np.inf),
+                   replace=np.float32(0.0), positions=None)
+    with pytest.raises(ValueError, match="scale must be finite") as e:
+        m.forward(np.array([[2, 3]], np.int32), patch={(0, "mlp_hidden"): sp})
+    _one_line(e.value)
+    from snmf_jax.models import init_cache
+    cache = m.forward(np.full((1, 60), 2, np.int32), cache=init_cache(cfg, 1, 70)).cache
+    with pytest.raises(ValueError, match="after 60 cached"):
+        m.forward(np.full((1, 5), 2, np.int32), cache=cache)
+
+
 def test_forward_refuses_float_tokens(tiny):
     cfg, params = tiny
     with pytest.raises(ValueError, match="integers"):

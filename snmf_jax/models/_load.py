@@ -127,10 +127,9 @@ def _hf_weights(folder: Path) -> dict[str, np.ndarray]:
 
 def _load_hf_folder(folder: Path, dtype, tokenizer: bool, name: str):
     cfg_file = folder / "config.json"
-    try:
-        config_dict = json.loads(cfg_file.read_text())
-    except ValueError as e:
-        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
+    config_dict = _io.read_json(cfg_file)
+    if not isinstance(config_dict, dict):
+        raise ValueError(f"{cfg_file}: expected a JSON object; got {_short(config_dict)}")
     try:
         config = config_from_hf(config_dict)
     except ValueError as e:
