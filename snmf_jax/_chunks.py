@@ -116,16 +116,34 @@ def write_chunk(folder: str | os.PathLike, i: int, tensors: Mapping[str, np.ndar
             "sha256": digest}
 
 
+def listed_path(folder: str | os.PathLike, name: Any, listing: str | os.PathLike,
+                what: str = "file name", inside: str | None = None) -> Path:
+    """`folder / name` for a name read from the file `listing` (a manifest, an
+    index), which must be a plain file name: `../x`, `sub/../../x` or an
+    absolute path would read or write outside the folder and is refused.
+
+    Args:
+      folder: the folder the listed files live in.
+      name: the name as read from the listing.
+      listing: the file the name was read from, for the message.
+      what: how the name is called in the message.
+      inside: how the folder is called in the message (default: its path).
+
+    Returns:
+      The path inside `folder`.
+    """
+    if (not isinstance(name, str) or not name or Path(name).name != name
+            or name in (".", "..")):
+        raise ValueError(f"{listing}: {what} {name!r} is not a plain file name inside "
+                         f"{folder if inside is None else inside}")
+    return Path(folder) / name
+
+
 def chunk_path(folder: str | os.PathLike, entry: Mapping[str, Any]) -> Path:
     """The path of a manifest entry's file, which must be a plain name inside
     `folder` (a manifest naming `../x` or an absolute path is refused)."""
-    folder = Path(folder)
-    name = entry.get("file")
-    if (not isinstance(name, str) or not name or Path(name).name != name
-            or name in (".", "..")):
-        raise ValueError(f"{folder / MANIFEST}: chunk file name {name!r} is not a plain "
-                         "file name inside the store folder")
-    return folder / name
+    return listed_path(folder, entry.get("file"), Path(folder) / MANIFEST,
+                       "chunk file name", "the store folder")
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -1,10 +1,7 @@
 """Hostile inputs to models/: the forward, loaders (HF folders), configs, tokenizer,
-and export arguments.
+steering directions and calibration, and export arguments.
 
-The cases marked xfail are open: their fixes belong in `snmf_jax/models/**`
-and `activations/_export.py`, which are being rewritten (the Flax NNX port);
-each reason names the fix. `strict=True`, so a fix that lands turns the mark
-into a failure until it is removed.
+Each case is an error a user sees: one line naming the argument or file.
 """
 
 import json
@@ -21,7 +18,6 @@ from snmf_jax.models._hf import config_from_hf
 from snmf_jax.models._patch import SitePatch
 from snmf_jax.models._transformer import forward
 
-OPEN = "fix in models/ after the NNX port lands"
 V = 64
 
 
@@ -40,8 +36,6 @@ def _one_line(e):
 
 # -- the forward ------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=OPEN + ": _transformer._check_inputs must check "
-                   "concrete token ids are in [0, vocab_size) (jnp.take clamps them silently)")
 @pytest.mark.parametrize("bad", [V, V + 100, -1])
 def test_forward_refuses_token_ids_outside_the_vocabulary(tiny, bad):
     cfg, params = tiny
@@ -49,22 +43,35 @@ def test_forward_refuses_token_ids_outside_the_vocabulary(tiny, bad):
         forward(params, np.array([[2, bad, 3]], np.int32), config=cfg)
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN + ": _check_inputs must refuse T > max_position "
-                   "for rotary families too (only GPT-2 is checked)")
 def test_forward_refuses_sequences_longer_than_max_position(tiny):
     cfg, params = tiny
     with pytest.raises(ValueError, match="max_position"):
         forward(params, np.full((1, 65), 2, np.int32), config=cfg)
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN + ": _check_inputs must check concrete patch "
-                   "vectors and scales are finite (snmf_jax._checks.finite_array)")
 def test_forward_refuses_a_nan_patch(tiny):
     cfg, params = tiny
     sp = SitePatch(vector=np.full(48, np.nan, np.float32), scale=np.float32(1.0),
                    replace=np.float32(0.0), positions=None)
     with pytest.raises(ValueError, match="finite"):
         forward(params, np.array([[2, 3]], np.int32), config=cfg, patch={(0, "mlp_hidden"): sp})
+
+
+def test_model_forward_checks_values_before_its_jit(tiny):
+    """Model.forward jits `forward`, where values are traced: it checks them first."""
+    cfg, params = tiny
+    m = Model(cfg, params, None, "tiny")
+    with pytest.raises(ValueError, match=rf"tokens must be token ids in \[0, {V}\); got {V}"):
+        m.forward(np.array([[2, V]], np.int32))
+    sp = SitePatch(vector=np.ones(48, np.float32), scale=np.float32(np.inf),
+                   replace=np.float32(0.0), positions=None)
+    with pytest.raises(ValueError, match="scale must be finite") as e:
+        m.forward(np.array([[2, 3]], np.int32), patch={(0, "mlp_hidden"): sp})
+    _one_line(e.value)
+    from snmf_jax.models import init_cache
+    cache = m.forward(np.full((1, 60), 2, np.int32), cache=init_cache(cfg, 1, 70)).cache
+    with pytest.raises(ValueError, match="after 60 cached"):
+        m.forward(np.full((1, 5), 2, np.int32), cache=cache)
 
 
 def test_forward_refuses_float_tokens(tiny):
@@ -75,8 +82,6 @@ def test_forward_refuses_float_tokens(tiny):
 
 # -- steering directions and calibration (steer/_directions.py, _calibrate.py) -------
 
-@pytest.mark.xfail(strict=True, reason=OPEN + ": steer._directions.feature_directions must "
-                   "check the features are finite (directions() already does; reuse it)")
 def test_feature_directions_refuse_nan_features(tiny):
     from snmf_jax import steer as st
     cfg, params = tiny
@@ -85,8 +90,6 @@ def test_feature_directions_refuse_nan_features(tiny):
                               layer=0)
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN + ": steer._calibrate must check rtol (and "
-                   "growth, alpha_*) with snmf_jax._checks.real: finite and in range")
 @pytest.mark.parametrize("kw", [dict(rtol=math.nan), dict(rtol=-0.5)])
 def test_calibrate_refuses_bad_tolerances(tiny, kw):
     from snmf_jax import steer as st
@@ -99,7 +102,7 @@ def test_calibrate_refuses_bad_tolerances(tiny, kw):
 
     cfg, params = tiny
     m = Model(cfg, params, Tok(), "tiny")
-    d = st.directions(np.ones((1, 48)), layer=0, site="mlp_hidden", config=cfg)
+    d = st.Directions.from_vectors(np.ones((1, 48)), layer=0, site="mlp_hidden")
     with pytest.raises(ValueError, match="rtol"):
         st.calibrate(m, d, progress=False, **kw)
 
@@ -111,15 +114,11 @@ LLAMA = {"model_type": "llama", "vocab_size": V, "hidden_size": 32, "num_hidden_
          "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0}
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN + ": config_from_hf must check head counts "
-                   "are ints >= 1 before dividing (now ZeroDivisionError)")
 def test_zero_attention_heads_is_a_named_error():
     with pytest.raises(ValueError, match="num_attention_heads"):
         config_from_hf({**LLAMA, "num_attention_heads": 0})
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN + ": ModelConfig.__post_init__ must check every "
-                   "size is an int >= 1 and every float (rope_theta, norm eps) finite > 0")
 @pytest.mark.parametrize("edit", [dict(hidden_size=-32), dict(vocab_size=0),
                                   dict(rope_theta=float("nan")), dict(rms_norm_eps=-1.0),
                                   dict(num_hidden_layers=0)])
@@ -139,9 +138,6 @@ def _hf_folder(path, tiny, index=None):
     return path
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN + ": _load._hf_weights must refuse weight_map "
-                   "entries that are not plain file names inside the folder (reuse "
-                   "snmf_jax._chunks.chunk_path's rule)")
 @pytest.mark.parametrize("name", ["../outside.safetensors", "ABSOLUTE",
                                   "sub/../../outside.safetensors"])
 def test_hf_index_paths_are_confined_to_the_folder(tmp_path, tiny, name):
@@ -157,9 +153,6 @@ def test_hf_index_paths_are_confined_to_the_folder(tmp_path, tiny, name):
     assert name in _one_line(e.value)
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN + ": _load._hf_weights must parse the index "
-                   "with snmf_jax._io.read_json and check weight_map is a {str: str} object "
-                   "(now a raw JSONDecodeError / KeyError)")
 @pytest.mark.parametrize("index", ["{broken", "[]", '{"no_weight_map": 1}',
                                    '{"weight_map": [1, 2]}'])
 def test_hf_index_that_is_not_valid_names_the_file(tmp_path, tiny, index):
@@ -251,9 +244,6 @@ def test_tokenizer_file_errors_name_the_file(tok_dir):
         tok.id_to_token(99)
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN + ": Tokenizer.decode must check ids with "
-                   "snmf_jax._checks.token_ids (out-of-range ids are dropped silently; a "
-                   "negative one raises OverflowError)")
 @pytest.mark.parametrize("bad", [99, -1])
 def test_tokenizer_decode_refuses_ids_outside_the_vocabulary(tok_dir, bad):
     from snmf_jax.models._tokenizer import Tokenizer
@@ -262,9 +252,6 @@ def test_tokenizer_decode_refuses_ids_outside_the_vocabulary(tok_dir, bad):
         tok.decode([2, bad])
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN + ": Tokenizer.from_file must read "
-                   "tokenizer_config.json with snmf_jax._io.read_json (an invalid one is "
-                   "ignored today with only a warning, losing BOS/EOS and the chat template)")
 def test_tokenizer_config_that_is_not_json_names_the_file(tok_dir):
     from snmf_jax.models._tokenizer import Tokenizer
     (tok_dir / "tokenizer_config.json").write_text("{oops")

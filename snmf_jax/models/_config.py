@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from snmf_jax import _checks
+
 Family = Literal["gpt2", "llama", "gemma2", "gemma3"]
 SITES = ("mlp_hidden", "mlp_out", "resid_post")
 
@@ -102,6 +104,17 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.family must be one of 'gpt2', 'llama', 'gemma2', "
                 f"'gemma3'; got {self.family!r}")
+        # Values read from config.json / GGUF files: a zero or negative size or a
+        # NaN base fails here, not as a ZeroDivisionError or NaN logits later.
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads",
+                     "head_dim", "d_mlp", "max_position"):
+            _checks.integer(f"ModelConfig.{name}", getattr(self, name), lo=1)
+        if self.sliding_window is not None:
+            _checks.integer("ModelConfig.sliding_window", self.sliding_window, lo=1)
+        for name in ("norm_eps", "rope_theta", "rope_local_theta", "query_pre_attn_scalar",
+                     "attn_logit_softcap", "final_logit_softcap"):
+            if getattr(self, name) is not None:
+                _checks.real(f"ModelConfig.{name}", getattr(self, name), lo=0, lo_open=True)
         if self.n_heads % self.n_kv_heads:
             raise ValueError(
                 f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads "

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 import numpy as np
 
+from snmf_jax import _checks
 from snmf_jax.models._config import ModelConfig, RopeScaling
 from snmf_jax.models._modules import check_layout
 
@@ -42,6 +43,11 @@ def _eos(value) -> tuple[int, ...]:
     if isinstance(value, int):
         return (value,)
     return tuple(int(v) for v in value)
+
+
+def _heads(cfg: Mapping[str, Any], key: str, default: int) -> int:
+    """A head count from config.json, checked before anything divides by it."""
+    return _checks.integer(f"config_dict[{key!r}]", cfg.get(key, default), lo=1)
 
 
 def _rope_scaling(params: Mapping[str, Any] | None, max_position: int) -> RopeScaling | None:
@@ -120,7 +126,7 @@ def config_from_hf(config_dict: Mapping[str, Any]) -> ModelConfig:
         if cfg.get("scale_attn_by_inverse_layer_idx", False):
             raise ValueError("GPT-2 scale_attn_by_inverse_layer_idx=True is not supported")
         d = int(cfg.get("n_embd", 768))
-        n_heads = int(cfg.get("n_head", 12))
+        n_heads = _heads(cfg, "n_head", 12)
         return ModelConfig(
             family="gpt2",
             vocab_size=int(cfg.get("vocab_size", 50257)),
@@ -142,8 +148,10 @@ def config_from_hf(config_dict: Mapping[str, Any]) -> ModelConfig:
 
     d = int(cfg.get("hidden_size", {"llama": 4096, "gemma2": 2304, "gemma3": 2304}[family]))
     n_layers = int(cfg.get("num_hidden_layers", {"llama": 32, "gemma2": 26, "gemma3": 26}[family]))
-    n_heads = int(cfg.get("num_attention_heads", {"llama": 32, "gemma2": 8, "gemma3": 8}[family]))
-    n_kv = cfg.get("num_key_value_heads") or (n_heads if family == "llama" else 4)
+    n_heads = _heads(cfg, "num_attention_heads",
+                     {"llama": 32, "gemma2": 8, "gemma3": 8}[family])
+    n_kv = (_heads(cfg, "num_key_value_heads", 0) if cfg.get("num_key_value_heads") is not None
+            else (n_heads if family == "llama" else 4))
     head_dim = cfg.get("head_dim") or (d // n_heads if family == "llama" else 256)
     max_position = int(cfg.get("max_position_embeddings",
                                {"llama": 2048, "gemma2": 8192, "gemma3": 131072}[family]))

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from snmf_jax import _chunks, _io
 from snmf_jax.models._gguf import read_gguf
 from snmf_jax.models._gguf_params import config_from_gguf, params_from_gguf
 from snmf_jax.models._hf import config_from_hf, params_from_hf
@@ -84,16 +85,30 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
+def _short(value: Any) -> str:
+    """A JSON value for a one-line message, cut to 60 characters."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _hf_weights(folder: Path) -> dict[str, np.ndarray]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
+        doc = _io.read_json(index)
+        weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index}: expected an object whose \"weight_map\" maps tensor "
+                             f"names to shard file names; got {_short(doc)}")
+        bad = [(k, v) for k, v in weight_map.items() if not isinstance(v, str)]
+        if bad:
+            raise ValueError(f"{index}: weight_map must map tensor names to shard file "
+                             f"names; got {_short(dict(bad[:1]))}")
         shards = sorted(set(weight_map.values()))
-        missing = [s for s in shards if not (folder / s).is_file()]
+        files = [_chunks.listed_path(folder, s, index, "shard file name") for s in shards]
+        missing = [f.name for f in files if not f.is_file()]
         if missing:
             raise FileNotFoundError(f"{folder}: shards listed in {index.name} are missing: "
                                     f"{', '.join(missing)}")
-        files = [folder / s for s in shards]
     elif (folder / "model.safetensors").is_file():
         files = [folder / "model.safetensors"]
     else:
@@ -112,10 +127,9 @@ def _hf_weights(folder: Path) -> dict[str, np.ndarray]:
 
 def _load_hf_folder(folder: Path, dtype, tokenizer: bool, name: str):
     cfg_file = folder / "config.json"
-    try:
-        config_dict = json.loads(cfg_file.read_text())
-    except ValueError as e:
-        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
+    config_dict = _io.read_json(cfg_file)
+    if not isinstance(config_dict, dict):
+        raise ValueError(f"{cfg_file}: expected a JSON object; got {_short(config_dict)}")
     try:
         config = config_from_hf(config_dict)
     except ValueError as e:

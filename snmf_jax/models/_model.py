@@ -18,8 +18,8 @@ from flax import nnx
 from snmf_jax.models._blocks import run_blocks
 from snmf_jax.models._config import ModelConfig
 from snmf_jax.models._modules import Transformer, abstract_model, state_from_arrays
-from snmf_jax.models._transformer import (ForwardOutput, embed, forward, mlp_output_map,
-                                          unembed)
+from snmf_jax.models._transformer import (ForwardOutput, check_values, embed, forward,
+                                          mlp_output_map, unembed)
 
 forward_jit = jax.jit(forward, static_argnames=("config", "capture"))
 _embed_jit = jax.jit(embed, static_argnames=("config",))
@@ -87,6 +87,10 @@ class Model:
                 raise ValueError(
                     f"cache overflow: {length} cached + {new} new tokens > max_len "
                     f"{cache.max_len}")
+        # Token ids and patch values are checked here, concretely: inside the jit
+        # they are traced (an out-of-range id would be clamped silently).
+        check_values(tokens if isinstance(tokens, jax.Array) else np.asarray(tokens),
+                     self.config, cache=cache, patch=kwargs.get("patch"))
         if "capture" in kwargs:
             kwargs["capture"] = tuple((int(layer), str(site))
                                       for layer, site in kwargs["capture"])

@@ -24,6 +24,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from snmf_jax import _checks, _io
+
 # Bump when the GGUF -> tokenizer.json construction changes (invalidates caches).
 _BUILD_VERSION = 1
 
@@ -284,14 +286,15 @@ class Tokenizer:
         folder = path.parent
 
         def read_json(name):
+            # An invalid file is an error, not a warning: ignoring it would lose
+            # the special tokens and the chat template without a word.
             f = folder / name
             if not f.is_file():
                 return {}
-            try:
-                return json.loads(f.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
-                warnings.warn(f"ignoring unreadable {f}: {e}")
-                return {}
+            obj = _io.read_json(f)
+            if not isinstance(obj, dict):
+                raise ValueError(f"{f}: expected a JSON object; got {type(obj).__name__}")
+            return obj
 
         tcfg = {**read_json("special_tokens_map.json"), **read_json("tokenizer_config.json")}
         gen, mcfg = read_json("generation_config.json"), read_json("config.json")
@@ -416,7 +419,8 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
         """The text of `ids` (special tokens dropped when skip_special)."""
-        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special)
+        ids = _checks.token_ids("ids", list(ids), self.vocab_size)
+        return self.backend.decode(ids.tolist(), skip_special_tokens=skip_special)
 
     def id_to_token(self, i: int) -> str:
         """The vocabulary string of id `i`."""
@@ -450,6 +454,7 @@ class Tokenizer:
                 "one; base models usually do not); format the prompt yourself")
         try:
             import jinja2
+            import jinja2.ext  # a submodule: `import jinja2` alone may not load it
             from jinja2.sandbox import ImmutableSandboxedEnvironment
         except ImportError:
             raise ImportError("apply_chat_template needs jinja2: pip install jinja2") from None

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from snmf_jax import _checks
 from snmf_jax.models._blocks import _check_sites, _mlp_out, _norm, _positions, run_blocks
 from snmf_jax.models._cache import KVCache
 from snmf_jax.models._config import ModelConfig
@@ -83,6 +84,37 @@ def _check_inputs(params, tokens, config, attention_mask, cache, patch, capture)
             raise ValueError(
                 f"patch[{(layer, site)!r}].vector must end in the site width {dim}; "
                 f"got shape {jnp.shape(sp.vector)}")
+    check_values(tokens, config, cache=cache, patch=patch)
+
+
+def check_values(tokens, config: ModelConfig, *, cache: KVCache | None = None,
+                 patch: Mapping[tuple[int, str], SitePatch] | None = None) -> None:
+    """Checks the values `forward` cannot check under jit: token ids in
+    [0, vocab_size) (`jnp.take` would clamp them silently), positions within
+    max_position (rotary models too: they were never trained past it) and
+    finite patch vectors and scales.
+
+    Only concrete values are checked (tracers are skipped), so jitted code gains
+    no host syncs or recompiles; `Model.forward` calls this before its jit.
+
+    Args:
+      tokens: (B, T) token ids.
+      config: the architecture.
+      cache: the KVCache the tokens are appended to, or None.
+      patch: {(layer, site): SitePatch}, or None.
+    """
+    if _checks.concrete(tokens):
+        _checks.token_ids("tokens", tokens, config.vocab_size)
+    offset = 0 if cache is None or not _checks.concrete(cache.length) else int(cache.length)
+    if config.family != "gpt2" and offset + tokens.shape[-1] > config.max_position:
+        raise ValueError(
+            f"tokens: {tokens.shape[-1]} tokens (after {offset} cached) exceed "
+            f"max_position={config.max_position}")
+    for key, sp in (patch or {}).items():
+        if isinstance(sp, SitePatch):
+            _checks.finite_array(f"patch[{key!r}].vector", sp.vector)
+            _checks.finite_array(f"patch[{key!r}].scale", sp.scale)
+            _checks.finite_array(f"patch[{key!r}].replace", sp.replace)
 
 
 def embed(params: Params, tokens: Array, *, config: ModelConfig,
@@ -201,8 +233,9 @@ def forward(params: Params, tokens: Array, *, config: ModelConfig,
         (B, T) over the tokens of this call.
 
     Padding tokens still produce (meaningless) logits and activations: mask
-    them out downstream. Token ids must lie in [0, vocab_size) (not checked
-    under jit).
+    them out downstream. Token ids must lie in [0, vocab_size) and patches be
+    finite: checked on concrete values, not under jit (`Model.forward`
+    checks them before its jit).
 
     Returns:
       ForwardOutput(logits (B, T, V) float32, captures, cache).

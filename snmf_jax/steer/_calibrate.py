@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from snmf_jax import _checks
 from snmf_jax.models import SitePatch, embed, run_blocks, unembed
 from snmf_jax.steer._directions import Directions
 from snmf_jax.steer._generate import encode_prompts, left_pad
@@ -258,12 +259,14 @@ def calibrate_signs(model, directions: Directions, *, signs: Sequence[int] = (1,
         raise ValueError(f"signs must be a non-empty sequence of +1 / -1; got {signs!r}")
     if mode not in ("add", "replace"):
         raise ValueError(f"mode must be 'add' or 'replace'; got {mode!r}")
-    if growth <= 1:
-        raise ValueError(f"growth must be > 1; got {growth}")
-    if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1; got {max_steps}")
-    if max_rows < 1:
-        raise ValueError(f"max_rows must be >= 1; got {max_rows}")
+    growth = _checks.real("growth", growth, lo=1, lo_open=True)
+    rtol = _checks.real("rtol", rtol, lo=0)
+    alpha_init, alpha_min, alpha_max = (
+        None if v is None else _checks.real(name, v, lo=0, lo_open=True)
+        for name, v in (("alpha_init", alpha_init), ("alpha_min", alpha_min),
+                        ("alpha_max", alpha_max)))
+    max_steps = _checks.integer("max_steps", max_steps, lo=1)
+    max_rows = _checks.integer("max_rows", max_rows, lo=1)
     if not isinstance(directions, Directions):
         raise TypeError(f"directions must be a Directions; got {type(directions).__name__}")
     config = model.config

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from snmf_jax import _checks
 from snmf_jax.models import SITES, ModelConfig, as_arrays, mlp_output_map
 from snmf_jax.steer._patches import PatchMode, make_patch
 
@@ -139,8 +140,8 @@ def feature_directions(model, features, *, layer: int, indices: Sequence[int] | 
       Directions with ids = the feature indices.
     """
     config = model.config
-    phi = np.asarray(features, np.float32)
-    if phi.ndim != 2 or phi.shape[1] != config.d_mlp:
+    phi = _checks.matrix("features", features, shape="(K, d_mlp)").astype(np.float32)
+    if phi.shape[1] != config.d_mlp:
         raise ValueError(f"features must be (K, d_mlp={config.d_mlp}); got shape {phi.shape}")
     if not 0 <= layer < config.n_layers:
         raise ValueError(f"layer must be in [0, {config.n_layers}); got {layer}")
