@@ -30,6 +30,7 @@ def x_file(tmp_path):
 def bad_inputs(tmp_path, x_file):
     """(argv, a fragment the one line must contain) per hostile input."""
     missing = str(tmp_path / "missing")
+    ev = ["evaluate", "--model", "smollm2-135m", "--layer", "1", "--out", str(tmp_path / "v")]
     return [
         (["fit", missing, "--out", str(tmp_path / "o"), "--rank", "3"], "missing"),
         (["fit", str(x_file), "--out", str(tmp_path / "o"), "--rank", "0"], "rank"),
@@ -48,6 +49,14 @@ def bad_inputs(tmp_path, x_file):
         (["hierarchy", missing, "--ranks", "4", "2", "--out", str(tmp_path / "h")], "missing"),
         (["hierarchy", str(tmp_path), "--ranks", "4", "2", "--out", str(tmp_path / "h")],
          "manifest.json"),
+        (ev + ["--dataset", missing + ".json"], "missing.json"),
+        (ev + ["--methods", "snmf,pca"], "methods"),
+        (ev + ["--samples", "0"], "--samples"),
+        (ev + ["--targets", "0.1", "-1"], "targets"),
+        (ev + ["--judge", "llm"], "--llm-url"),
+        (ev + ["--layer", "-2"], "--layer"),
+        (["evaluate", "--model", "no-such-model", "--layer", "1", "--out", str(tmp_path / "v"),
+          "--no-steer"], "no-such-model"),
         (["demo", "--rank", "0"], "--rank"),
         (["demo", "--kl", "-1"], "--kl"),
         (["demo", "--sparsity", "0"], "--sparsity"),
