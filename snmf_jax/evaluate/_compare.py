@@ -123,7 +123,8 @@ def _bank_index(dets: Sequence[Detection], concepts: Sequence[str]) -> list[int]
 
 def compare_methods(model, data, *, layer: int, config: CompareConfig = CompareConfig(),
                     steering: SteeringConfig | None = None, judge=None,
-                    corpus: Sequence[str] = (), progress: bool = False) -> Comparison:
+                    corpus: Sequence[str] | np.ndarray = (), progress: bool = False
+                    ) -> Comparison:
     """Concept detection and (optionally) steering of SNMF, SAE and DiffMean.
 
     Args:
@@ -133,7 +134,8 @@ def compare_methods(model, data, *, layer: int, config: CompareConfig = CompareC
       config: methods and their settings.
       steering: the steering protocol; None skips steering.
       judge: a steering judge (default: `offline_judge(model, data, steering)`).
-      corpus: extra unlabelled texts the SAE also trains on.
+      corpus: extra unlabelled texts the SAE also trains on, or their (n, d_model)
+        mlp_out activations at `layer` (to share one export between datasets).
       progress: progress bars.
 
     Returns:
@@ -182,7 +184,9 @@ def compare_methods(model, data, *, layer: int, config: CompareConfig = CompareC
         from snmf_jax.baselines import SAEConfig, TrainConfig, sae_metrics, train_sae
         tr, te = split["mlp_out"]
         X = [tr.X]
-        if corpus:
+        if isinstance(corpus, np.ndarray):
+            X.append(np.asarray(corpus, np.float32))
+        elif len(corpus):
             X.append(access.model_site_activations(model, from_texts(list(corpus)), layer=layer,
                                                    site="mlp_out").X)
         X = np.concatenate(X)
