@@ -41,6 +41,7 @@ _SUBCOMMAND_MODULES = (
     "snmf_jax.activations._cli",
     "snmf_jax.steer._cli",
     "snmf_jax.interpret._cli",
+    "snmf_jax.evaluate._cli",
 )
 
 DEBUG_ENV = "SNMF_JAX_DEBUG"

@@ -47,6 +47,7 @@ def bad_inputs(tmp_path, x_file):
                settings={"rank": 4}, metadata={"layer": 1}).save(result_dir)
     bad_toml = tmp_path / "bad.toml"
     bad_toml.write_text("[fit]\nrank = 'three'\n")
+    ev = ["evaluate", "--model", "smollm2-135m", "--layer", "1", "--out", str(tmp_path / "v")]
     return [
         (["fit", missing, "--out", str(tmp_path / "o"), "--rank", "3"], "missing"),
         (["fit", str(x_file), "--out", str(tmp_path / "o"), "--rank", "0"], "rank"),
@@ -108,6 +109,14 @@ def bad_inputs(tmp_path, x_file):
          "manifest.json"),
         (["hierarchy", str(bad_store), "--ranks", "4", "2", "--out", str(x_file)],
          "not a directory"),
+        (ev + ["--dataset", missing + ".json"], "missing.json"),
+        (ev + ["--methods", "snmf,pca"], "methods"),
+        (ev + ["--samples", "0"], "--samples"),
+        (ev + ["--targets", "0.1", "-1"], "targets"),
+        (ev + ["--judge", "llm"], "--llm-url"),
+        (ev + ["--layer", "-2"], "--layer"),
+        (["evaluate", "--model", "no-such-model", "--layer", "1", "--out", str(tmp_path / "v"),
+          "--no-steer"], "no-such-model"),
         (["demo", "--rank", "0"], "--rank"),
         (["demo", "--kl", "-1"], "--kl"),
         (["demo", "--sparsity", "0"], "--sparsity"),

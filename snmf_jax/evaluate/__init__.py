@@ -8,6 +8,8 @@ OpenAI-compatible LLM judge, and concept detection.
     fluency.score(texts)                                    # (n,) probabilities
     judge = LLMJudge(LLMClient(LLMConfig(base_url="http://127.0.0.1:8080/v1", model="m")))
     judge.concept(texts, "cooking"), judge.fluency(texts)  # Rating(score 0-2, ...)
+    run = steering_generations(model, SteeringSpec("snmf", dirs, concepts), SteeringConfig())
+    rows = steering_summary([score_steering(run, OfflineJudge(concept, fluency))])
 """
 
 from snmf_jax.evaluate._calibrate import Logistic, fit_logistic, roc_auc
@@ -19,6 +21,11 @@ from snmf_jax.evaluate._llm_judge import (LLMJudge, Rating, load_prompts, parse_
 from snmf_jax.evaluate._minilm import (BertConfig, SentenceEmbedder, bert_hidden,
                                        mean_pool_normalize, minilm_dir)
 from snmf_jax.evaluate._model_access import generate_texts, lm_logprob_fn
+from snmf_jax.evaluate._steering import (PAPER_TARGETS, LLMSteeringJudge, OfflineJudge,
+                                          ScoredRun, SteeringConfig, SteeringRun, SteeringSpec,
+                                          feature_context_examples, run_records, score_steering,
+                                          steering_generations, steering_summary,
+                                          summary_markdown)
 from snmf_jax.evaluate._offline_judge import (FEATURES, ConceptJudge, FluencyJudge,
                                               FluencyReport, corrupt, harmonic_mean,
                                               text_features)
@@ -29,5 +36,8 @@ __all__ = [
     "ConceptJudge", "FluencyJudge", "FluencyReport", "corrupt", "harmonic_mean",
     "text_features", "LLMClient", "LLMConfig", "LLMError", "LLMStats", "LLMJudge", "Rating",
     "load_prompts", "parse_description", "parse_rating", "Detection", "concept_detection",
-    "detection_table", "sentence_scores", "split_documents",
+    "detection_table", "sentence_scores", "split_documents", "PAPER_TARGETS",
+    "LLMSteeringJudge", "OfflineJudge", "ScoredRun", "SteeringConfig", "SteeringRun",
+    "SteeringSpec", "feature_context_examples", "run_records", "score_steering",
+    "steering_generations", "steering_summary", "summary_markdown",
 ]

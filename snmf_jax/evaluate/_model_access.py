@@ -65,3 +65,43 @@ def generate_texts(model, prompt: str, *, n: int, max_new_tokens: int = 50, seed
     g = generate(model, prompt, patch, max_new_tokens=max_new_tokens, temperature=temperature,
                  top_k=top_k, top_p=top_p, seed=seed, n_samples=n)
     return [t for variant in g.texts for prompt in variant for t in prompt]
+
+
+def raw_directions(vectors, *, layer: int, site: str, ids=(), config=None):
+    """Raw vectors (SAE decoder rows, DiffMean) as unit steering `Directions`."""
+    from snmf_jax.steer import directions
+    return directions(vectors, layer=layer, site=site, ids=ids, config=config)
+
+
+def snmf_directions(model, features, *, layer: int, indices=None):
+    """SNMF features as steering directions at the model's steering site
+    (mlp_hidden; mlp_out through the MLP output map for Gemma 2/3)."""
+    from snmf_jax.steer import feature_directions
+    return feature_directions(model, features, layer=layer, indices=indices)
+
+
+def calibrate_signs(model, dirs, *, signs, targets, prompt: str, progress: bool = False):
+    """One `Calibration` per sign (alphas, kl, reachable: (F, T))."""
+    from snmf_jax.steer import calibrate_signs as _cal
+    return _cal(model, dirs, signs=signs, targets=targets, prompt=prompt, progress=progress)
+
+
+def generate_variants(model, prompt: str, dirs, scales, *, n_samples: int,
+                      max_new_tokens: int, seed: int, top_k: int, top_p: float,
+                      temperature: float) -> list[list[str]]:
+    """Texts [variant][sample]: variant i adds scales[i] * dirs.vectors[i] at every position.
+
+    All variants run in ONE generate call (the patch is batched data).
+    """
+    from snmf_jax.steer import generate
+    patch = dirs.patch(np.asarray(scales, np.float32)) if len(dirs) > 1 else \
+        dirs.patch(np.asarray(scales, np.float32).reshape(-1)[0])
+    g = generate(model, prompt, patch, where="all", max_new_tokens=max_new_tokens,
+                 temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                 n_samples=n_samples)
+    return [list(variant[0]) for variant in g.texts]
+
+
+def select_directions(dirs, rows):
+    """The sub-set of `dirs` at the given row positions (repeats allowed)."""
+    return dirs.select(list(rows))

@@ -1,0 +1,120 @@
+"""`snmf-jax evaluate`: SNMF against SAE and DiffMean on one model, layer and dataset."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from snmf_jax.evaluate._compare import METHODS
+from snmf_jax.evaluate._steering import PAPER_TARGETS
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Adds the `evaluate` subcommand."""
+    p = subparsers.add_parser(
+        "evaluate", help="concept detection and causal steering: SNMF vs SAE vs DiffMean",
+        description="Fits SNMF, trains a TopK SAE and computes DiffMean directions on a "
+                    "labelled concept dataset, matches one direction per concept on a training "
+                    "split, then scores held-out concept detection (S_CD, ROC-AUC) and/or "
+                    "steering (KL-calibrated, judged for concept and fluency). Writes "
+                    "results.md, results.json and steering.png to --out.")
+    p.add_argument("--model", required=True, help="preset name, HF folder or .gguf file")
+    p.add_argument("--layer", type=int, required=True, help="block index")
+    p.add_argument("--dataset", default="concepts",
+                   help="labelled concept data: 'concepts' (the package's) or a .json file of "
+                        "{prompt, label} records (e.g. the paper's 20 concepts)")
+    p.add_argument("--concepts", type=int, default=0,
+                   help="keep only the first N concepts (0: all)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma-separated subset of snmf,sae,diffmean")
+    p.add_argument("--no-steer", action="store_true", help="concept detection only")
+    p.add_argument("--rank", type=int, default=None, help="SNMF rank (default 2 x concepts)")
+    p.add_argument("--sparsity", type=float, default=0.05)
+    p.add_argument("--max-iter", type=int, default=200)
+    p.add_argument("--sae-width", type=int, default=None, help="default 8 x d_model")
+    p.add_argument("--sae-k", type=int, default=32)
+    p.add_argument("--sae-tokens", type=int, default=300_000, help="SAE token-steps")
+    p.add_argument("--targets", type=float, nargs="+", default=list(PAPER_TARGETS),
+                   help="KL targets (nats)")
+    p.add_argument("--signs", default="+-", choices=("+", "-", "+-"))
+    p.add_argument("--samples", type=int, default=8, help="samples per sign and target")
+    p.add_argument("--max-new-tokens", type=int, default=50)
+    p.add_argument("--unsupervised", type=int, default=0,
+                   help="also steer the first N SNMF features against their own contexts")
+    p.add_argument("--judge", default="offline", choices=("offline", "llm"))
+    p.add_argument("--llm-url", default=None, help="OpenAI-compatible base URL (--judge llm)")
+    p.add_argument("--llm-model", default=None, help="model name (--judge llm)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+    return p
+
+
+def _configs(args):
+    from snmf_jax.evaluate._compare import CompareConfig
+    from snmf_jax.evaluate._steering import SteeringConfig
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if args.layer < 0:
+        raise ValueError(f"--layer must be >= 0; got {args.layer}")
+    if args.concepts < 0:
+        raise ValueError(f"--concepts must be >= 0; got {args.concepts}")
+    if args.judge == "llm" and not (args.llm_url and args.llm_model):
+        raise ValueError("--judge llm needs --llm-url and --llm-model")
+    for name in ("samples", "max_new_tokens", "sae_tokens", "sae_k", "max_iter"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
+    if not 0 < args.sparsity <= 1:
+        raise ValueError(f"--sparsity must be in (0, 1]; got {args.sparsity}")
+    try:
+        compare = CompareConfig(methods=methods, rank=args.rank, sparsity=args.sparsity,
+                                max_iter=args.max_iter, sae_width=args.sae_width,
+                                sae_k=args.sae_k, sae_tokens=args.sae_tokens,
+                                unsupervised=args.unsupervised, seed=args.seed)
+        signs = {"+": (1,), "-": (-1,), "+-": (1, -1)}[args.signs]
+        steering = None if args.no_steer else SteeringConfig(
+            targets=tuple(args.targets), signs=signs, n_samples=args.samples,
+            max_new_tokens=args.max_new_tokens, seed=args.seed)
+    except ValueError as e:
+        raise ValueError(f"--{str(e)}") from None
+    return compare, steering
+
+
+def _dataset(args):
+    from snmf_jax.activations import read_dataset
+    from snmf_jax.activations._text import TextDataset
+    data = read_dataset(args.dataset)
+    if data.labels is None:
+        raise ValueError(f"--dataset {args.dataset!r} has no labels; evaluate needs labelled "
+                         "concept sentences")
+    if args.concepts:
+        keep = list(range(min(args.concepts, len(data.label_names))))
+        rows = [i for i, l in enumerate(data.labels) if l in keep]
+        data = TextDataset(tuple(data.texts[i] for i in rows),
+                           tuple(int(data.labels[i]) for i in rows),
+                           tuple(data.label_names[i] for i in keep), dict(data.metadata))
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    compare, steering = _configs(args)
+    data = _dataset(args)
+    from snmf_jax.models import load_model
+    model = load_model(args.model)
+    judge = None
+    if args.judge == "llm" and steering is not None:
+        from snmf_jax.evaluate._llm_client import LLMClient, LLMConfig
+        from snmf_jax.evaluate._llm_judge import LLMJudge
+        from snmf_jax.evaluate._steering import LLMSteeringJudge
+        judge = LLMSteeringJudge(LLMJudge(LLMClient(LLMConfig(base_url=args.llm_url,
+                                                              model=args.llm_model))))
+    from snmf_jax.evaluate._compare import compare_methods
+    from snmf_jax.evaluate._outputs import write_comparisons
+    comp = compare_methods(model, data, layer=args.layer, config=compare, steering=steering,
+                           judge=judge, progress=True)
+    label = f"{model.name or args.model} L{args.layer}"
+    command = "snmf-jax " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    write_comparisons(args.out, {label: comp}, command=command)
+    print(f"wrote {args.out}/results.md, results.json" + ("" if steering is None
+                                                          else ", steering.png"))
+    return 0

@@ -1,0 +1,292 @@
+"""Causal steering evaluation, the paper's protocol.
+
+For each method (SNMF, SAE, DiffMean) and concept, one unit direction at the
+method's site. Per sign (+α along it, −α against it) α is calibrated to each
+KL target on the prompt "I think that" (KL of the next-token distribution);
+the direction is then added at every position while sampling continuations.
+Each continuation is judged for concept presence and fluency (both in [0, 1]);
+per text the harmonic mean (0 when either is 0); per (method, sign, target)
+the mean ± standard error over concepts and samples. Targets that no α
+reaches are kept (steered at the largest KL found) and counted as
+unreachable, not dropped.
+
+    spec = SteeringSpec("snmf", dirs, concepts=("cooking", ...))
+    run = steering_generations(model, spec, SteeringConfig())
+    scored = score_steering(run, OfflineJudge(concept_judge, fluency_judge))
+    rows = steering_summary([scored])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Protocol, Sequence
+
+import numpy as np
+
+from snmf_jax.evaluate import _model_access as access
+from snmf_jax.evaluate._offline_judge import harmonic_mean
+
+PAPER_TARGETS = (0.025, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class SteeringConfig:
+    """The steering protocol's settings (defaults: the paper's).
+
+    Attributes:
+      prompt: calibration and generation prompt.
+      targets: KL targets (nats).
+      signs: +1 and/or -1; each sign is calibrated separately.
+      n_samples: continuations per (direction, sign, target).
+      max_new_tokens, top_k, top_p, temperature, seed: sampling.
+      max_variants: variants per generate call (memory bound; all variants of
+        a method run in ceil(variants / max_variants) calls).
+    """
+
+    prompt: str = "I think that"
+    targets: tuple[float, ...] = PAPER_TARGETS
+    signs: tuple[int, ...] = (1, -1)
+    n_samples: int = 8
+    max_new_tokens: int = 50
+    top_k: int = 30
+    top_p: float = 0.3
+    temperature: float = 1.0
+    seed: int = 0
+    max_variants: int = 512
+
+    def __post_init__(self):
+        if not self.targets or any(not np.isfinite(t) or t <= 0 for t in self.targets):
+            raise ValueError(f"targets must be positive KL values; got {self.targets}")
+        if not self.signs or any(s not in (1, -1) for s in self.signs):
+            raise ValueError(f"signs must be +1 / -1; got {self.signs}")
+        for name in ("n_samples", "max_new_tokens", "max_variants"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SteeringSpec:
+    """One method's directions, one per concept.
+
+    Attributes:
+      method: name for reports.
+      directions: F steering `Directions` (one site).
+      concepts: (F,) the concept each row should steer toward.
+    """
+
+    method: str
+    directions: object
+    concepts: tuple[str, ...]
+
+    def __post_init__(self):
+        if len(self.concepts) != len(self.directions):
+            raise ValueError(f"SteeringSpec {self.method!r}: {len(self.concepts)} concepts for "
+                             f"{len(self.directions)} directions")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SteeringRun:
+    """Generations of one method, indexed [sign, direction, target, sample].
+
+    Attributes:
+      method, concepts: as in the spec.
+      config: the protocol.
+      alphas, kl, reachable: (S, F, T) calibration per sign.
+      texts: nested lists [S][F][T][n_samples].
+      layer, site: where the directions were added.
+    """
+
+    method: str
+    concepts: tuple[str, ...]
+    config: SteeringConfig
+    alphas: np.ndarray
+    kl: np.ndarray
+    reachable: np.ndarray
+    texts: list
+    layer: int
+    site: str
+
+
+class Judge(Protocol):
+    """Scores in [0, 1]: concept presence of texts for one concept, and fluency."""
+
+    def concept(self, texts: Sequence[str], concept: str) -> np.ndarray: ...
+
+    def fluency(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OfflineJudge:
+    """The offline MiniLM judge: a `ConceptJudge` and a `FluencyJudge`."""
+
+    concept_judge: object
+    fluency_judge: object
+
+    def concept(self, texts, concept):
+        return np.asarray(self.concept_judge.score(list(texts), concept), np.float64)
+
+    def fluency(self, texts):
+        return np.asarray(self.fluency_judge.score(list(texts)), np.float64)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LLMSteeringJudge:
+    """An `LLMJudge` as a steering judge: its 0–2 ratings divided by 2."""
+
+    judge: object
+
+    def concept(self, texts, concept):
+        return np.array([r.score for r in self.judge.concept(list(texts), concept)]) / 2.0
+
+    def fluency(self, texts):
+        return np.array([r.score for r in self.judge.fluency(list(texts))]) / 2.0
+
+
+def steering_generations(model, spec: SteeringSpec, config: SteeringConfig = SteeringConfig(),
+                         *, progress: bool = False) -> SteeringRun:
+    """Calibrates every (sign, direction, target) and samples its continuations.
+
+    One batched calibration search for all signs, directions and targets; one
+    generate call per `config.max_variants` variants.
+
+    Args:
+      model: a Model.
+      spec: the method's directions and their concepts.
+      config: the protocol.
+      progress: show the calibration's progress bar.
+
+    Returns:
+      SteeringRun.
+    """
+    dirs = spec.directions
+    cals = access.calibrate_signs(model, dirs, signs=config.signs, targets=config.targets,
+                                  prompt=config.prompt, progress=progress)
+    alphas = np.stack([c.alphas for c in cals])  # (S, F, T)
+    kl = np.stack([c.kl for c in cals])
+    reachable = np.stack([c.reachable for c in cals])
+    n_s, n_f, n_t = alphas.shape
+    signs = np.asarray(config.signs, np.float32)[:, None, None]
+    scales = (signs * alphas).reshape(-1)  # (S*F*T,) variant order: sign, direction, target
+    rows = np.tile(np.repeat(np.arange(n_f), n_t), n_s)  # (S*F*T,) direction of each variant
+    texts: list[list[str]] = []
+    for s in range(0, len(rows), config.max_variants):
+        sub = rows[s:s + config.max_variants]
+        texts += access.generate_variants(
+            model, config.prompt, access.select_directions(dirs, sub),
+            scales[s:s + config.max_variants], n_samples=config.n_samples,
+            max_new_tokens=config.max_new_tokens, seed=config.seed + s, top_k=config.top_k,
+            top_p=config.top_p, temperature=config.temperature)
+    it = iter(texts)
+    nested = [[[next(it) for _ in range(n_t)] for _ in range(n_f)] for _ in range(n_s)]
+    return SteeringRun(spec.method, tuple(spec.concepts), config, alphas, kl, reachable,
+                       nested, dirs.layer, dirs.site)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ScoredRun:
+    """A run's per-text scores, each (S, F, T, n_samples)."""
+
+    run: SteeringRun
+    concept: np.ndarray
+    fluency: np.ndarray
+    harmonic: np.ndarray
+
+
+def score_steering(run: SteeringRun, judge: Judge) -> ScoredRun:
+    """Judges every continuation of a run (one concept call per direction)."""
+    n_s, n_f, n_t = run.alphas.shape
+    n = run.config.n_samples
+    flat = [t for s in run.texts for f in s for tt in f for t in tt]
+    flu = np.asarray(judge.fluency(flat), np.float64).reshape(n_s, n_f, n_t, n)
+    con = np.zeros_like(flu)
+    for f, c in enumerate(run.concepts):
+        texts = [t for s in range(n_s) for tt in run.texts[s][f] for t in tt]
+        con[:, f] = np.asarray(judge.concept(texts, c), np.float64).reshape(n_s, n_t, n)
+    for name, a in (("concept", con), ("fluency", flu)):
+        if not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 1:
+            raise ValueError(f"judge {name} scores must be finite and in [0, 1]")
+    return ScoredRun(run, con, flu, harmonic_mean(con, flu))
+
+
+def _mean_se(x: np.ndarray) -> tuple[float, float]:
+    x = np.asarray(x, np.float64).ravel()
+    se = float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else float("nan")
+    return float(x.mean()), se
+
+
+def steering_summary(scored: Sequence[ScoredRun], *, label: str = "") -> list[dict]:
+    """Per (method, sign, target): mean ± SE of concept, fluency and harmonic mean.
+
+    The mean runs over directions (concepts) and samples; `unreachable`
+    counts directions whose α never reached the target (their texts are
+    kept, steered at the largest KL found); `kl` is the mean KL achieved.
+    Sign 0 rows pool both signs' texts.
+    """
+    out = []
+    for sr in scored:
+        r = sr.run
+        for si, sign in enumerate(list(r.config.signs) + [0]):
+            pick = slice(None) if sign == 0 else slice(si, si + 1)
+            if sign == 0 and len(r.config.signs) == 1:
+                continue
+            for ti, tgt in enumerate(r.config.targets):
+                row = {"label": label, "method": r.method, "sign": sign, "target": tgt,
+                       "layer": r.layer, "site": r.site,
+                       "n_texts": int(sr.harmonic[pick, :, ti].size),
+                       "unreachable": int((~r.reachable[pick, :, ti]).sum()),
+                       "n_searches": int(r.reachable[pick, :, ti].size),
+                       "kl": float(r.kl[pick, :, ti].mean())}
+                for name in ("harmonic", "concept", "fluency"):
+                    row[name], row[name + "_se"] = _mean_se(getattr(sr, name)[pick, :, ti])
+                out.append(row)
+    return out
+
+
+def summary_markdown(rows: Sequence[dict]) -> str:
+    """A markdown table of `steering_summary` rows."""
+    lines = ["| label | method | sign | KL target | harmonic | concept | fluency | KL reached "
+             "| unreachable |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sign = {1: "+", -1: "−", 0: "±"}[r["sign"]]
+        lines.append(
+            f"| {r['label']} | {r['method']} | {sign} | {r['target']:g} | "
+            f"{r['harmonic']:.3f} ± {r['harmonic_se']:.3f} | {r['concept']:.3f} ± "
+            f"{r['concept_se']:.3f} | {r['fluency']:.3f} ± {r['fluency_se']:.3f} | "
+            f"{r['kl']:.3f} | {r['unreachable']} / {r['n_searches']} |")
+    return "\n".join(lines)
+
+
+def run_records(scored: ScoredRun) -> dict:
+    """Everything about one scored run as JSON-ready data (texts included)."""
+    r = scored.run
+    return {"method": r.method, "layer": r.layer, "site": r.site, "concepts": list(r.concepts),
+            "config": dataclasses.asdict(r.config), "alphas": r.alphas.tolist(),
+            "kl": r.kl.tolist(), "reachable": r.reachable.tolist(), "texts": r.texts,
+            "concept": scored.concept.tolist(), "fluency": scored.fluency.tolist(),
+            "harmonic": scored.harmonic.tolist()}
+
+
+def feature_context_examples(codes: np.ndarray, acts, features: Sequence[int], *, k: int = 10,
+                             window: int = 15) -> Mapping[str, list[str]]:
+    """The unsupervised variant's concepts: each feature's top-activating contexts.
+
+    Args:
+      codes: (n, K) SNMF codes over `acts`' tokens.
+      acts: the `Activations` the codes were fitted on.
+      features: which features.
+      k: contexts per feature (>= 2 needed by `ConceptJudge`).
+      window: tokens on each side of the activating token.
+
+    Returns:
+      "feature <i>" -> context texts, for features with >= 2 contexts; build a
+      `ConceptJudge` on it and steer each feature toward its own name.
+    """
+    from snmf_jax.interpret import top_contexts
+    ctx = top_contexts(codes, acts, k=k, window=window, features=list(features))
+    out = {}
+    for f, cs in zip(features, ctx):
+        texts = ["".join(c.tokens).strip() for c in cs]
+        texts = [t for t in texts if t]
+        if len(texts) >= 2:
+            out[f"feature {int(f)}"] = texts
+    return out

