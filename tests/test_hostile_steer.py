@@ -184,7 +184,7 @@ def test_left_pad_refuses_bad_input():
     (dict(alpha_max=-1.0), "alpha"),
 ])
 def test_bad_calibration_settings(model, kw, match):
-    d = st.directions(np.ones((1, DH)), layer=0, site="mlp_hidden", config=model.config)
+    d = st.Directions.from_vectors(np.ones((1, DH)), layer=0, site="mlp_hidden", config=model.config)
     with pytest.raises(ValueError, match=match) as e:
         st.calibrate(model, d, progress=False, **kw)
     _one_line(e.value)
@@ -192,16 +192,16 @@ def test_bad_calibration_settings(model, kw, match):
 
 def test_bad_directions(model):
     with pytest.raises(ValueError, match="NaN"):
-        st.directions(np.full((1, DH), np.nan), layer=0, site="mlp_hidden",
+        st.Directions.from_vectors(np.full((1, DH), np.nan), layer=0, site="mlp_hidden",
                       config=model.config)
     with pytest.raises(ValueError, match="layer"):
-        st.directions(np.ones((1, DH)), layer=9, site="mlp_hidden", config=model.config)
+        st.Directions.from_vectors(np.ones((1, DH)), layer=9, site="mlp_hidden", config=model.config)
     with pytest.raises(ValueError, match="indices"):
         st.feature_directions(model, np.ones((2, DH)), layer=0, indices=[9])
 
 
 def test_directions_patch_refuses_nan_alphas(model):
-    d = st.directions(np.ones((1, DH)), layer=0, site="mlp_hidden", config=model.config)
+    d = st.Directions.from_vectors(np.ones((1, DH)), layer=0, site="mlp_hidden", config=model.config)
     for alpha in (np.array([np.nan]), np.float32(np.inf)):
         with pytest.raises(ValueError, match="scale"):
             d.patch(alpha)

@@ -69,8 +69,8 @@ def generate_texts(model, prompt: str, *, n: int, max_new_tokens: int = 50, seed
 
 def raw_directions(vectors, *, layer: int, site: str, ids=(), config=None):
     """Raw vectors (SAE decoder rows, DiffMean) as unit steering `Directions`."""
-    from snmf_jax.steer import directions
-    return directions(vectors, layer=layer, site=site, ids=ids, config=config)
+    from snmf_jax.steer import Directions
+    return Directions.from_vectors(vectors, layer=layer, site=site, ids=ids, config=config)
 
 
 def snmf_directions(model, features, *, layer: int, indices=None):
