@@ -20,11 +20,11 @@ from snmf_jax.steer._calibrate import (DEFAULT_PROMPT, DEFAULT_TARGETS, Calibrat
 from snmf_jax.steer._directions import (Directions, feature_directions, has_post_mlp_norm,
                                         hidden_preimage)
 from snmf_jax.steer._forward import patched_forward
-from snmf_jax.steer._generate import (Generation, filter_logits, generate, generate_tokens,
-                                      left_pad, sample_logits, top_k_filter, top_p_filter)
+from snmf_jax.steer._generate import Generation, generate, generate_tokens, left_pad
 from snmf_jax.steer._patches import (POSITION_MODES, broadcast_patch, check_patch, combine,
                                      make_patch, position_mask, repeat_rows, site_patch,
                                      stack_patches, vmap_axes, with_positions, with_scale)
+from snmf_jax.steer._sampling import filter_logits, sample_logits, top_k_filter, top_p_filter
 from snmf_jax.steer._steer import SteeredModel, steer
 
 __all__ = [

@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     from snmf_jax.factorize import SNMFResult
     from snmf_jax.steer._calibrate import calibrate_both
     from snmf_jax.steer._directions import feature_directions
-    from snmf_jax.steer._generate import check_sampling, generate
+    from snmf_jax.steer._generate import generate
+    from snmf_jax.steer._sampling import check_sampling
     from snmf_jax import _checks
 
     # Every setting is checked before the result and the model are loaded.
