@@ -141,6 +141,16 @@ def test_contexts_deduplicate_near_identical_windows():
     assert [c.row for c in ctxs] == [4, 14, 24]
 
 
+def test_contexts_show_a_document_window_once():
+    acts = _acts([10, 10])
+    codes = np.zeros((20, 1), np.float32)
+    codes[[4, 5, 6, 15], 0] = [4.0, 3.0, 2.0, 1.0]  # 5 is in 4's window, 6 just outside
+    ctxs = interpret.top_contexts(codes, acts, k=4, window=1, dedup_window=0)[0]
+    assert [c.row for c in ctxs] == [4, 6, 15]
+    ctxs = interpret.top_contexts(codes, acts, k=4, window=1, dedup_window=None)[0]
+    assert [c.row for c in ctxs] == [4, 5, 6, 15]
+
+
 def test_summary_labels_and_vocab():
     codes = np.zeros((6, 2))
     codes[:3, 0] = [3, 2, 1]

@@ -109,11 +109,17 @@ def _context(src, col, i, window, dedup_window, first, stop, pieces, seen):
     """Context of row i, or None when a near-identical one was already taken."""
     lo, hi = max(int(first[i]), i - window), min(int(stop[i]), i + window + 1)
     if dedup_window is not None:
+        # A token already inside a shown window of its document would show the
+        # same text again with another token marked.
+        doc = int(src.doc_ids[i])
+        if any(abs(i - j) <= window for j in seen.get(("rows", doc), ())):
+            return None
         a, b = max(lo, i - dedup_window), min(hi, i + dedup_window + 1)
         key = (i - a, tuple(src.token_ids[a:b].tolist()))
         if key in seen:
             return None
-        seen.add(key)
+        seen[key] = True
+        seen.setdefault(("rows", doc), []).append(i)
     toks = []
     for j in range(lo, hi):
         if j not in pieces:
@@ -137,8 +143,10 @@ def top_contexts(codes: np.ndarray, data, *, k: int = 25, window: int = 15,
       window: tokens kept on each side of the activating token, inside its
         document (the paper: 15).
       dedup_window: two contexts whose token ids agree within ± this many
-        tokens of the activating token are near-identical; only the stronger
-        is kept. None keeps duplicates.
+        tokens of the activating token are near-identical, and so is a token
+        inside the window of a stronger context of its document (the same
+        text with another token marked); only the stronger is kept. None
+        keeps duplicates.
       features: which features (default: all).
 
     Returns:
@@ -164,7 +172,7 @@ def top_contexts(codes: np.ndarray, data, *, k: int = 25, window: int = 15,
     for f in feats:
         col = codes[:, f]
         ctxs: list[Context] = []
-        seen: set = set()
+        seen: dict = {}  # token-id keys, and ("rows", doc) -> rows shown
         done, size = 0, m
         while True:
             cand = np.argpartition(-col, size - 1)[:size] if size < n else np.arange(n)
