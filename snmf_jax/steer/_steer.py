@@ -12,25 +12,22 @@ from snmf_jax import _checks
 
 from snmf_jax.models._cache import KVCache
 from snmf_jax.models._patch import Patch
-from snmf_jax.models._transformer import ForwardOutput
+from snmf_jax.models._transformer import ForwardOutput, check_values
 from snmf_jax.steer._forward import patched_forward
 from snmf_jax.steer._generate import generate
 from snmf_jax.steer._patches import check_patch, check_where, with_scale
 
 
-def _as_tokens(tokens, config, offset: int = 0):
-    """(B, T) int32 token ids the model can serve: integer ids in the vocabulary,
-    at least one per row, and no more than the positions left."""
+def _as_tokens(tokens, config, cache):
+    """(B, T) int32 token ids the model can serve: at least one per row, ids in
+    the vocabulary and no more than the positions left (`check_values`)."""
     if _checks.concrete(tokens):
         a = np.asarray(tokens)
         if a.ndim not in (1, 2):
             raise ValueError(f"tokens must have shape (T,) or (B, T); got shape {a.shape}")
         if a.shape[-1] == 0:
             raise ValueError(f"tokens must hold at least one token per row; got shape {a.shape}")
-        _checks.token_ids("tokens", a, config.vocab_size)
-        if offset + a.shape[-1] > config.max_position:
-            raise ValueError(f"tokens: {a.shape[-1]} tokens (after {offset} cached) exceed "
-                             f"max_position {config.max_position}")
+        check_values(a, config, cache=cache)
     tokens = jnp.asarray(tokens, jnp.int32)
     if tokens.ndim == 1:
         tokens = tokens[None]  # (1, T)
@@ -90,8 +87,7 @@ class SteeredModel:
         Returns:
           ForwardOutput(logits (B, T, V), captures, cache).
         """
-        offset = 0 if cache is None or not _checks.concrete(cache.length) else int(cache.length)
-        tokens = _as_tokens(tokens, self.config, offset)
+        tokens = _as_tokens(tokens, self.config, cache)
         n = self.n_variants
         if n is not None and tokens.shape[0] != n:
             raise ValueError(
