@@ -1,16 +1,20 @@
 """SNMF vs SAE vs DiffMean: held-out concept detection and causal steering on a real model.
 
     python benchmarks/steering_comparison.py --model smollm2-135m --layers 10 24 \
-        --concepts 6 --targets 0.025 0.1 0.25 0.5 --signs + --samples 4 \
-        --out benchmarks/results/steering_smollm2
+        --samples 2 --out benchmarks/results/steering_smollm2
 
 Datasets: the paper's 20-concept set (read from ../shared/data/paper/, never
-copied) and the package's own concept set (`sj.load_concepts()`), each cut to
-the first --concepts concepts. Per layer one SAE corpus export is shared by
-both datasets: Python's reference docs + license texts (as in
-benchmarks/sae_quality.py), first --corpus-docs paragraphs. The judge is the
-offline MiniLM judge (`evaluate.offline_judge`). Results are rewritten after
-every (layer, dataset), so an interrupted run keeps what it finished.
+copied) and the package's own concept set (`sj.load_concepts()`); --concepts N
+keeps the first N of each (0: all). Steering follows the paper's protocol
+(`SteeringConfig` defaults: both signs, KL targets 0.025 ... 0.5, 50 new tokens,
+top-k 30, top-p 0.3, T = 1) except --samples per (sign, target).
+
+The SAE: per layer, one TopK SAE trained on an offline English corpus
+(`sae_corpus.documents()`: WordNet glosses + Debian's fortunes, the first
+--corpus-tokens tokens) and shared by both datasets, as a published SAE would
+be. One export of the corpus serves every layer. The judge is the offline
+MiniLM judge (`evaluate.offline_judge`). Results are rewritten after every
+(layer, dataset), so an interrupted run keeps what it finished.
 """
 
 from __future__ import annotations
@@ -38,53 +42,93 @@ def cut(data, n):
                        tuple(data.label_names[i].strip() for i in keep), dict(data.metadata))
 
 
+def corpus_prefix(tokenizer, n_tokens: int) -> list[str]:
+    """The first documents of `sae_corpus.documents()` holding ~n_tokens tokens."""
+    from sae_corpus import documents
+    out, total = [], 0
+    for d in documents():
+        out.append(d)
+        total += min(len(tokenizer.encode(d)), 128)
+        if total >= n_tokens:
+            break
+    return out
+
+
+def train_corpus_saes(model, acts: dict, args) -> tuple[dict, dict]:
+    """One TopK SAE per layer on the corpus (5% of documents held out for FVE)."""
+    from snmf_jax.baselines import SAEConfig, TrainConfig, sae_metrics, train_sae
+    saes, info = {}, {}
+    for layer, a in acts.items():
+        held = (a.doc_ids % 20) == 0
+        t0 = time.time()
+        cfg = SAEConfig(d_in=a.X.shape[1], d_sae=args.sae_width, architecture="topk",
+                        k=args.sae_k, hook_name=f"L{layer}.mlp_out", model_name=args.model)
+        sae, t = train_sae(a.X[~held], cfg, TrainConfig(total_tokens=args.sae_tokens,
+                                                        batch_size=args.sae_batch, seed=0))
+        m = sae_metrics(sae, a.X[held])
+        saes[layer] = sae
+        info[layer] = {"architecture": "topk", "width": args.sae_width, "k": args.sae_k,
+                       "corpus": "sae_corpus.documents(): WordNet glosses + Debian fortunes",
+                       "corpus_tokens": int((~held).sum()), "held_out_tokens": int(held.sum()),
+                       "tokens_seen": int(t.n_tokens), "dead_fraction": float(t.dead_fraction),
+                       "corpus_held_out": m._asdict(), "seconds": time.time() - t0}
+        print(f"L{layer}: SAE on {int((~held).sum())} corpus tokens, {t.n_tokens} seen, "
+              f"held-out FVE {m.fve:.3f}, L0 {m.l0:.1f} in {time.time() - t0:.0f}s", flush=True)
+    return saes, info
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--layers", type=int, nargs="+", default=[10, 24])
     ap.add_argument("--datasets", nargs="+", default=["paper20", "package"])
-    ap.add_argument("--concepts", type=int, default=6)
-    ap.add_argument("--targets", type=float, nargs="+", default=[0.025, 0.1, 0.25, 0.5])
-    ap.add_argument("--signs", default="+", choices=("+", "-", "+-"))
-    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--concepts", type=int, default=0)
+    ap.add_argument("--targets", type=float, nargs="+", default=None)
+    ap.add_argument("--signs", default="+-", choices=("+", "-", "+-"))
+    ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=50)
-    ap.add_argument("--sae-tokens", type=int, default=150_000)
-    ap.add_argument("--sae-width", type=int, default=2304)
-    ap.add_argument("--corpus-docs", type=int, default=300)
-    ap.add_argument("--unsupervised", type=int, default=3)
+    ap.add_argument("--corpus-tokens", type=int, default=200_000)
+    ap.add_argument("--sae-tokens", type=int, default=1_000_000)
+    ap.add_argument("--sae-batch", type=int, default=2048)
+    ap.add_argument("--sae-width", type=int, default=None, help="default 4 x d_model")
+    ap.add_argument("--sae-k", type=int, default=32)
+    ap.add_argument("--unsupervised", type=int, default=5)
     ap.add_argument("--out", default="benchmarks/results/steering_smollm2")
     args = ap.parse_args()
 
     import snmf_jax as sj
-    from sae_quality import corpus
     from snmf_jax.activations import from_texts
     from snmf_jax.evaluate._compare import CompareConfig, compare_methods
     from snmf_jax.evaluate._outputs import write_comparisons
-    from snmf_jax.evaluate._steering import SteeringConfig
+    from snmf_jax.evaluate._steering import PAPER_TARGETS, SteeringConfig
 
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     model = sj.load_model(args.model, progress=False)
+    args.sae_width = args.sae_width or 4 * model.config.d_model
     sets = {"paper20": lambda: sj.read_dataset(str(PAPER.resolve())),
             "package": sj.load_concepts}
     signs = {"+": (1,), "-": (-1,), "+-": (1, -1)}[args.signs]
-    steer = SteeringConfig(targets=tuple(args.targets), signs=signs, n_samples=args.samples,
-                           max_new_tokens=args.max_new_tokens)
-    docs = corpus()[:args.corpus_docs]
+    steer = SteeringConfig(targets=tuple(args.targets or PAPER_TARGETS), signs=signs,
+                           n_samples=args.samples, max_new_tokens=args.max_new_tokens)
+    t0 = time.time()
+    docs = corpus_prefix(model.tokenizer, args.corpus_tokens)
+    acts = sj.export_activations(model, from_texts(docs), list(args.layers), site="mlp_out",
+                                 max_length=128, progress=False)
+    n = next(iter(acts.values())).X.shape[0]
+    print(f"corpus: {len(docs)} documents, {n} tokens exported in {time.time() - t0:.0f}s",
+          flush=True)
+    saes, sae_info = train_corpus_saes(model, acts, args)
+    del acts
     comps = {}
     for layer in args.layers:
-        t0 = time.time()
-        extra = sj.export_activations(model, from_texts(docs), layer, site="mlp_out",
-                                      max_length=128, progress=False).X
-        print(f"L{layer}: corpus {extra.shape[0]} tokens in {time.time() - t0:.0f}s", flush=True)
         for name in args.datasets:
             t0 = time.time()
             data = cut(sets[name](), args.concepts)
-            cfg = CompareConfig(sae_tokens=args.sae_tokens, sae_width=args.sae_width, unsupervised=args.unsupervised)
+            cfg = CompareConfig(unsupervised=args.unsupervised)
             comp = compare_methods(model, data, layer=layer, config=cfg, steering=steer,
-                                   corpus=extra)
+                                   sae=saes[layer])
             comp.info["seconds"] = time.time() - t0
-            comp.info["sae_corpus"] = (f"first {len(docs)} paragraphs of pydoc_data.topics + "
-                                       "/usr/share/common-licenses")
+            comp.info["sae"].update(sae_info[layer])
             comps[f"{args.model} L{layer} {name}"] = comp
             write_comparisons(args.out, comps, command=command)
             print(f"L{layer} {name}: {time.time() - t0:.0f}s", flush=True)

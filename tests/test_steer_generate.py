@@ -149,6 +149,38 @@ def test_generate_validates_arguments(model):
 
 # ----------------------------------------------------------------- filters
 
+@pytest.mark.parametrize("t,k,p", [(1.0, 30, 0.3), (0.7, 5, 1.0), (1.5, 17, 0.9), (1.0, 1, 0.5)])
+def test_candidate_sampler_draws_the_filtered_distribution(t, k, p):
+    """sample_logits(max_k=) (what generate uses) draws from exactly the
+    distribution filter_logits defines over the whole vocabulary."""
+    rng = np.random.default_rng(k)
+    logits = rng.normal(size=(1, 500)).astype(np.float32) * 2.0
+    logits[0, :6] = logits[0].max() - 0.5  # six tokens tied near the top
+    logits = jnp.asarray(logits)
+    want = np.asarray(jax.nn.softmax(st.filter_logits(logits, temperature=t, top_k=k, top_p=p)))[0]
+    keys = jax.random.split(jax.random.PRNGKey(0), 6000)
+    draws = np.asarray(jax.jit(jax.vmap(lambda key: st.sample_logits(
+        key, logits, temperature=t, top_k=k, top_p=p, max_k=32)[0]))(keys))
+    assert set(draws.tolist()) <= set(np.flatnonzero(want > 0).tolist())
+    freq = np.bincount(draws, minlength=500) / len(draws)
+    np.testing.assert_allclose(freq, want, atol=0.025)
+
+
+def test_candidate_sampler_keeps_ties_and_refuses_k_above_its_bound():
+    x = jnp.asarray([[1.0, 2.0, 2.0, 0.0, -1.0]])
+    keys = jax.random.split(jax.random.PRNGKey(1), 400)
+    draws = np.asarray(jax.vmap(lambda key: st.sample_logits(
+        key, x, top_k=2, top_p=1.0, use_top_p=False, max_k=4)[0])(keys))
+    assert set(draws.tolist()) == {1, 2}  # the two tied at the 2nd value, nothing else
+    one = np.asarray(jax.vmap(lambda key: st.sample_logits(
+        key, x, top_k=1, top_p=1.0, max_k=4)[0])(keys))
+    assert set(one.tolist()) == {1, 2}  # ties with the k-th are kept, as top_k_filter does
+    with pytest.raises(ValueError, match="top_k must be in"):
+        st.sample_logits(jax.random.PRNGKey(0), x, top_k=8, max_k=4)
+    with pytest.raises(ValueError, match="top_k must be in"):
+        st.sample_logits(jax.random.PRNGKey(0), x, top_k=0, max_k=4)
+
+
 def test_top_k_filter_keeps_exactly_the_k_largest():
     x = jnp.asarray([[0.1, 3.0, -1.0, 2.0, 5.0, -7.0], [1.0, 1.0, 0.0, -2.0, 0.5, 0.2]])
     out = np.asarray(st.top_k_filter(x, 3))

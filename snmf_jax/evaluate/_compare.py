@@ -116,6 +116,28 @@ def offline_judge(model, data, config: SteeringConfig, *, n_unsteered: int = 24
                         FluencyJudge(natural, logprob_fn=access.lm_logprob_fn(model)))
 
 
+def _train_sae(model, tr, corpus, *, layer: int, config: CompareConfig):
+    """A TopK SAE on the training split's mlp_out rows plus the extra corpus."""
+    from snmf_jax.activations import from_texts
+    from snmf_jax.baselines import SAEConfig, TrainConfig, train_sae
+    X = [tr.X]
+    if isinstance(corpus, np.ndarray):
+        X.append(np.asarray(corpus, np.float32))
+    elif len(corpus):
+        X.append(access.model_site_activations(model, from_texts(list(corpus)), layer=layer,
+                                               site="mlp_out").X)
+    X = np.concatenate(X)
+    width = config.sae_width or 8 * model.config.d_model
+    cfg = SAEConfig(d_in=X.shape[1], d_sae=width, architecture="topk", k=config.sae_k,
+                    hook_name=f"L{layer}.mlp_out", model_name=model.name or "")
+    sae, tinfo = train_sae(X, cfg, TrainConfig(total_tokens=config.sae_tokens,
+                                               batch_size=config.sae_batch,
+                                               dead_window=100, seed=config.seed))
+    return sae, {"width": width, "architecture": "topk", "k": config.sae_k,
+                 "train_tokens": int(X.shape[0]), "corpus_tokens": int(X.shape[0] - tr.n),
+                 "tokens_seen": int(tinfo.n_tokens)}
+
+
 def _bank_index(dets: Sequence[Detection], concepts: Sequence[str]) -> list[int]:
     by = {d.concept: d.index for d in dets}
     return [by[c] for c in concepts]
@@ -123,7 +145,7 @@ def _bank_index(dets: Sequence[Detection], concepts: Sequence[str]) -> list[int]
 
 def compare_methods(model, data, *, layer: int, config: CompareConfig = CompareConfig(),
                     steering: SteeringConfig | None = None, judge=None,
-                    corpus: Sequence[str] | np.ndarray = (), progress: bool = False
+                    corpus: Sequence[str] | np.ndarray = (), sae=None, progress: bool = False
                     ) -> Comparison:
     """Concept detection and (optionally) steering of SNMF, SAE and DiffMean.
 
@@ -136,6 +158,9 @@ def compare_methods(model, data, *, layer: int, config: CompareConfig = CompareC
       judge: a steering judge (default: `offline_judge(model, data, steering)`).
       corpus: extra unlabelled texts the SAE also trains on, or their (n, d_model)
         mlp_out activations at `layer` (to share one export between datasets).
+      sae: a trained `SparseAutoencoder` on this layer's mlp_out (e.g. one read by
+        `baselines.load_sae`, or trained once on a large corpus and shared
+        between datasets) used instead of training one; `corpus` is then unused.
       progress: progress bars.
 
     Returns:
@@ -180,30 +205,21 @@ def compare_methods(model, data, *, layer: int, config: CompareConfig = CompareC
         specs.append(SteeringSpec("snmf", access.snmf_directions(
             model, np.asarray(snmf.features), layer=layer, indices=idx), concepts))
     if "sae" in config.methods:
-        from snmf_jax.activations import from_texts
-        from snmf_jax.baselines import SAEConfig, TrainConfig, sae_metrics, train_sae
+        from snmf_jax.baselines import sae_metrics
         tr, te = split["mlp_out"]
-        X = [tr.X]
-        if isinstance(corpus, np.ndarray):
-            X.append(np.asarray(corpus, np.float32))
-        elif len(corpus):
-            X.append(access.model_site_activations(model, from_texts(list(corpus)), layer=layer,
-                                                   site="mlp_out").X)
-        X = np.concatenate(X)
-        width = config.sae_width or 8 * model.config.d_model
-        cfg = SAEConfig(d_in=X.shape[1], d_sae=width, architecture="topk", k=config.sae_k,
-                        hook_name=f"L{layer}.mlp_out", model_name=model.name or "")
-        sae, tinfo = train_sae(X, cfg, TrainConfig(total_tokens=config.sae_tokens,
-                                                   batch_size=config.sae_batch,
-                                                   dead_window=100, seed=config.seed))
+        if sae is None:
+            sae, sae_info = _train_sae(model, tr, corpus, layer=layer, config=config)
+        else:
+            if sae.config.d_in != tr.X.shape[1]:
+                raise ValueError(f"sae: d_in {sae.config.d_in} does not match the model's "
+                                 f"mlp_out width {tr.X.shape[1]}")
+            sae_info = {"width": sae.config.d_sae, "architecture": sae.config.architecture,
+                        "k": sae.config.k, "given": True}
         bank = sae.directions()
         d = concept_detection(tr, te, bank, method="sae")
         dets += d
         idx = _bank_index(d, concepts)
-        info["sae"] = {"width": width, "k": config.sae_k, "train_tokens": int(X.shape[0]),
-                       "corpus_tokens": int(X.shape[0] - tr.n),
-                       "tokens_seen": int(tinfo.n_tokens),
-                       "held_out": sae_metrics(sae, te)._asdict(),
+        info["sae"] = {**sae_info, "held_out": sae_metrics(sae, te)._asdict(),
                        "matched_latents": dict(zip(concepts, idx))}
         specs.append(SteeringSpec("sae", access.raw_directions(
             bank[idx], layer=layer, site="mlp_out", ids=idx, config=model.config), concepts))

