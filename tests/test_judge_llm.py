@@ -106,6 +106,10 @@ def test_parse_rating():
     assert parse_rating("Rating: [[3]]") is None  # out of range
     assert parse_rating("It is fluent.") is None
     assert parse_rating("There are 2 problems.") is None  # a number inside prose is no rating
+    assert parse_rating("Text.\nRating: 1\nSentence: it is fine.") == 1  # brackets dropped
+    assert parse_rating("Rating: 2 because it has 3 parts") is None  # not a rating line
+    assert parse_rating("1\n\nThe text is clear.") == 1  # a number on a line of its own
+    assert parse_rating("0.15\nThe concept does not appear.") is None  # not a whole number
     assert parse_description("blah\nDescription: days of the week") == "days of the week"
 
 

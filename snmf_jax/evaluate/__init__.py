@@ -8,6 +8,7 @@ OpenAI-compatible LLM judge, and concept detection.
     fluency.score(texts)                                    # (n,) probabilities
     judge = LLMJudge(LLMClient(LLMConfig(base_url="http://127.0.0.1:8080/v1", model="m")))
     judge.concept(texts, "cooking"), judge.fluency(texts)  # Rating(score 0-2, ...)
+    with serve_gguf("model.gguf") as url: ...               # a local llama.cpp server
     run = steering_generations(model, SteeringSpec("snmf", dirs, concepts), SteeringConfig())
     rows = steering_summary([score_steering(run, OfflineJudge(concept, fluency))])
 """
@@ -16,6 +17,7 @@ from snmf_jax.evaluate._calibrate import Logistic, fit_logistic, roc_auc
 from snmf_jax.evaluate._detection import (Detection, concept_detection, detection_table,
                                           sentence_scores, split_documents)
 from snmf_jax.evaluate._llm_client import LLMClient, LLMConfig, LLMError, LLMStats
+from snmf_jax.evaluate._local_server import serve_gguf
 from snmf_jax.evaluate._llm_judge import (LLMJudge, Rating, load_prompts, parse_description,
                                           parse_rating)
 from snmf_jax.evaluate._minilm import (BertConfig, SentenceEmbedder, bert_hidden,
@@ -35,7 +37,7 @@ __all__ = [
     "mean_pool_normalize", "minilm_dir", "generate_texts", "lm_logprob_fn", "FEATURES",
     "ConceptJudge", "FluencyJudge", "FluencyReport", "corrupt", "harmonic_mean",
     "text_features", "LLMClient", "LLMConfig", "LLMError", "LLMStats", "LLMJudge", "Rating",
-    "load_prompts", "parse_description", "parse_rating", "Detection", "concept_detection",
+    "load_prompts", "parse_description", "parse_rating", "serve_gguf", "Detection", "concept_detection",
     "detection_table", "sentence_scores", "split_documents", "PAPER_TARGETS",
     "LLMSteeringJudge", "OfflineJudge", "ScoredRun", "SteeringConfig", "SteeringRun",
     "SteeringSpec", "feature_context_examples", "run_records", "score_steering",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shlex
 import sys
 
@@ -46,6 +48,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--judge", default="offline", choices=("offline", "llm"))
     p.add_argument("--llm-url", default=None, help="OpenAI-compatible base URL (--judge llm)")
     p.add_argument("--llm-model", default=None, help="model name (--judge llm)")
+    p.add_argument("--llm-gguf", default=None,
+                   help="with --judge llm instead of --llm-url: serve this chat GGUF with "
+                        "llama.cpp on 127.0.0.1 for the run (pip install "
+                        "\"llama-cpp-python[server]\")")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
     return p
@@ -59,8 +65,12 @@ def _configs(args):
         raise ValueError(f"--layer must be >= 0; got {args.layer}")
     if args.concepts < 0:
         raise ValueError(f"--concepts must be >= 0; got {args.concepts}")
-    if args.judge == "llm" and not (args.llm_url and args.llm_model):
-        raise ValueError("--judge llm needs --llm-url and --llm-model")
+    if args.judge == "llm" and not (args.llm_url and args.llm_model) and not args.llm_gguf:
+        raise ValueError("--judge llm needs --llm-url and --llm-model, or --llm-gguf")
+    if args.llm_gguf and args.llm_url:
+        raise ValueError("give --llm-url or --llm-gguf, not both")
+    if args.llm_gguf and not os.path.isfile(args.llm_gguf):
+        raise FileNotFoundError(f"--llm-gguf: no such file {args.llm_gguf!r}")
     for name in ("samples", "max_new_tokens", "sae_tokens", "sae_k", "max_iter"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
@@ -101,17 +111,22 @@ def run(args: argparse.Namespace) -> int:
     data = _dataset(args)
     from snmf_jax.models import load_model
     model = load_model(args.model)
-    judge = None
-    if args.judge == "llm" and steering is not None:
-        from snmf_jax.evaluate._llm_client import LLMClient, LLMConfig
-        from snmf_jax.evaluate._llm_judge import LLMJudge
-        from snmf_jax.evaluate._steering import LLMSteeringJudge
-        judge = LLMSteeringJudge(LLMJudge(LLMClient(LLMConfig(base_url=args.llm_url,
-                                                              model=args.llm_model))))
     from snmf_jax.evaluate._compare import compare_methods
+    with contextlib.ExitStack() as stack:
+        judge = None
+        if args.judge == "llm" and steering is not None:
+            from snmf_jax.evaluate._llm_client import LLMClient, LLMConfig
+            from snmf_jax.evaluate._llm_judge import LLMJudge
+            from snmf_jax.evaluate._local_server import serve_gguf
+            from snmf_jax.evaluate._steering import LLMSteeringJudge
+            url, name = args.llm_url, args.llm_model
+            if args.llm_gguf:
+                url = stack.enter_context(serve_gguf(args.llm_gguf))
+                name = name or os.path.basename(args.llm_gguf)
+            judge = LLMSteeringJudge(LLMJudge(LLMClient(LLMConfig(base_url=url, model=name))))
+        comp = compare_methods(model, data, layer=args.layer, config=compare, steering=steering,
+                               judge=judge, progress=True)
     from snmf_jax.evaluate._outputs import write_comparisons
-    comp = compare_methods(model, data, layer=args.layer, config=compare, steering=steering,
-                           judge=judge, progress=True)
     label = f"{model.name or args.model} L{args.layer}"
     command = "snmf-jax " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_comparisons(args.out, {label: comp}, command=command)

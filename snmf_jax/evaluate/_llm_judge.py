@@ -6,8 +6,9 @@ concept.txt {concept} {text}; fluency.txt {text}; describe_input.txt
 (e.g. the paper's exact rubrics); a missing file falls back to ours.
 
 Rating protocol: temperature 0; the reply should end with "Rating: [[n]]"; the
-last such rating counts (a bare number as the whole reply is accepted too); a
-reply with no valid rating is asked again once, and a second failure scores 0.
+last such rating counts (a line "Rating: n", a bare number as the whole
+reply, or a line holding only a whole number are accepted too); a reply with no valid rating is asked again once, and
+a second failure scores 0.
 """
 
 from __future__ import annotations
@@ -25,21 +26,27 @@ PLACEHOLDERS = {"concept": ("{concept}", "{text}"), "fluency": ("{text}",),
 
 _RATING = re.compile(r"Rating\s*:?\s*\[\[\s*(\d+(?:\.\d+)?)\s*\]\]", re.IGNORECASE)
 _BRACKETS = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
+_LINE = re.compile(r"^\s*Rating\s*:\s*(\d+(?:\.\d+)?)\s*\.?\s*$", re.IGNORECASE | re.MULTILINE)
 _BARE = re.compile(r"^\s*(?:Rating\s*:?\s*)?(\d+(?:\.\d+)?)\s*\.?\s*$", re.IGNORECASE)
+_BARE_LINE = re.compile(r"^\s*(\d+)\s*\.?\s*$", re.MULTILINE)
 _DESCRIPTION = re.compile(r"Description\s*:\s*(.+)", re.IGNORECASE)
 
 
 def parse_rating(reply: str, max_rating: int = 2) -> float | None:
-    """The last "Rating: [[n]]" in a reply (else the last "[[n]]", else a reply
-    that is only a number), if 0 <= n <= max_rating; otherwise None."""
-    for pattern in (_RATING, _BRACKETS):
+    """The last "Rating: [[n]]" in a reply (else the last "[[n]]", else the last
+    line that is only "Rating: n", else a reply that is only a number, else the
+    last line that is only a whole number), if 0 <= n <= max_rating; otherwise
+    None. (Small local models drop the brackets: SmolLM2-135M-Instruct under
+    llama.cpp answered "Rating: 1", or "1" on a line before its reasons.)"""
+    for pattern in (_RATING, _BRACKETS, _LINE):
         found = pattern.findall(reply or "")
         if found:
             value = float(found[-1])
             return value if 0 <= value <= max_rating else None
     m = _BARE.match(reply or "")
-    if m:
-        value = float(m.group(1))
+    found = [m.group(1)] if m else _BARE_LINE.findall(reply or "")
+    if found:
+        value = float(found[-1])
         return value if 0 <= value <= max_rating else None
     return None
 

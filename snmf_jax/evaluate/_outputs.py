@@ -31,30 +31,34 @@ def _clean(x):
 
 
 def plot_steering(rows, path: str | os.PathLike, *, title: str = "") -> None:
-    """Harmonic mean (± SE) against KL target, one line per method, one panel per label
-    (positive sign)."""
+    """Harmonic mean (± SE) against KL target, one line per method: a column of
+    panels per label, a row per sign (+α above, −α below, where run)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     labels = list(dict.fromkeys(r["label"] for r in rows))
-    fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.4), squeeze=False)
-    for ax, label in zip(axes[0], labels):
-        mine = [r for r in rows if r["label"] == label and r["sign"] == 1]
-        for m in dict.fromkeys(r["method"] for r in mine):
-            rs = sorted((r for r in mine if r["method"] == m), key=lambda r: r["target"])
-            x = [r["target"] for r in rs]
-            y = np.array([r["harmonic"] for r in rs])
-            se = np.array([r["harmonic_se"] for r in rs])
-            ax.errorbar(x, y, yerr=np.nan_to_num(se), marker="o", capsize=2, label=m)
-        ax.set_xscale("log")
-        ticks = sorted({r["target"] for r in mine})
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.minorticks_off()
-        ax.set_xlabel("KL target (nats)")
-        ax.set_ylabel("harmonic mean (concept, fluency)")
-        ax.set_title(label, fontsize=9)
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=8)
+    signs = [s for s in (1, -1) if any(r["sign"] == s for r in rows)] or [1]
+    fig, axes = plt.subplots(len(signs), len(labels), figsize=(4.2 * len(labels),
+                                                              3.4 * len(signs)), squeeze=False)
+    for si, sign in enumerate(signs):
+        for ax, label in zip(axes[si], labels):
+            mine = [r for r in rows if r["label"] == label and r["sign"] == sign]
+            for m in dict.fromkeys(r["method"] for r in mine):
+                rs = sorted((r for r in mine if r["method"] == m), key=lambda r: r["target"])
+                x = [r["target"] for r in rs]
+                y = np.array([r["harmonic"] for r in rs])
+                se = np.array([r["harmonic_se"] for r in rs])
+                ax.errorbar(x, y, yerr=np.nan_to_num(se), marker="o", capsize=2, label=m)
+            ax.set_xscale("log")
+            ticks = sorted({r["target"] for r in mine})
+            if ticks:
+                ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
+            ax.set_xlabel("KL target (nats)")
+            ax.set_ylabel("harmonic mean (concept, fluency)")
+            ax.set_title(f"{label}, {'+' if sign == 1 else '−'}α", fontsize=9)
+            ax.set_ylim(0, 1)
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
