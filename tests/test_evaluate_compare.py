@@ -76,6 +76,26 @@ def test_compare_methods_and_outputs(model, tmp_path):  # noqa: F811
     rows = js["comparisons"]["tiny L1"]["steering"]
     assert len(rows) == len(comp.scored) * 3 * 2  # (+, −, ±) × 2 targets
     assert blob["comparisons"]["tiny L1"]["runs"][0]["texts"]
+    ref = comp.info["unsteered"]
+    assert ref["n_texts"] == 16 and 0 <= ref["harmonic"] <= ref["concept"] + ref["fluency"]
+    assert f"harmonic {ref['harmonic']:.3f}" in md
+
+
+def test_compare_methods_uses_a_given_sae_and_checks_its_width(model):  # noqa: F811
+    import flax.nnx as nnx
+
+    from snmf_jax.baselines import SAEConfig, SparseAutoencoder
+    d = model.config.d_model
+    sae = SparseAutoencoder(SAEConfig(d_in=d, d_sae=8, architecture="topk", k=2),
+                            rngs=nnx.Rngs(0))
+    cfg = CompareConfig(methods=("sae",))  # a trained one would be 8 x d_model wide
+    comp = compare_methods(model, dataset(), layer=1, config=cfg, sae=sae)
+    assert comp.info["sae"]["given"] and comp.info["sae"]["width"] == 8
+    assert all(0 <= i < 8 for i in comp.info["sae"]["matched_latents"].values())
+    wrong = SparseAutoencoder(SAEConfig(d_in=d + 1, d_sae=8, architecture="topk", k=2),
+                              rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="d_in"):
+        compare_methods(model, dataset(), layer=1, config=cfg, sae=wrong)
 
 
 def test_compare_config_errors():

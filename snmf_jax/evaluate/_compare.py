@@ -17,7 +17,8 @@ Pipeline (`compare_methods`):
 3. Concept detection on the held-out split (S_CD, ROC-AUC).
 4. Steering (`SteeringConfig`): each concept's direction of each method,
    judged for the concept (SNMF at mlp_hidden — Gemma 2/3: through the MLP
-   output map — the baselines at mlp_out).
+   output map — the baselines at mlp_out), and unsteered continuations judged
+   against every concept (`info["unsteered"]`, the level to beat).
 5. Optionally the unsupervised variant: SNMF features steered and judged
    against their own top-activating contexts.
 """
@@ -34,7 +35,7 @@ from snmf_jax.evaluate import _model_access as access
 from snmf_jax.evaluate._detection import Detection, concept_detection, split_documents
 from snmf_jax.evaluate._steering import (OfflineJudge, ScoredRun, SteeringConfig, SteeringSpec,
                                          feature_context_examples, score_steering,
-                                         steering_generations)
+                                         steering_generations, unsteered_reference)
 
 METHODS = ("snmf", "sae", "diffmean")
 
@@ -228,6 +229,7 @@ def compare_methods(model, data, *, layer: int, config: CompareConfig = CompareC
     if steering is not None:
         t1 = time.time()
         judge = judge if judge is not None else offline_judge(model, data, steering)
+        info["unsteered"] = unsteered_reference(model, concepts, judge, steering)
         order = {m: i for i, m in enumerate(config.methods)}
         for spec in sorted(specs, key=lambda s: order[s.method]):
             scored.append(score_steering(steering_generations(model, spec, steering,

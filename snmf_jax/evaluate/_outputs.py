@@ -30,9 +30,11 @@ def _clean(x):
     return x
 
 
-def plot_steering(rows, path: str | os.PathLike, *, title: str = "") -> None:
+def plot_steering(rows, path: str | os.PathLike, *, title: str = "",
+                  references: Mapping[str, float] | None = None) -> None:
     """Harmonic mean (± SE) against KL target, one line per method: a column of
-    panels per label, a row per sign (+α above, −α below, where run)."""
+    panels per label, a row per sign (+α above, −α below, where run); a dashed
+    line at `references[label]` (the unsteered texts' harmonic mean)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -49,6 +51,8 @@ def plot_steering(rows, path: str | os.PathLike, *, title: str = "") -> None:
                 y = np.array([r["harmonic"] for r in rs])
                 se = np.array([r["harmonic_se"] for r in rs])
                 ax.errorbar(x, y, yerr=np.nan_to_num(se), marker="o", capsize=2, label=m)
+            if references and references.get(label) is not None:
+                ax.axhline(references[label], color="grey", ls="--", lw=1, label="unsteered")
             ax.set_xscale("log")
             ticks = sorted({r["target"] for r in mine})
             if ticks:
@@ -98,6 +102,12 @@ def write_comparisons(out: str | os.PathLike, comparisons: Mapping[str, object],
         if srows:
             md += ["### Steering (mean ± SE over concepts × samples; sign ± pools both)", "",
                    summary_markdown(srows), ""]
+        ref = comp.info.get("unsteered")
+        if ref:
+            md += [f"Unsteered continuations ({ref['n_texts']}, each judged against every "
+                   f"concept): harmonic {ref['harmonic']:.3f} ± {ref['harmonic_se']:.3f}, concept "
+                   f"{ref['concept']:.3f} ± {ref['concept_se']:.3f}, fluency "
+                   f"{ref['fluency']:.3f} ± {ref['fluency_se']:.3f}.", ""]
         runs = [run_records(s) for s in comp.scored]
         if not texts:
             for r in runs:
@@ -108,5 +118,7 @@ def write_comparisons(out: str | os.PathLike, comparisons: Mapping[str, object],
     write_json(out / "results.json", _clean(blob))
     atomic_write_bytes(out / "results.md", ("\n".join(md) + "\n").encode())
     if rows:
-        plot_steering(rows, out / "steering.png")
+        refs = {label: (comp.info.get("unsteered") or {}).get("harmonic")
+                for label, comp in comparisons.items()}
+        plot_steering(rows, out / "steering.png", references=refs)
     return blob

@@ -186,6 +186,34 @@ def steering_generations(model, spec: SteeringSpec, config: SteeringConfig = Ste
                        nested, dirs.layer, dirs.site)
 
 
+def unsteered_reference(model, concepts: Sequence[str], judge: Judge,
+                        config: SteeringConfig = SteeringConfig(), *, n: int = 16) -> dict:
+    """The judge's scores of unsteered continuations against every concept: the
+    level (KL 0) a steering method has to beat.
+
+    Args:
+      model: a Model.
+      concepts: the concepts the methods steer toward.
+      judge: the steering judge.
+      config: the prompt and sampling (seeded apart from the steered runs').
+      n: continuations, each scored against every concept.
+
+    Returns:
+      {"n_texts", "harmonic", "harmonic_se", "concept", "concept_se", "fluency",
+      "fluency_se"}, means over (concept, text) pairs.
+    """
+    texts = access.generate_texts(model, config.prompt, n=n, max_new_tokens=config.max_new_tokens,
+                                  seed=config.seed + 7919, top_k=config.top_k,
+                                  top_p=config.top_p, temperature=config.temperature)
+    flu = np.asarray(judge.fluency(texts), np.float64)  # (n,)
+    con = np.stack([np.asarray(judge.concept(texts, c), np.float64) for c in concepts])  # (C, n)
+    out: dict = {"n_texts": n}
+    for name, a in (("harmonic", harmonic_mean(con, flu[None])), ("concept", con),
+                    ("fluency", np.broadcast_to(flu, con.shape))):
+        out[name], out[name + "_se"] = _mean_se(a)
+    return out
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class ScoredRun:
     """A run's per-text scores, each (S, F, T, n_samples)."""
