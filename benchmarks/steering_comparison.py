@@ -77,6 +77,43 @@ def train_corpus_saes(model, acts: dict, args) -> tuple[dict, dict]:
     return saes, info
 
 
+def add_unsteered(args, model, datasets: dict, steer) -> None:
+    """Adds info["unsteered"] (the judge's scores of unsteered continuations against
+    every concept) to each comparison of --out/results.json, its line to results.md
+    and its dashed line to steering.png. The judge is rebuilt as the run built it."""
+    import json
+    from snmf_jax._io import atomic_write_bytes, write_json
+    from snmf_jax.evaluate._compare import offline_judge
+    from snmf_jax.evaluate._outputs import plot_steering
+    from snmf_jax.evaluate._steering import unsteered_reference
+    out = Path(args.out)
+    blob = json.loads((out / "results.json").read_text())
+    md = (out / "results.md").read_text()
+    refs = {}
+    for name, data in datasets.items():
+        judge = offline_judge(model, data, steer)
+        ref = unsteered_reference(model, data.label_names, judge, steer)
+        for label, comp in blob["comparisons"].items():
+            if label.endswith(f" {name}"):
+                comp["info"]["unsteered"] = ref
+                refs[label] = ref["harmonic"]
+                line = (f"Unsteered continuations ({ref['n_texts']}, each judged against every "
+                        f"concept): harmonic {ref['harmonic']:.3f} ± {ref['harmonic_se']:.3f}, "
+                        f"concept {ref['concept']:.3f} ± {ref['concept_se']:.3f}, fluency "
+                        f"{ref['fluency']:.3f} ± {ref['fluency_se']:.3f}.")
+                if "Unsteered continuations" not in md.split(f"## {label}\n", 1)[-1].split(
+                        "\n## ", 1)[0]:
+                    head, rest = md.split(f"## {label}\n", 1)
+                    section, *tail = rest.split("\n## ", 1)
+                    md = head + f"## {label}\n" + section.rstrip("\n") + "\n\n" + line + \
+                        "\n" + ("\n## " + tail[0] if tail else "\n")
+        print(f"{name}: unsteered harmonic {ref['harmonic']:.3f}", flush=True)
+    write_json(out / "results.json", blob)
+    atomic_write_bytes(out / "results.md", md.encode())
+    rows = [r for c in blob["comparisons"].values() for r in c["steering"]]
+    plot_steering(rows, out / "steering.png", references=refs)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
@@ -94,6 +131,9 @@ def main():
     ap.add_argument("--sae-k", type=int, default=32)
     ap.add_argument("--unsupervised", type=int, default=5)
     ap.add_argument("--out", default="benchmarks/results/steering_smollm2")
+    ap.add_argument("--unsteered-only", action="store_true",
+                    help="add the unsteered reference to an existing --out/results.json "
+                         "(for runs made before compare_methods recorded it)")
     args = ap.parse_args()
 
     import snmf_jax as sj
@@ -110,6 +150,9 @@ def main():
     signs = {"+": (1,), "-": (-1,), "+-": (1, -1)}[args.signs]
     steer = SteeringConfig(targets=tuple(args.targets or PAPER_TARGETS), signs=signs,
                            n_samples=args.samples, max_new_tokens=args.max_new_tokens)
+    if args.unsteered_only:
+        return add_unsteered(args, model, {k: cut(v(), args.concepts) for k, v in sets.items()
+                                           if k in args.datasets}, steer)
     t0 = time.time()
     docs = corpus_prefix(model.tokenizer, args.corpus_tokens)
     acts = sj.export_activations(model, from_texts(docs), list(args.layers), site="mlp_out",

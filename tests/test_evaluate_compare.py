@@ -79,6 +79,8 @@ def test_compare_methods_and_outputs(model, tmp_path):  # noqa: F811
     ref = comp.info["unsteered"]
     assert ref["n_texts"] == 16 and 0 <= ref["harmonic"] <= ref["concept"] + ref["fluency"]
     assert f"harmonic {ref['harmonic']:.3f}" in md
+    assert comp.info["unsteered_unsupervised"]["n_texts"] == 16  # unsupervised=2 ran
+    assert "snmf-unsupervised judge" in md
 
 
 def test_compare_methods_uses_a_given_sae_and_checks_its_width(model):  # noqa: F811

@@ -247,6 +247,8 @@ def compare_methods(model, data, *, layer: int, config: CompareConfig = CompareC
                 spec = SteeringSpec("snmf-unsupervised", access.snmf_directions(
                     model, np.asarray(snmf.features), layer=layer, indices=feats), tuple(ex))
                 scored.append(score_steering(steering_generations(model, spec, steering), ujudge))
+                info["unsteered_unsupervised"] = unsteered_reference(model, tuple(ex), ujudge,
+                                                                     steering)
                 info["unsupervised_features"] = feats
         info["steer_seconds"] = time.time() - t1
     return Comparison(dets, scored, info)

@@ -102,12 +102,15 @@ def write_comparisons(out: str | os.PathLike, comparisons: Mapping[str, object],
         if srows:
             md += ["### Steering (mean ± SE over concepts × samples; sign ± pools both)", "",
                    summary_markdown(srows), ""]
-        ref = comp.info.get("unsteered")
-        if ref:
-            md += [f"Unsteered continuations ({ref['n_texts']}, each judged against every "
-                   f"concept): harmonic {ref['harmonic']:.3f} ± {ref['harmonic_se']:.3f}, concept "
-                   f"{ref['concept']:.3f} ± {ref['concept_se']:.3f}, fluency "
-                   f"{ref['fluency']:.3f} ± {ref['fluency_se']:.3f}.", ""]
+        for key, what in (("unsteered", "every concept"),
+                          ("unsteered_unsupervised", "every feature's contexts (the "
+                                                     "snmf-unsupervised judge)")):
+            ref = comp.info.get(key)
+            if ref:
+                md += [f"Unsteered continuations ({ref['n_texts']}, each judged against {what}): "
+                       f"harmonic {ref['harmonic']:.3f} ± {ref['harmonic_se']:.3f}, concept "
+                       f"{ref['concept']:.3f} ± {ref['concept_se']:.3f}, fluency "
+                       f"{ref['fluency']:.3f} ± {ref['fluency_se']:.3f}.", ""]
         runs = [run_records(s) for s in comp.scored]
         if not texts:
             for r in runs:
