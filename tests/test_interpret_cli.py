@@ -1,6 +1,7 @@
 """`snmf-jax interpret` on a small synthetic store (no model: no vocabulary projection)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -59,6 +60,28 @@ def test_cli_without_a_model(tmp_path):
     out = json.loads((tmp_path / "np.json").read_text())
     assert out["layer"] == "2" and [f["feature_index"] for f in out["features"]] == [0, 1, 2, 3]
     assert out["features"][0]["pos_str"] == [] and len(out["features"][0]["activations"]) == 3
+
+
+def test_cli_describes_features_with_an_llm(tmp_path):
+    """--describe asks the LLM once per feature for its contexts (no model: no
+    promoted tokens, so no output-centric request); a given description wins."""
+    from tests.test_judge_llm import Server
+    n, d = _store(tmp_path / "store")
+    _result(tmp_path / "res", n, d)
+    srv = Server([(200, "Reasoning.\nDescription: words with an x", 0)])
+    try:
+        assert main(["interpret", "--features", str(tmp_path / "res"), "--activations",
+                     str(tmp_path / "store"), "--out", str(tmp_path / "r.html"), "--model",
+                     "none", "--contexts", "3", "--describe", "--llm-url", srv.url,
+                     "--llm-model", "m", "--descriptions",
+                     _write(tmp_path / "d.json", {"1": "given one"})]) == 0
+        prompts = [r["messages"][0]["content"] for r in srv.requests]
+    finally:
+        srv.close()
+    assert len(prompts) == 3  # features 0, 2 and 3
+    assert all(re.search(r"1\. .*<<\s*w\d+x\d+>>", p) for p in prompts)  # peak token marked
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("input: words with an x") == 3 and "given one" in page
 
 
 def test_cli_errors_name_the_argument(tmp_path):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shlex
 import sys
 
 from snmf_jax.evaluate._compare import METHODS
+from snmf_jax.evaluate._llm_args import add_llm_args, check_llm_args, llm_judge
 from snmf_jax.evaluate._steering import PAPER_TARGETS
 
 
@@ -46,12 +46,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--unsupervised", type=int, default=0,
                    help="also steer the first N SNMF features against their own contexts")
     p.add_argument("--judge", default="offline", choices=("offline", "llm"))
-    p.add_argument("--llm-url", default=None, help="OpenAI-compatible base URL (--judge llm)")
-    p.add_argument("--llm-model", default=None, help="model name (--judge llm)")
-    p.add_argument("--llm-gguf", default=None,
-                   help="with --judge llm instead of --llm-url: serve this chat GGUF with "
-                        "llama.cpp on 127.0.0.1 for the run (pip install "
-                        "\"llama-cpp-python[server]\")")
+    add_llm_args(p, "--judge llm")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
     return p
@@ -65,12 +60,8 @@ def _configs(args):
         raise ValueError(f"--layer must be >= 0; got {args.layer}")
     if args.concepts < 0:
         raise ValueError(f"--concepts must be >= 0; got {args.concepts}")
-    if args.judge == "llm" and not (args.llm_url and args.llm_model) and not args.llm_gguf:
-        raise ValueError("--judge llm needs --llm-url and --llm-model, or --llm-gguf")
-    if args.llm_gguf and args.llm_url:
-        raise ValueError("give --llm-url or --llm-gguf, not both")
-    if args.llm_gguf and not os.path.isfile(args.llm_gguf):
-        raise FileNotFoundError(f"--llm-gguf: no such file {args.llm_gguf!r}")
+    if args.judge == "llm":
+        check_llm_args(args, "--judge llm")
     for name in ("samples", "max_new_tokens", "sae_tokens", "sae_k", "max_iter"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
@@ -115,15 +106,8 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         judge = None
         if args.judge == "llm" and steering is not None:
-            from snmf_jax.evaluate._llm_client import LLMClient, LLMConfig
-            from snmf_jax.evaluate._llm_judge import LLMJudge
-            from snmf_jax.evaluate._local_server import serve_gguf
             from snmf_jax.evaluate._steering import LLMSteeringJudge
-            url, name = args.llm_url, args.llm_model
-            if args.llm_gguf:
-                url = stack.enter_context(serve_gguf(args.llm_gguf))
-                name = name or os.path.basename(args.llm_gguf)
-            judge = LLMSteeringJudge(LLMJudge(LLMClient(LLMConfig(base_url=url, model=name))))
+            judge = LLMSteeringJudge(llm_judge(args, stack))
         comp = compare_methods(model, data, layer=args.layer, config=compare, steering=steering,
                                judge=judge, progress=True)
     from snmf_jax.evaluate._outputs import write_comparisons

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
+
+from snmf_jax.evaluate._llm_args import add_llm_args, check_llm_args, llm_judge
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -31,6 +34,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tree", default=None, help="concept-tree JSON (snmf-jax/concept-tree)")
     p.add_argument("--descriptions", default=None,
                    help='JSON {"<feature>": "description", ...} or a list')
+    p.add_argument("--describe", action="store_true",
+                   help="write each feature's descriptions with an LLM (the paper's input-centric "
+                        "one from its top contexts, output-centric from its promoted tokens); "
+                        "needs --llm-url and --llm-model, or --llm-gguf; --descriptions win")
+    add_llm_args(p, "--describe")
     p.add_argument("--steered", default=None,
                    help='JSON {"<feature>": ["text", {"text":..., "sign": "+", "kl": 0.1}]}')
     p.add_argument("--scores", default=None, help='JSON {"<feature>": {"metric": value}}')
@@ -60,6 +68,23 @@ def _layer(result, store, layer: int | None) -> int | None:
     return layer if layer is not None else (None if recorded is None else int(recorded))
 
 
+def _marked(context: dict) -> str:
+    """A context's text with its peak token marked <<like this>>."""
+    toks, c = context["tokens"], context["center"]
+    return ("".join(toks[:c]) + "<<" + toks[c] + ">>" + "".join(toks[c + 1:])).strip()
+
+
+def describe_features(rep: dict, judge, *, n_contexts: int = 10, n_tokens: int = 20) -> None:
+    """Fills each report feature's "description" that is not already set with the
+    LLM's input-centric (top contexts) and output-centric (promoted tokens) ones."""
+    todo = [e for e in rep["features"] if not e.get("description")]
+    contexts = [[_marked(c) for c in e["contexts"][:n_contexts]] for e in todo]
+    tokens = [[t for t, _ in e["pos"][:n_tokens]] for e in todo] if all(
+        "pos" in e for e in todo) else None
+    for entry, d in zip(todo, judge.describe_features(contexts, tokens)):
+        entry["description"] = " · ".join(f"{k}: {v}" for k, v in d.items() if v)
+
+
 def run(args: argparse.Namespace) -> int:
     from snmf_jax.activations import ActivationStore
     from snmf_jax.factorize import SNMFResult
@@ -69,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     for flag, v, lo in (("--contexts", args.contexts, 1), ("--window", args.window, 0),
                         ("--tokens", args.tokens, 0), ("--neurons", args.neurons, 1)):
         _checks.integer(flag, v, lo=lo)
+    if args.describe:
+        check_llm_args(args, "--describe")
     result = SNMFResult.load(args.features)
     store = ActivationStore(args.activations)
     if result.codes is None:
@@ -95,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
         descriptions=_json(args.descriptions, "descriptions"),
         steered=_json(args.steered, "steered"), scores=_json(args.scores, "scores"),
         tree=_json(args.tree, "tree"), title=title, meta=meta)
+    if args.describe:
+        with contextlib.ExitStack() as stack:
+            describe_features(rep, llm_judge(args, stack))
     out = report.write_html(rep, args.out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {len(rep['features'])} features)")
     if args.plots:
