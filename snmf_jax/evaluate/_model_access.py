@@ -1,8 +1,7 @@
-"""The one place evaluate/ touches a language model's internals.
-
-Other helpers are reshaping `snmf_jax.models` and `snmf_jax.steer`; every
-call evaluate/ makes into them goes through this module, so a rename is
-rewired here and nowhere else.
+"""The one place evaluate/ touches a language model: activations, log-likelihoods,
+sampling, steering directions and calibration. Every call evaluate/ makes into
+`snmf_jax.models`, `activations` and `steer` goes through these few functions,
+so the judges and the protocol can be read (and stubbed) without them.
 """
 
 from __future__ import annotations
