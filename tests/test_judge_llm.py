@@ -129,6 +129,11 @@ def test_malformed_then_good_uses_second_attempt(serve):
     s = serve((200, "It reads well.", 0), (200, "Rating: [[1]]", 0))
     (r,) = LLMJudge(_client(s.url)).fluency(["Some text."])
     assert r.score == 1 and r.parsed and r.attempts == 2
+    # the second request carries the first reply and a reminder of the format
+    second = s.requests[1]["messages"]
+    assert second[0] == s.requests[0]["messages"][0]
+    assert second[1] == {"role": "assistant", "content": "It reads well."}
+    assert second[2]["role"] == "user" and "Rating: [[n]]" in second[2]["content"]
 
 
 def test_two_malformed_replies_score_zero(serve):

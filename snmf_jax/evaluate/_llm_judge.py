@@ -7,8 +7,10 @@ concept.txt {concept} {text}; fluency.txt {text}; describe_input.txt
 
 Rating protocol: temperature 0; the reply should end with "Rating: [[n]]"; the
 last such rating counts (a line "Rating: n", a bare number as the whole
-reply, or a line holding only a whole number are accepted too); a reply with no valid rating is asked again once, and
-a second failure scores 0.
+reply, or a line holding only a whole number are accepted too). A reply with
+no valid rating is asked again once, with the reply and a reminder of the
+format added to the conversation (at temperature 0 the same request would get
+the same reply); a second failure scores 0.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from snmf_jax.evaluate._llm_client import LLMClient
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 PLACEHOLDERS = {"concept": ("{concept}", "{text}"), "fluency": ("{text}",),
                 "describe_input": ("{contexts}",), "describe_output": ("{tokens}",)}
+
+RETRY = ("Your answer did not end with a rating. Reply with the rating only, in exactly "
+         "this form: Rating: [[n]]")
 
 _RATING = re.compile(r"Rating\s*:?\s*\[\[\s*(\d+(?:\.\d+)?)\s*\]\]", re.IGNORECASE)
 _BRACKETS = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
@@ -118,14 +123,20 @@ class LLMJudge:
         self.attempts = int(attempts)
 
     def _rate(self, prompt: str) -> Rating:
+        messages = [{"role": "user", "content": prompt}]
         reply = ""
         for attempt in range(1, self.attempts + 1):
-            reply = self.client.chat([{"role": "user", "content": prompt}])
+            reply = self.client.chat(messages)
             if self.client.config.dry_run:
                 return Rating(0.0, False, attempt, "")
             score = parse_rating(reply)
             if score is not None:
                 return Rating(score, True, attempt, reply)
+            # At temperature 0 the same request gets the same reply: ask again
+            # with the unparseable answer in the conversation and a reminder.
+            messages = [{"role": "user", "content": prompt},
+                        {"role": "assistant", "content": reply or "(no answer)"},
+                        {"role": "user", "content": RETRY}]
         return Rating(0.0, False, self.attempts, reply)
 
     def concept(self, texts: Sequence[str], concept: str) -> list[Rating]:
