@@ -26,10 +26,13 @@ def rows_of(folder: Path) -> list[dict]:
         row = {"label": label, "unsteered": (comp["info"].get("unsteered") or {}).get("harmonic")}
         for m in METHODS + ("snmf-unsupervised",):
             for sign in (1, -1):
-                hs = [r["harmonic"] for r in comp["steering"] if r["method"] == m and
-                      r["sign"] == sign]
-                best = max(hs) if hs else None
-                row[(m, sign)] = (float(np.mean(hs)) if hs else None, best)
+                rs = [r for r in comp["steering"] if r["method"] == m and r["sign"] == sign]
+                hs = [r["harmonic"] for r in rs]
+                # SE of the mean of independent per-target means
+                se = float(np.sqrt(sum((r["harmonic_se"] or 0.0) ** 2 for r in rs)) / len(rs)) \
+                    if rs else None
+                row[(m, sign)] = (float(np.mean(hs)) if hs else None, max(hs) if hs else None,
+                                  se)
             au = [d["auroc"] for d in comp["detection"] if d["method"] == m]
             row[(m, "auroc")] = float(np.mean(au)) if au else None
         uu = comp["info"].get("unsteered_unsupervised")
@@ -55,7 +58,9 @@ def main():
     md = ["# Steering comparison: summary", "", "Produced by:", "",
           "    python " + " ".join(shlex.quote(a) for a in sys.argv), "",
           "Harmonic mean of concept and fluency scores (offline judge), averaged over the "
-          "seven KL targets 0.025 … 0.5 (in brackets: the best target); +α steers along "
+          "seven KL targets 0.025 … 0.5 ± its standard error (targets treated as "
+          "independent, so somewhat optimistic; in brackets: the best "
+          "target); +α steers along "
           "the direction, −α against it. Unsteered: the same judge on unsteered "
           "continuations against every concept, the level a method must beat. "
           "AUROC: held-out concept detection.", "",
@@ -63,7 +68,8 @@ def main():
           "| unsteered | SNMF −α | SAE −α | DiffMean −α | AUROC SNMF / SAE / DiffMean |",
           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        cells = [f"{fmt(r[(m, 1)][0])} ({fmt(r[(m, 1)][1], 2)})" for m in METHODS]
+        cells = [f"{fmt(r[(m, 1)][0])} ± {fmt(r[(m, 1)][2])} ({fmt(r[(m, 1)][1], 2)})"
+                 for m in METHODS]
         neg = [fmt(r[(m, -1)][0]) for m in METHODS]
         au = " / ".join(fmt(r[(m, "auroc")], 2) for m in METHODS)
         md.append(f"| {r['label']} | {r['concepts']} × {r['samples']} | " + " | ".join(cells) +
