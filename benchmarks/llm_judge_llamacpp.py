@@ -42,19 +42,27 @@ def spearman(a, b) -> float:
 
 
 def pick_texts(results: dict, n: int, seed: int = 0) -> list[dict]:
-    """n (text, concept, offline scores) records drawn evenly from every run."""
+    """n (text, concept, offline scores) records drawn evenly from every run (its
+    "texts", or the "example_texts" of a trimmed results.json)."""
     items = []
     for comp in results["comparisons"].values():
         for run in comp["runs"]:
-            texts, con, flu = run["texts"], np.array(run["concept"]), np.array(run["fluency"])
+            con, flu = np.array(run["concept"]), np.array(run["fluency"])
+            if "texts" in run:
+                tids = list(range(con.shape[2]))
+                texts = run["texts"]
+            else:  # trimmed: the first sample at a few targets
+                ex = run["example_texts"]
+                tids = [run["config"]["targets"].index(t) for t in ex["targets"]]
+                texts = [[[[t] for t in d] for d in s] for s in ex["texts"]]
             for s, per_sign in enumerate(texts):
                 for f, per_dir in enumerate(per_sign):
-                    for t, per_target in enumerate(per_dir):
+                    for j, per_target in enumerate(per_dir):
                         for i, text in enumerate(per_target):
                             items.append({"text": text, "concept": run["concepts"][f],
                                           "method": run["method"],
-                                          "offline_concept": float(con[s, f, t, i]),
-                                          "offline_fluency": float(flu[s, f, t, i])})
+                                          "offline_concept": float(con[s, f, tids[j], i]),
+                                          "offline_fluency": float(flu[s, f, tids[j], i])})
     rng = np.random.default_rng(seed)
     return [items[i] for i in sorted(rng.choice(len(items), min(n, len(items)), replace=False))]
 

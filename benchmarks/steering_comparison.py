@@ -77,6 +77,41 @@ def train_corpus_saes(model, acts: dict, args) -> tuple[dict, dict]:
     return saes, info
 
 
+def trim_results(path: Path, keep_targets=(0.1, 0.5)) -> None:
+    """Rewrites a results.json small enough to commit (3.8 MB -> 0.56 MB for
+    SmolLM2): floats to 4 places, no per-text harmonic means (derived from
+    concept and fluency), and instead of every text the first sample of each
+    (sign, direction) at `keep_targets`, as "example_texts"; compact JSON."""
+    import json
+    from snmf_jax._io import atomic_write_bytes
+
+    def rnd(x):
+        if isinstance(x, float):
+            return round(x, 4)
+        if isinstance(x, list):
+            return [rnd(v) for v in x]
+        if isinstance(x, dict):
+            return {k: rnd(v) for k, v in x.items()}
+        return x
+
+    blob = json.loads(path.read_text())
+    for comp in blob["comparisons"].values():
+        for run in comp["runs"]:
+            run.pop("harmonic", None)
+            targets = run["config"]["targets"]
+            keep = [targets.index(t) for t in keep_targets if t in targets]
+            run["example_texts"] = {"targets": [targets[i] for i in keep],
+                                    "texts": [[[d[i][0] for i in keep] for d in s]
+                                              for s in run.pop("texts")]}
+    blob = rnd(blob)
+    blob["note"] = ("Trimmed to commit (steering_comparison.py --trim): floats rounded to 4 "
+                    "places; per-text harmonic means dropped (derived from concept and fluency); "
+                    "example_texts keeps the first sample of each (sign, direction) at KL "
+                    f"targets {list(keep_targets)}; the full run writes every text as 'texts'.")
+    atomic_write_bytes(path, (json.dumps(blob, sort_keys=True, separators=(",", ":")) +
+                              "\n").encode())
+
+
 def add_unsteered(args, model, datasets: dict, steer) -> None:
     """Adds info["unsteered"] (the judge's scores of unsteered continuations against
     every concept) to each comparison of --out/results.json, its line to results.md
@@ -131,11 +166,15 @@ def main():
     ap.add_argument("--sae-k", type=int, default=32)
     ap.add_argument("--unsupervised", type=int, default=5)
     ap.add_argument("--out", default="benchmarks/results/steering_smollm2")
+    ap.add_argument("--trim", action="store_true",
+                    help="rewrite --out/results.json small enough to commit (see trim_results)")
     ap.add_argument("--unsteered-only", action="store_true",
                     help="add the unsteered reference to an existing --out/results.json "
                          "(for runs made before compare_methods recorded it)")
     args = ap.parse_args()
 
+    if args.trim:
+        return trim_results(Path(args.out) / "results.json")
     import snmf_jax as sj
     from snmf_jax.activations import from_texts
     from snmf_jax.evaluate._compare import CompareConfig, compare_methods
