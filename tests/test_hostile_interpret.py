@@ -92,19 +92,25 @@ def acts():
     return from_texts(texts)
 
 
+def _six_tokens(n):
+    """Activations of one 6-character document, a token per character."""
+    from snmf_jax.activations import Activations
+    return Activations(X=np.zeros((n, 3), np.float32), doc_ids=np.zeros(n, np.int32),
+                       positions=np.arange(n, dtype=np.int32),
+                       token_ids=np.arange(n, dtype=np.int32),
+                       offsets=np.stack([np.arange(n), np.arange(n) + 1], 1).astype(np.int32),
+                       texts=("abcdef",), labels=None, label_names=None, layer=0, site="s",
+                       model_name="m")
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(k=0), "k"), (dict(k=2.5), "k"), (dict(window=-1), "window"),
     (dict(dedup_window=-2), "dedup_window"), (dict(features=[0, 9]), "features"),
     (dict(features=[-1]), "features"),
 ])
 def test_top_contexts_bad_arguments(kw, match):
-    from snmf_jax.activations import Activations
     n = 6
-    data = Activations(X=np.zeros((n, 3), np.float32), doc_ids=np.zeros(n, np.int32),
-                       positions=np.arange(n, dtype=np.int32), token_ids=np.arange(n, dtype=np.int32),
-                       offsets=np.stack([np.arange(n), np.arange(n) + 1], 1).astype(np.int32),
-                       texts=("abcdef",), labels=None, label_names=None, layer=0, site="s",
-                       model_name="m")
+    data = _six_tokens(n)
     with pytest.raises(ValueError, match=match) as e:
         interpret.top_contexts(_codes(n), data, **kw)
     _one_line(e.value)
@@ -191,26 +197,16 @@ def test_check_tree_damaged_trees(hier, edit):
     (dict(scores="x"), "scores"), (dict(scores=[1.0]), "scores"),
 ])
 def test_feature_report_bad_arguments(kw, match):
-    from snmf_jax.activations import Activations
     n = 6
-    data = Activations(X=np.zeros((n, 3), np.float32), doc_ids=np.zeros(n, np.int32),
-                       positions=np.arange(n, dtype=np.int32), token_ids=np.arange(n, dtype=np.int32),
-                       offsets=np.stack([np.arange(n), np.arange(n) + 1], 1).astype(np.int32),
-                       texts=("abcdef",), labels=None, label_names=None, layer=0, site="s",
-                       model_name="m")
+    data = _six_tokens(n)
     with pytest.raises(ValueError, match=match) as e:
         report.feature_report(_feats(d=3), _codes(n), data, **kw)
     _one_line(e.value)
 
 
 def test_feature_report_nonfinite_inputs():
-    from snmf_jax.activations import Activations
     n = 6
-    data = Activations(X=np.zeros((n, 3), np.float32), doc_ids=np.zeros(n, np.int32),
-                       positions=np.arange(n, dtype=np.int32), token_ids=np.arange(n, dtype=np.int32),
-                       offsets=np.stack([np.arange(n), np.arange(n) + 1], 1).astype(np.int32),
-                       texts=("abcdef",), labels=None, label_names=None, layer=0, site="s",
-                       model_name="m")
+    data = _six_tokens(n)
     with pytest.raises(ValueError, match="features"):
         report.feature_report(_nan(_feats(d=3)), _codes(n), data)
     with pytest.raises(ValueError, match="codes"):

@@ -236,12 +236,17 @@ def test_fit_of_a_store_with_a_corrupt_chunk_names_the_chunk(tmp_path):
         fit_streaming(tmp_path / "s", 2, sparsity=0.5, max_iter=2, progress=False)
 
 
-def test_codes_store_manifest_confined_and_verified(tmp_path):
+def _codes_store(tmp_path):
+    """A streaming fit's codes store (codes kept on disk, not returned)."""
     r = fit_streaming(sj.factorize.ArraySource(
         np.random.default_rng(0).standard_normal((N, D)).astype(np.float32), ROWS), 2,
         sparsity=0.5, max_iter=2, progress=False, checkpoint_dir=tmp_path / "ck",
         return_codes=False)
-    path = tmp_path / "ck" / "codes" / r.metadata["codes_store"].split("/")[-1]
+    return tmp_path / "ck" / "codes" / r.metadata["codes_store"].split("/")[-1]
+
+
+def test_codes_store_manifest_confined_and_verified(tmp_path):
+    path = _codes_store(tmp_path)
     m = json.loads((path / "manifest.json").read_text())
     m["chunks"][0]["file"] = "../../x.safetensors"
     (path / "manifest.json").write_text(json.dumps(m))
@@ -268,11 +273,7 @@ def test_safetensors_source_truncated_names_the_file(tmp_path):
     lambda m: m["chunks"][0].update(rows=3),
 ])
 def test_codes_store_manifest_edits_name_the_file(tmp_path, edit):
-    r = fit_streaming(sj.factorize.ArraySource(
-        np.random.default_rng(0).standard_normal((N, D)).astype(np.float32), ROWS), 2,
-        sparsity=0.5, max_iter=2, progress=False, checkpoint_dir=tmp_path / "ck",
-        return_codes=False)
-    path = tmp_path / "ck" / "codes" / r.metadata["codes_store"].split("/")[-1]
+    path = _codes_store(tmp_path)
     m = json.loads((path / "manifest.json").read_text())
     edit(m)
     (path / "manifest.json").write_text(json.dumps(m))
