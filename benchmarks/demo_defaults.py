@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import snmf_jax as sj
-from snmf_jax import _demo_steps as steps
+from snmf_jax.cli import _demo_steps as steps
 from snmf_jax.factorize import FitOptions
 
 

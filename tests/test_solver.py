@@ -4,6 +4,7 @@ import math
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -13,14 +14,13 @@ from hypothesis import example, given, settings, strategies as st
 
 from snmf_jax import factorize as F
 
-REF = "reference/snmf_official_trajectory_{}.npz"
+# Trajectories of the paper's official code (copied from shared/reference/, so
+# every clone checks the solver against them; README.md there says how).
+REF = Path(__file__).parent / "data" / "reference" / "snmf_official_trajectory_{}.npz"
 
 
-def _reference(shared_dir, tag):
-    path = shared_dir / REF.format(tag)
-    if not path.exists():
-        pytest.skip(f"reference trajectory missing: {path}")
-    return np.load(path)
+def _reference(tag):
+    return np.load(str(REF).format(tag))
 
 
 def _run_reference(r, dtype):
@@ -36,8 +36,8 @@ def _run_reference(r, dtype):
     return np.array(losses), state
 
 
-def test_reference_trajectory_float32(shared_dir):
-    r = _reference(shared_dir, "f32")
+def test_reference_trajectory_float32():
+    r = _reference("f32")
     losses, state = _run_reference(r, jnp.float32)
     rel = np.abs(losses - r["losses"]) / r["losses"]
     assert rel.max() < 1e-4, rel.max()
@@ -48,13 +48,13 @@ def test_reference_trajectory_float32(shared_dir):
     np.testing.assert_array_equal(np.asarray(state.features) != 0, f_ref != 0)
 
 
-def test_reference_trajectory_float64(shared_dir):
+def test_reference_trajectory_float64():
     # x64 changes global JAX state, so this runs in its own interpreter.
     code = textwrap.dedent(f"""
         import jax, numpy as np
         jax.config.update("jax_enable_x64", True)
         import snmf_jax as sj
-        r = np.load({str(shared_dir / REF.format('f64'))!r})
+        r = np.load({str(REF).format('f64')!r})
         res = sj.fit(r["A"].T, rank=int(r["K"]), sparsity=float(r["sparsity"]),
                      codes_init=r["G0"], max_iter=int(r["iterations"]), patience=None,
                      tol=float(r["tol"]), tol_mode="absolute", progress=False)
@@ -66,17 +66,15 @@ def test_reference_trajectory_float64(shared_dir):
         assert f < 1e-9 and c < 1e-9, (f, c)
         print("ok", rel.max(), f, c)
     """)
-    if not (shared_dir / REF.format("f64")).exists():
-        pytest.skip("reference trajectory missing")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("ok")
 
 
-def test_fit_returns_reference_best_iterate(shared_dir):
+def test_fit_returns_reference_best_iterate():
     """With absolute tol the best iterate's index matches the reference's rule."""
-    r = _reference(shared_dir, "f32")
+    r = _reference("f32")
     import snmf_jax as sj
     res = sj.fit(r["A"].T, rank=8, sparsity=float(r["sparsity"]), codes_init=r["G0"],
                  max_iter=150, patience=None, tol=1e-4, tol_mode="absolute", progress=False)
@@ -94,9 +92,9 @@ def test_fit_returns_reference_best_iterate(shared_dir):
     assert rel.max() < 1e-4, rel.max()
 
 
-def test_solver_factory_is_the_update(shared_dir):
+def test_solver_factory_is_the_update():
     """`snmf(config)` captures the settings; its pair gives the same states bit for bit."""
-    r = _reference(shared_dir, "f32")
+    r = _reference("f32")
     x = jnp.asarray(r["A"].T, jnp.float32)
     cfg = F.SNMFConfig(rank=8, sparsity=float(r["sparsity"]))
     solver = F.snmf(cfg)

@@ -8,7 +8,7 @@ import pytest
 
 from snmf_jax.factorize import SNMFResult
 from snmf_jax.models import Model, ModelConfig, init_params
-from snmf_jax.steer import _cli
+from snmf_jax.cli import steer as _cli
 
 
 class CharTokenizer:

@@ -8,7 +8,7 @@ import shlex
 import sys
 
 from snmf_jax.evaluate._compare import METHODS
-from snmf_jax.evaluate._llm_args import add_llm_args, check_llm_args, llm_judge
+from snmf_jax.cli._llm_args import add_llm_args, check_llm_args, llm_judge
 from snmf_jax.evaluate._steering import PAPER_TARGETS
 
 

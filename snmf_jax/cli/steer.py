@@ -6,7 +6,7 @@ import argparse
 
 import numpy as np
 
-from snmf_jax._cli_options import signature_default
+from snmf_jax.cli._options import signature_default
 
 
 def _gen_default(name: str):

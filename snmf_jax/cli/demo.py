@@ -18,7 +18,7 @@ import math
 import time
 from pathlib import Path
 
-from snmf_jax import _cli_options
+from snmf_jax.cli import _options as _cli_options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def demo(opts: DemoOptions, fit_opts) -> int:
-    from snmf_jax import _demo_steps as steps
+    from snmf_jax.cli import _demo_steps as steps
     from snmf_jax import activations, interpret, models, report
 
     t0 = time.perf_counter()

@@ -7,7 +7,7 @@ import contextlib
 import json
 from pathlib import Path
 
-from snmf_jax.evaluate._llm_args import add_llm_args, check_llm_args, llm_judge
+from snmf_jax.cli._llm_args import add_llm_args, check_llm_args, llm_judge
 
 
 def register(subparsers) -> argparse.ArgumentParser:

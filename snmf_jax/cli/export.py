@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from snmf_jax._cli_options import signature_default
+from snmf_jax.cli._options import signature_default
 
 
 def _default(name: str):

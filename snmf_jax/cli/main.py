@@ -26,23 +26,16 @@ type, is a one-line error naming the key and the file.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import tomllib
 from pathlib import Path
 
+from snmf_jax.cli import demo, evaluate, export, fit, hierarchy, interpret, steer
+
 # Each module exposes `register(subparsers)`, which adds its subcommand and
 # sets `func` on the parser's defaults.
-_SUBCOMMAND_MODULES = (
-    "snmf_jax._demo",
-    "snmf_jax.factorize._cli",
-    "snmf_jax.factorize._hierarchy_cli",
-    "snmf_jax.activations._cli",
-    "snmf_jax.steer._cli",
-    "snmf_jax.interpret._cli",
-    "snmf_jax.evaluate._cli",
-)
+_SUBCOMMANDS = (demo, fit, hierarchy, export, steer, interpret, evaluate)
 
 DEBUG_ENV = "SNMF_JAX_DEBUG"
 
@@ -68,13 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TOML file with a [<subcommand>] table of flag values "
                              "(dest names); command-line flags override it")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name in _SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
+    for module in _SUBCOMMANDS:
         module.register(sub)
     for p in sub.choices.values():  # every subcommand takes --config too
         p.add_argument("--config", dest="sub_config", default=None, metavar="TOML",
