@@ -39,11 +39,13 @@ def _run_reference(r, dtype):
 def test_reference_trajectory_float32():
     r = _reference("f32")
     losses, state = _run_reference(r, jnp.float32)
+    # The tolerances the docs claim: every loss to 1e-6 relative, the last
+    # iterate to 2e-6 of its largest entry (measured: 7.4e-7, 1.2e-6, 3.9e-7).
     rel = np.abs(losses - r["losses"]) / r["losses"]
-    assert rel.max() < 1e-4, rel.max()
+    assert rel.max() < 1e-6, rel.max()
     f_ref = r["F_last"].T
-    assert np.abs(np.asarray(state.features) - f_ref).max() < 1e-4 * np.abs(f_ref).max()
-    assert np.abs(np.asarray(state.codes) - r["G_last"]).max() < 1e-4 * np.abs(r["G_last"]).max()
+    assert np.abs(np.asarray(state.features) - f_ref).max() < 2e-6 * np.abs(f_ref).max()
+    assert np.abs(np.asarray(state.codes) - r["G_last"]).max() < 2e-6 * np.abs(r["G_last"]).max()
     # Same winner-take-all support as the reference in every feature.
     np.testing.assert_array_equal(np.asarray(state.features) != 0, f_ref != 0)
 
@@ -60,10 +62,11 @@ def test_reference_trajectory_float64():
                      tol=float(r["tol"]), tol_mode="absolute", progress=False)
         assert res.codes.dtype == np.float64
         rel = np.abs(res.losses - r["losses"]) / r["losses"]
-        assert rel.max() < 1e-9, rel.max()
+        # The docs claim 3e-15 (measured: 2.1e-15 losses, 1e-15 iterate).
+        assert rel.max() < 3e-15, rel.max()
         f = np.abs(res.features - r["F_best"].T).max() / np.abs(r["F_best"]).max()
         c = np.abs(res.codes - r["G_best"]).max() / np.abs(r["G_best"]).max()
-        assert f < 1e-9 and c < 1e-9, (f, c)
+        assert f < 3e-15 and c < 3e-15, (f, c)
         print("ok", rel.max(), f, c)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
