@@ -147,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     if args.neuronpedia:
         paths = report.write_neuronpedia(
             rep, args.neuronpedia, result.features, result.codes, store, model=model,
-            layer=layer, model_id=name or None,
+            layer=layer, model_id=name if model is not None else (
+                (result.metadata or {}).get("model") or store.model_name or None),
             dataset=_dataset_name(result, store))
         print(f"wrote {len(paths)} Neuronpedia batch file(s) to {args.neuronpedia}")
     return 0

@@ -45,7 +45,7 @@ def _floats(a, digits: int = 4) -> list[float]:
 def _activation(ctx: Mapping, max_code: float) -> dict:
     # One group, SAEDashboard's "TOP ACTIVATIONS": bin_min = bin_contains = -1
     # and bin_max the feature's largest activation.
-    return {"bin_min": -1, "bin_max": float(max_code), "bin_contains": -1,
+    return {"bin_min": -1, "bin_max": _floats([max_code])[0], "bin_contains": -1,
             "tokens": [str(t) for t in ctx["tokens"]],
             "values": [0.0 if v is None else float(v) for v in ctx["values"]],
             "qualifying_token_index": int(ctx["center"])}
