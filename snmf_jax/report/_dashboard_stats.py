@@ -104,7 +104,7 @@ def _blocks(data: Any, n: int, block: int = 8192
             raise ValueError(f"data holds {data.n_rows} rows but codes have {n}")
         for i in range(data.num_chunks):
             X, prov, first = data.chunk(i), data.provenance(i), int(data.chunk_bounds[i])
-            for s in range(0, len(X), block):  # bounded float64 copies downstream
+            for s in range(0, len(X), block):  # bounded shifted copies downstream
                 yield (first + s, X[s:s + block],
                        None if prov.doc_ids is None else prov.doc_ids[s:s + block],
                        None if prov.positions is None else prov.positions[s:s + block])
@@ -151,7 +151,7 @@ def correlations(codes: np.ndarray, data: Any, *, n_rows: int = 3) -> Correlatio
     Returns:
       Correlations.
     """
-    codes = _checks.matrix("codes", codes, nonneg=True)
+    codes = _checks.matrix("codes", codes, nonneg=True).astype(np.float32, copy=False)
     _checks.integer("n_rows", n_rows, lo=1)
     n, K = codes.shape
     if n < 2:
@@ -163,27 +163,27 @@ def correlations(codes: np.ndarray, data: Any, *, n_rows: int = 3) -> Correlatio
     for start, X, doc_ids, positions in _blocks(data, n):
         if not np.all(np.isfinite(X)):
             raise ValueError(f"data: non-finite activations in rows from {start}")
-        C = codes[start:start + len(X)].astype(np.float64)  # (m, K)
-        X = X.astype(np.float64)  # (m, d)
+        C = codes[start:start + len(X)]  # (m, K) float32
         if shift_c is None:
             # Sums of shifted values: a correlation does not change under a
             # shift, and shifting by about the mean keeps n·Σxy − ΣxΣy from
-            # cancelling to noise when means dwarf the spread.
-            shift_c, shift_x = C.mean(0), X.mean(0)
+            # cancelling to noise when means dwarf the spread, so the float32
+            # products (accumulated in float64 across blocks) stay accurate.
+            shift_c, shift_x = C.mean(0), X.mean(0)  # float32
             sums = dict.fromkeys(("cx", "cc", "c", "c2", "x", "x2"), 0.0)
-        C -= shift_c
-        X -= shift_x
-        sums["cx"] = sums["cx"] + C.T @ X  # (K, d)
-        sums["cc"] = sums["cc"] + C.T @ C  # (K, K)
-        sums["c"] = sums["c"] + C.sum(0)
-        sums["c2"] = sums["c2"] + (C ** 2).sum(0)
-        sums["x"] = sums["x"] + X.sum(0)
-        sums["x2"] = sums["x2"] + (X ** 2).sum(0)
+        C, X = C - shift_c, X - shift_x
+        sums["cx"] = sums["cx"] + (C.T @ X).astype(np.float64)  # (K, d)
+        sums["cc"] = sums["cc"] + (C.T @ C).astype(np.float64)  # (K, K)
+        sums["c"] = sums["c"] + C.sum(0, dtype=np.float64)
+        sums["c2"] = sums["c2"] + np.square(C).sum(0, dtype=np.float64)
+        sums["x"] = sums["x"] + X.sum(0, dtype=np.float64)
+        sums["x2"] = sums["x2"] + np.square(X).sum(0, dtype=np.float64)
         if doc_ids is not None:
             docs.update(np.unique(doc_ids).tolist())
         if positions is not None and len(positions):
             longest = max(longest, int(positions.max()) + 1)
     cx, cc, sc, sc2, sx, sx2 = (sums[k] for k in ("cx", "cc", "c", "c2", "x", "x2"))
+    shift_c, shift_x = shift_c.astype(np.float64), shift_x.astype(np.float64)
     p_neur = _pearson(n, cx, sc, sc2, sx, sx2)
     p_feat = _pearson(n, cc, sc, sc2, sc, sc2)
     # Unshifted sums for the cosines: Σ(c'+a)(x'+b) = Σc'x' + aΣx' + bΣc' + n·ab.
