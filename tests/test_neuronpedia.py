@@ -197,6 +197,8 @@ def test_bad_input_fails_before_writing(tmp_path):
         report.neuronpedia_batches(rep, phi[:2], codes[:, :2], acts, layer=1)
     with pytest.raises(ValueError, match="one .n, d. row per code row"):
         report.neuronpedia_batches(rep, phi, codes, acts.X[:5], layer=1)
+    with pytest.raises(ValueError, match="data has 47 neurons per row"):
+        report.neuronpedia_batches(rep, phi, codes, acts.X[:, :47], layer=1)
     (tmp_path / "batch-0.json").write_text("{}")
     with pytest.raises(ValueError, match="already holds batch-0.json"):
         report.write_neuronpedia(rep, tmp_path, phi, codes, acts, layer=1)

@@ -54,7 +54,7 @@ def histogram(values: np.ndarray, n_bins: int) -> tuple[list[float], list[int]]:
 
 
 def neuron_alignment(features: np.ndarray, n_rows: int
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """Each feature's `n_rows` largest-|weight| neurons.
 
     Args:

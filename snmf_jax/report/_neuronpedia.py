@@ -100,6 +100,10 @@ def neuronpedia_batches(report: Mapping, features, codes, data, *, model=None,
     if codes.shape[1] != phi.shape[0] or len(entries) != phi.shape[0]:
         raise ValueError(f"report ({len(entries)} features), codes {codes.shape} and "
                          f"features {phi.shape} must agree on K")
+    width = getattr(data, "d", None) or np.shape(getattr(data, "X", data))[-1]
+    if width != phi.shape[1]:
+        raise ValueError(f"data has {width} neurons per row but features are {phi.shape}; "
+                         "pass the activations the features were fitted on")
 
     active = stats.active_mask(codes, float(meta.get("active", 0.1)))  # (n, K)
     max_code = codes.max(axis=0) if len(codes) else np.zeros(phi.shape[0])
