@@ -124,9 +124,9 @@ def test_cli_writes_browser_exports_and_plots(fitted):
     out = tmp / "report.html"
     assert main(["interpret", "--features", str(tmp / "result"), "--activations",
                  str(tmp / "store"), "--out", str(out), "--plots", str(tmp / "plots"),
-                 "--neuronpedia", str(tmp / "np.json"), "--contexts", "10"]) == 0
-    np_json = json.loads((tmp / "np.json").read_text())
-    assert np_json["model_id"] == "smollm2-135m" and np_json["layer"] == str(LAYER)
+                 "--neuronpedia", str(tmp / "np"), "--contexts", "10"]) == 0
+    np_json = json.loads((tmp / "np" / "batch-0.json").read_text())
+    assert np_json["model_id"] == "smollm2-135m" and np_json["layer"] == LAYER
     assert len(np_json["features"]) == K and len(np_json["features"][0]["pos_str"]) == 10
     assert {p.name for p in (tmp / "plots").iterdir()} >= {"loss.png", "codes.svg",
                                                             "overlap.png"}

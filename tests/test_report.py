@@ -1,4 +1,5 @@
-"""The feature report: its data, the page's JSON, plots and the Neuronpedia export."""
+"""The feature report: its data, the page's JSON and plots (the Neuronpedia export:
+tests/test_neuronpedia.py)."""
 
 import json
 import re
@@ -106,21 +107,3 @@ def test_plots_written_as_png_and_svg(tmp_path):
     rep = report.feature_report(feats, codes, acts, losses=np.ones(3))
     assert set(rep["plots"]) == {"loss", "codes", "overlap"}
     assert all(u.startswith("data:image/png;base64,") for u in rep["plots"].values())
-
-
-def test_neuronpedia_export_layout(tmp_path):
-    acts, codes, feats = synthetic()
-    rep = report.feature_report(feats, codes, acts, k=3, plots=False)
-    rep["features"][0]["pos"] = [["a", 2.0], ["b", 1.0]]
-    rep["features"][0]["neg"] = [["c", 3.0]]
-    path = report.write_neuronpedia(rep, tmp_path / "np.json", model_id="m", layer=4)
-    out = json.loads(path.read_text())
-    assert out["model_id"] == "m" and out["layer"] == "4" and len(out["features"]) == 6
-    f = out["features"][0]
-    assert f["feature_index"] == 0 and f["pos_str"] == ["a", "b"] and f["pos_values"] == [2.0, 1.0]
-    assert f["neg_str"] == ["c"] and f["neg_values"] == [-3.0]
-    assert f["frac_nonzero"] == rep["features"][0]["frac_active"]
-    a = f["activations"][0]
-    assert a["tokens"][a["maxValueTokenIndex"]] == rep["features"][0]["contexts"][0]["tokens"][
-        rep["features"][0]["contexts"][0]["center"]]
-    assert len(a["tokens"]) == len(a["values"]) and a["maxValue"] == max(a["values"])

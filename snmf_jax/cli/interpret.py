@@ -43,8 +43,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help='JSON {"<feature>": ["text", {"text":..., "sign": "+", "kl": 0.1}]}')
     p.add_argument("--scores", default=None, help='JSON {"<feature>": {"metric": value}}')
     p.add_argument("--plots", default=None, help="also write the plots as PNG and SVG here")
-    p.add_argument("--neuronpedia", default=None,
-                   help="also write the features in SAEDashboard/Neuronpedia JSON here")
+    p.add_argument("--neuronpedia", default=None, metavar="FOLDER",
+                   help="also write the features as SAEDashboard's Neuronpedia batches "
+                        "(FOLDER/batch-<n>.json, what Neuronpedia's importer reads)")
     p.add_argument("--title", default=None, help="page title")
     p.set_defaults(func=run)
     return p
@@ -66,6 +67,13 @@ def _layer(result, store, layer: int | None) -> int | None:
     if layer is not None and recorded is not None and int(recorded) != layer:
         raise ValueError(f"--layer {layer} disagrees with the recorded layer {recorded}")
     return layer if layer is not None else (None if recorded is None else int(recorded))
+
+
+def _dataset_name(result, store) -> str:
+    """The dataset's name: the fit's metadata, else the store's recorded source."""
+    info = store.manifest.get("dataset")
+    source = info.get("source") if isinstance(info, dict) else None
+    return str((result.metadata or {}).get("dataset") or source or "")
 
 
 def _marked(context: dict) -> str:
@@ -105,6 +113,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--features has codes for {result.codes.shape[0]} tokens but "
                          f"--activations holds {store.n_rows}; pass the store it was fitted on")
     layer = _layer(result, store, args.layer)
+    if args.neuronpedia:
+        if layer is None:
+            raise ValueError("--neuronpedia: the layer is not recorded in the result or the "
+                             "store; pass --layer (Neuronpedia names sources by it)")
+        report.check_export_folder(args.neuronpedia)
     name = args.model or (result.metadata or {}).get("model") or store.model_name
     model = None
     if name and str(name).lower() != "none":
@@ -132,6 +145,10 @@ def run(args: argparse.Namespace) -> int:
                                                           result.losses), args.plots)
         print(f"wrote {len(paths)} plot files to {args.plots}")
     if args.neuronpedia:
-        path = report.write_neuronpedia(rep, args.neuronpedia, model_id=name or None)
-        print(f"wrote {path}")
+        paths = report.write_neuronpedia(
+            rep, args.neuronpedia, result.features, result.codes, store, model=model,
+            layer=layer, model_id=name if model is not None else (
+                (result.metadata or {}).get("model") or store.model_name or None),
+            dataset=_dataset_name(result, store))
+        print(f"wrote {len(paths)} Neuronpedia batch file(s) to {args.neuronpedia}")
     return 0
