@@ -48,9 +48,14 @@ def blocks(path: Path) -> list[tuple[int, str, str | None]]:
 
 
 PAGES = [p for p in _pages() if blocks(p)]
+# Pages whose examples fit and compile for over ~10 s on 2 shared cores.
+_SLOW = {"README.md", "docs/guides/hierarchy.md", "docs/guides/solver.md"}
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+@pytest.mark.parametrize("page", [
+    pytest.param(p, id=str(p.relative_to(ROOT)),
+                 marks=[pytest.mark.slow] if str(p.relative_to(ROOT)) in _SLOW else [])
+    for p in PAGES])
 def test_page_examples_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__docs__"}
