@@ -31,11 +31,11 @@ import sys
 import tomllib
 from pathlib import Path
 
-from snmf_jax.cli import demo, evaluate, export, fit, hierarchy, interpret, steer
+from snmf_jax.cli import demo, doctor, evaluate, export, fit, hierarchy, interpret, steer
 
 # Each module exposes `register(subparsers)`, which adds its subcommand and
 # sets `func` on the parser's defaults.
-_SUBCOMMANDS = (demo, fit, hierarchy, export, steer, interpret, evaluate)
+_SUBCOMMANDS = (demo, fit, hierarchy, export, steer, interpret, evaluate, doctor)
 
 DEBUG_ENV = "SNMF_JAX_DEBUG"
 
@@ -51,10 +51,29 @@ def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
+def _version_line() -> str:
+    """`snmf-jax X (jax Y, jaxlib Z, Python W)`; `snmf-jax doctor` tells the rest."""
+    import importlib.metadata as md
+    import platform
+
+    from snmf_jax import __version__
+
+    def v(dist: str) -> str:
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            return "missing"
+
+    return (f"snmf-jax {__version__} (jax {v('jax')}, jaxlib {v('jaxlib')}, "
+            f"Python {platform.python_version()})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="snmf-jax",
         description="Interpretable MLP features of language models by semi-NMF.")
+    parser.add_argument("--version", action="version", version=_version_line(),
+                        help="print the versions of snmf-jax, JAX and Python and exit")
     parser.add_argument("--debug", action="store_true",
                         help=f"show the full traceback of an error (or set {DEBUG_ENV}=1)")
     parser.add_argument("--config", default=None, metavar="TOML",

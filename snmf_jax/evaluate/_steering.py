@@ -95,7 +95,7 @@ class SteeringRun:
       method, concepts: as in the spec.
       config: the protocol.
       alphas, kl, reachable: (S, F, T) calibration per sign.
-      texts: nested lists [S][F][T][n_samples].
+      texts: nested lists `[S][F][T][n_samples]`.
       layer, site: where the directions were added.
     """
 
