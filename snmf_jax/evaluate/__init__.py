@@ -1,16 +1,18 @@
 """Evaluation: the offline judge (MiniLM concept score, calibrated fluency), an
 OpenAI-compatible LLM judge, and concept detection.
 
-    emb = SentenceEmbedder()                                # offline MiniLM
-    concept = ConceptJudge(emb, {"cooking": [...], "astronomy": [...]})
-    concept.score(texts, "cooking")                         # (n,) probabilities
-    fluency = FluencyJudge(unsteered_texts, logprob_fn=lm_logprob_fn(model))
-    fluency.score(texts)                                    # (n,) probabilities
-    judge = LLMJudge(LLMClient(LLMConfig(base_url="http://127.0.0.1:8080/v1", model="m")))
-    judge.concept(texts, "cooking"), judge.fluency(texts)  # Rating(score 0-2, ...)
+    judge = offline_judge(model)                            # the default judge, 0–2 scale
+    judge.concept(texts, "cooking")                         # (n,); or example texts / tokens
+    judge.fluency(texts)                                    # (n,)
+    llm = LLMJudge(LLMClient(LLMConfig(base_url="http://127.0.0.1:8080/v1", model="m")))
+    llm.concept(texts, "cooking"), llm.fluency(texts)       # Rating(score 0-2, ...)
+    LLMSteeringJudge(llm)                                   # the same calls as offline_judge
     with serve_gguf("model.gguf") as url: ...               # a local llama.cpp server
     run = steering_generations(model, SteeringSpec("snmf", dirs, concepts), SteeringConfig())
-    rows = steering_summary([score_steering(run, OfflineJudge(concept, fluency))])
+    rows = steering_summary([score_steering(run, judge)])
+
+Components of the offline judge: `SentenceEmbedder` (MiniLM), `FluencyJudge`,
+`ConceptJudge` (a concept-set-relative score, kept for concept sets).
 """
 
 from snmf_jax.evaluate._calibrate import Logistic, fit_logistic, roc_auc
@@ -28,6 +30,9 @@ from snmf_jax.evaluate._steering import (PAPER_TARGETS, LLMSteeringJudge, Offlin
                                           feature_context_examples, run_records, score_steering,
                                           steering_generations, steering_summary,
                                           summary_markdown)
+from snmf_jax.evaluate._describe import Description, as_description
+from snmf_jax.evaluate._judge import (CONCEPT_FEATURES, concept_calibration_set,
+                                      fit_concept_models, offline_judge)
 from snmf_jax.evaluate._offline_judge import (FEATURES, ConceptJudge, FluencyJudge,
                                               FluencyReport, corrupt, harmonic_mean,
                                               text_features)
@@ -42,4 +47,6 @@ __all__ = [
     "LLMSteeringJudge", "OfflineJudge", "ScoredRun", "SteeringConfig", "SteeringRun",
     "SteeringSpec", "feature_context_examples", "run_records", "score_steering",
     "steering_generations", "steering_summary", "summary_markdown",
+    "offline_judge", "Description", "as_description", "CONCEPT_FEATURES",
+    "concept_calibration_set", "fit_concept_models",
 ]
