@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 from pathlib import Path
 
 from snmf_jax.cli._llm_args import add_llm_args, check_llm_args, llm_judge
@@ -53,8 +52,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 def _json(path: str | None, what: str):
     if path is None:
         return None
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+    from snmf_jax import _io
+    try:  # bounded, and a FIFO or device is refused before it is opened
+        return _io.read_json(path)
     except (OSError, ValueError) as e:
         raise ValueError(f"--{what}: cannot read JSON from {path!r}: {e}")
 

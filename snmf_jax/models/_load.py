@@ -53,7 +53,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Raises:
       ValueError: the file is truncated or not safetensors.
     """
-    path = Path(path)
+    path = _io.regular_file(path)  # a FIFO among the shards would block the open
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
