@@ -105,13 +105,24 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--features has codes for {result.codes.shape[0]} tokens but "
                          f"--activations holds {store.n_rows}; pass the store it was fitted on")
     layer = _layer(result, store, args.layer)
-    name = args.model or (result.metadata or {}).get("model") or store.model_name
+    recorded = (result.metadata or {}).get("model")
+    name = args.model or recorded or store.model_name
     model = None
     if name and str(name).lower() != "none":
         if layer is None:
             raise ValueError("the layer is not recorded in the result or the store; pass --layer")
         from snmf_jax.models import load_model
-        model = load_model(name, progress=False)
+        if args.model:
+            model = load_model(name, progress=False)
+        else:  # a name read from a file: resolve it locally only, never download
+            where = "the result's metadata" if recorded else "the store's manifest"
+            try:
+                model = load_model(str(name), progress=False, download=False)
+            except (FileNotFoundError, ValueError, TypeError) as e:
+                raise FileNotFoundError(
+                    f"the model {str(name)!r:.80} named by {where} does not load from this "
+                    f"machine ({e}); pass --model with a preset, GGUF file or folder, or "
+                    f"--model none") from None
     title = args.title or f"SNMF features · {Path(args.features).name}"
     meta = {"features": str(args.features), "activations": str(args.activations),
             "site": store.site, **{k: v for k, v in (result.metadata or {}).items()
