@@ -72,7 +72,7 @@ def _shades(values, top: float) -> list[int]:
     return [0 if v is None or v <= 0 else min(99, int(round(99 * v / top))) for v in values]
 
 
-def _tree(tree: Mapping | None) -> dict | None:
+def page_tree(tree: Mapping | None) -> dict | None:
     """The fields of a concept tree the page reads, each of its type."""
     if tree is None:
         return None
@@ -154,7 +154,7 @@ def compact(report: Mapping) -> dict:
         label_best = {_text(name): [[_int(j, "label_best feature"), _num(a, "label_best AUC")]
                                     for j, a in fs] for name, fs in label_best.items()}
     return {"title": _text(report["title"]), "meta": meta, "features": feats,
-            "strings": table, "tree": _tree(report.get("tree")),
+            "strings": table, "tree": page_tree(report.get("tree")),
             "plots": _plots(report.get("plots")), "label_best": label_best}
 
 
