@@ -199,7 +199,8 @@ class LLMClient:
         deadline = time.monotonic() + cfg.timeout
         # The watchdog: per-read socket timeouts alone let a server that sends a
         # byte every so often hold the attempt for ever.
-        watchdog = threading.Timer(cfg.timeout, _shut, (conn,))
+        fired = threading.Event()
+        watchdog = threading.Timer(cfg.timeout, _shut, (conn, fired))
         watchdog.daemon = True
         watchdog.start()
         try:
@@ -229,12 +230,14 @@ class LLMClient:
                 if size > cfg.max_reply_bytes:
                     raise LLMError(f"{url}: the reply is over max_reply_bytes="
                                    f"{cfg.max_reply_bytes}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError("deadline passed")
                 chunks.append(chunk)
+            if fired.is_set() or time.monotonic() > deadline:  # whatever was read is cut
+                raise TimeoutError("deadline passed")
+            if resp.length:  # read1 ends quietly when the server stops short
+                raise http.client.IncompleteRead(b"".join(chunks), resp.length)
             return b"".join(chunks)
         except (http.client.HTTPException, OSError, ValueError) as e:
-            if time.monotonic() >= deadline - 1e-3:
+            if fired.is_set() or time.monotonic() >= deadline:
                 raise _Retry(f"no whole reply within timeout={cfg.timeout} s") from None
             raise _Retry(f"{type(e).__name__}: {str(e)[:200]}") from None
         finally:
@@ -284,8 +287,9 @@ def _retry_after(value: str | None) -> float | None:
     return wait if wait is not None and math.isfinite(wait) and wait >= 0 else None
 
 
-def _shut(conn: http.client.HTTPConnection) -> None:
+def _shut(conn: http.client.HTTPConnection, fired: threading.Event) -> None:
     """Ends an attempt at its deadline: a blocked read returns at once."""
+    fired.set()
     sock = conn.sock
     if sock is not None:
         try:
