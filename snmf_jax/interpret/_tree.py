@@ -177,7 +177,7 @@ def format_tree(tree: dict[str, Any], *, max_depth: int | None = None,
         text = printable(node_id)  # ids and labels come from a file: no controls
         if weight is not None:
             text += f" ({weight:.2f})"
-        text += f"  {printable(n['label'] or '-')}"
+        text += f"  {printable(n.get('label') or '-')}"
         if show_neurons and excl is not None:
             text += f"  [{len(excl)} own neurons]"
         if show_neurons and n["children"]:
