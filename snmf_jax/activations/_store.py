@@ -290,7 +290,8 @@ class ActivationStore:
     def _documents(self) -> dict:
         if self._docs is None:
             p = self.path / DOCUMENTS
-            self._docs = (read_json(p) if p.exists()
+            # The texts of the whole export: data, not a sidecar, so a far larger bound.
+            self._docs = (read_json(p, max_bytes=4 << 30) if p.exists()
                           else {"texts": [], "labels": None, "label_names": None})
             if not isinstance(self._docs, dict) or not isinstance(
                     self._docs.get("texts", []), list):
