@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,7 +21,16 @@ from safetensors import SafetensorError, safe_open
 
 __all__ = ["atomic_open", "atomic_write_bytes", "write_json", "read_json", "write_safetensors",
            "save_arrays", "load_arrays", "parse_json", "verified_arrays", "reading_safetensors", "load_bytes", "read_metadata", "read_shape",
-           "sha256_bytes", "arrays_digest"]
+           "sha256_bytes", "arrays_digest", "MAX_JSON_BYTES",
+           "regular_file", "read_bytes"]
+
+# JSON sidecars (manifests, headers, configs, trees, descriptions) are small;
+# a bound stops a crafted or mistaken file from exhausting memory.
+MAX_JSON_BYTES = 64 << 20
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISDIR, "a folder"))
 
 
 @contextlib.contextmanager
@@ -53,10 +63,63 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Parses a JSON file; invalid JSON fails with one line naming the file."""
-    with open(path, "r", encoding="utf-8") as f:
-        return parse_json(f.read(), path)
+def _not_regular(path, mode: int) -> ValueError:
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return ValueError(f"{path} is {kind}, not a regular file; refusing to read it (a pipe "
+                      f"or device can block forever or never end)")
+
+
+def regular_file(path: str | os.PathLike) -> Path:
+    """`path`, checked to be a regular file (symlinks followed) before anyone
+    opens it: opening a FIFO blocks until a writer comes, and /dev/zero never
+    ends.
+
+    Raises:
+      FileNotFoundError: nothing at `path`.
+      ValueError: a FIFO, device, socket or folder.
+    """
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(path, st.st_mode)
+    return Path(path)
+
+
+def read_bytes(path: str | os.PathLike, max_bytes: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most `max_bytes`, else a ValueError.
+
+    The file is opened without blocking (a FIFO cannot hold the open) and
+    checked on the open descriptor, so a swap between check and read cannot
+    slip a device in.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path, st.st_mode)
+        if st.st_size > max_bytes:
+            raise ValueError(f"{path}: {st.st_size} bytes is more than a {what} may have "
+                             f"({max_bytes} bytes); refusing to read it")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:  # it grew after the check
+        raise ValueError(f"{path}: more than a {what} may have ({max_bytes} bytes); "
+                         "refusing to read it")
+    return data
+
+
+def read_json(path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Parses a JSON file; invalid JSON fails with one line naming the file.
+
+    Args:
+      path: a regular file (a FIFO or device is refused before it is read).
+      max_bytes: larger files are refused unread.
+    """
+    data = read_bytes(path, max_bytes, "JSON file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    return parse_json(text, path)
 
 
 def parse_json(text: str, where: str | os.PathLike) -> Any:
@@ -66,6 +129,8 @@ def parse_json(text: str, where: str | os.PathLike) -> Any:
         return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{where}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: JSON nested too deeply to read") from None
 
 
 @contextlib.contextmanager
@@ -135,12 +200,14 @@ def save_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Loads every array of a safetensors file (a damaged file fails naming it)."""
+    regular_file(path)
     with reading_safetensors(path):
         return load_file(str(path))
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The string metadata of a safetensors file, without reading its arrays."""
+    regular_file(path)
     with reading_safetensors(path), safe_open(str(path), framework="numpy") as f:
         return dict(f.metadata() or {})
 
@@ -152,6 +219,7 @@ def load_bytes(data: bytes) -> dict[str, np.ndarray]:
 
 def read_shape(path: str | os.PathLike, name: str) -> list[int]:
     """The shape of one tensor of a safetensors file, without reading it."""
+    regular_file(path)
     with reading_safetensors(path), safe_open(str(path), framework="numpy") as f:
         return list(f.get_slice(name).get_shape())
 

@@ -42,7 +42,8 @@ from typing import Any, Iterator, NamedTuple
 import numpy as np
 
 from snmf_jax import _chunks
-from snmf_jax._io import atomic_write_bytes, parse_json, read_json, reading_safetensors
+from snmf_jax._io import (MAX_JSON_BYTES, atomic_write_bytes, parse_json, read_bytes, read_json,
+                          reading_safetensors)
 from snmf_jax.activations._activations import Activations, context_text, token_text
 
 FORMAT = "snmf-jax-activations"
@@ -63,7 +64,8 @@ def write_json(path: Path, obj: Any) -> None:
 def read_manifest(path: Path) -> dict:
     mpath = path / MANIFEST
     try:
-        manifest = parse_json(mpath.read_bytes().decode("utf-8", errors="strict"), mpath)
+        manifest = parse_json(read_bytes(mpath, MAX_JSON_BYTES, "manifest").decode(
+            "utf-8", errors="strict"), mpath)
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{path} is not an activation store: no {MANIFEST}") from None
@@ -288,7 +290,8 @@ class ActivationStore:
     def _documents(self) -> dict:
         if self._docs is None:
             p = self.path / DOCUMENTS
-            self._docs = (read_json(p) if p.exists()
+            # The texts of the whole export: data, not a sidecar, so a far larger bound.
+            self._docs = (read_json(p, max_bytes=4 << 30) if p.exists()
                           else {"texts": [], "labels": None, "label_names": None})
             if not isinstance(self._docs, dict) or not isinstance(
                     self._docs.get("texts", []), list):

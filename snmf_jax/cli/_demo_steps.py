@@ -24,12 +24,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from snmf_jax import _io
+from snmf_jax._text import printable
 
 STEER_FILE = "steered.json"
 
 
 def _say(msg: str) -> None:
-    print(msg, flush=True)
+    print(printable(msg, newlines=True), flush=True)  # may quote an error's text
 
 
 def export_step(model, dataset, layer: int, out: Path):

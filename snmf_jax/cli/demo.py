@@ -18,6 +18,7 @@ import math
 import time
 from pathlib import Path
 
+from snmf_jax._text import printable
 from snmf_jax.cli import _options as _cli_options
 
 
@@ -66,7 +67,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def _cell(s: str, width: int) -> str:
-    s = " ".join(s.split())
+    s = printable(" ".join(s.split()))  # dataset and generated text
     return s if len(s) <= width else s[: width - 1] + "…"
 
 
@@ -189,7 +190,7 @@ def _summary(clear, picks, proj, decode, rec) -> None:
         sc = rec["scores"].get(str(k))
         judged = (f"; judge: concept {sc['concept']:.2f} (unsteered "
                   f"{sc['concept_unsteered']:.2f}), fluency {sc['fluency']:.2f}") if sc else ""
-        print(f"\n  feature {k}: {clear.label[k]} ({clear.purity[k]:.0%}, sentence AUC "
+        print(f"\n  feature {k}: {printable(clear.label[k])} ({clear.purity[k]:.0%}, sentence AUC "
               f"{clear.auc[k]:.2f}){judged}")
         print(f"    top tokens: {_cell(' '.join(map(repr, clear.top_tokens[k])), 90)}")
         print(f"    promotes:   {_cell(' '.join(map(repr, proj.tokens(decode, k, '+', 8))), 90)}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 from pathlib import Path
 
 from snmf_jax.cli._llm_args import add_llm_args, check_llm_args, llm_judge
@@ -54,8 +53,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 def _json(path: str | None, what: str):
     if path is None:
         return None
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+    from snmf_jax import _io
+    try:  # bounded, and a FIFO or device is refused before it is opened
+        return _io.read_json(path)
     except (OSError, ValueError) as e:
         raise ValueError(f"--{what}: cannot read JSON from {path!r}: {e}")
 
@@ -118,13 +118,24 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--neuronpedia: the layer is not recorded in the result or the "
                              "store; pass --layer (Neuronpedia names sources by it)")
         report.check_export_folder(args.neuronpedia)
-    name = args.model or (result.metadata or {}).get("model") or store.model_name
+    recorded = (result.metadata or {}).get("model")
+    name = args.model or recorded or store.model_name
     model = None
     if name and str(name).lower() != "none":
         if layer is None:
             raise ValueError("the layer is not recorded in the result or the store; pass --layer")
         from snmf_jax.models import load_model
-        model = load_model(name, progress=False)
+        if args.model:
+            model = load_model(name, progress=False)
+        else:  # a name read from a file: resolve it locally only, never download
+            where = "the result's metadata" if recorded else "the store's manifest"
+            try:
+                model = load_model(str(name), progress=False, download=False)
+            except (FileNotFoundError, ValueError, TypeError) as e:
+                raise FileNotFoundError(
+                    f"the model {str(name)!r:.80} named by {where} does not load from this "
+                    f"machine ({e}); pass --model with a preset, GGUF file or folder, or "
+                    f"--model none") from None
     title = args.title or f"SNMF features · {Path(args.features).name}"
     meta = {"features": str(args.features), "activations": str(args.activations),
             "site": store.site, **{k: v for k, v in (result.metadata or {}).items()

@@ -31,6 +31,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+from snmf_jax._text import printable
 from snmf_jax.cli import demo, doctor, evaluate, export, fit, hierarchy, interpret, steer
 
 # Each module exposes `register(subparsers)`, which adds its subcommand and
@@ -48,7 +49,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _one_line(message: str) -> str:
-    return " ".join(str(message).split())
+    # Messages echo file text (names, labels, keys): escape its control characters.
+    return printable(" ".join(str(message).split()))
 
 
 def _version_line() -> str:

@@ -6,6 +6,7 @@ import argparse
 
 import numpy as np
 
+from snmf_jax._text import printable
 from snmf_jax.cli._options import signature_default
 
 
@@ -119,6 +120,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nprompt: {prompt!r}")
         for i, label in enumerate(labels):
             for s in range(args.samples):
-                text = gen.texts[i][j][s].replace("\n", "\\n")
+                text = printable(gen.texts[i][j][s])  # generated text: escape controls
                 print(f"  [{label:>10}] {text}")
     return 0

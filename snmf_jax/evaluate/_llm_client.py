@@ -4,18 +4,27 @@ concurrency limit and a dry run that counts requests and tokens.
     client = LLMClient(LLMConfig(base_url="http://127.0.0.1:8080/v1", model="gpt-4o-mini"))
     text = client.chat([{"role": "user", "content": "Hello"}])
     client.stats        # requests, retries, prompt/completion tokens
+
+Every limit is a real bound on what a server can make the client do: one
+attempt ends at `timeout` seconds whatever the server sends (a watchdog shuts
+the socket, so a server trickling a byte at a time cannot hold it), a wait
+between attempts never exceeds `max_backoff` whatever Retry-After says, and a
+reply over `max_reply_bytes` is refused. Requests go to `base_url` and nowhere
+else: redirects are not followed and proxy settings of the environment are
+not used, so the API key never leaves the configured origin.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
+import math
 import os
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
@@ -39,11 +48,15 @@ class LLMConfig:
         (and sends none if that is unset, as local servers expect).
       temperature: sampling temperature (0: the judge's deterministic setting).
       max_tokens: completion budget per request.
-      timeout: seconds before a request counts as failed (and is retried).
-      max_retries: retries of a request after a 429, a 5xx, a timeout or a
-        dropped connection, before LLMError.
-      backoff: first retry delay in seconds; doubles each retry (capped at
-        max_backoff); a Retry-After header, when sent, is honoured.
+      timeout: seconds one attempt may take in all (connect, send, the whole
+        reply) before it counts as failed (and is retried).
+      max_retries: retries of a request after a 429, a 5xx, a timeout, a
+        dropped connection or a malformed reply (status line, truncated body,
+        usage field), before LLMError.
+      backoff: first retry delay in seconds; doubles each retry. A
+        Retry-After header may lengthen a delay, never beyond max_backoff.
+      max_backoff: the longest delay between two attempts.
+      max_reply_bytes: a longer reply is an LLMError (not retried).
       concurrency: requests in flight at once, across threads.
       dry_run: send nothing; count the requests and estimate the tokens.
     """
@@ -57,13 +70,33 @@ class LLMConfig:
     max_retries: int = 4
     backoff: float = 1.0
     max_backoff: float = 30.0
+    max_reply_bytes: int = 8 << 20
     concurrency: int = 4
     dry_run: bool = False
 
     def __post_init__(self):
-        if not self.base_url.startswith(("http://", "https://")):
+        if not isinstance(self.base_url, str) or not self.base_url.startswith(
+                ("http://", "https://")):
             raise ValueError(f"LLMConfig.base_url must start with http:// or https://; "
                              f"got {self.base_url!r}")
+        try:
+            parts = urllib.parse.urlsplit(self.base_url)
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as e:
+            raise ValueError(f"LLMConfig.base_url {self.base_url!r} is not a URL ({e})") from None
+        if not parts.hostname or parts.username is not None or parts.query or parts.fragment:
+            raise ValueError(f"LLMConfig.base_url must be scheme://host[:port]/path with no "
+                             f"user, query or fragment; got {self.base_url!r}")
+        for name in ("timeout", "backoff", "max_backoff"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
+                    math.isfinite(v) and v >= 0) or (name == "timeout" and v == 0):
+                raise ValueError(f"LLMConfig.{name} must be a finite number of seconds "
+                                 f"{'> 0' if name == 'timeout' else '>= 0'}; got {v!r}")
+        if isinstance(self.max_reply_bytes, bool) or not isinstance(
+                self.max_reply_bytes, int) or self.max_reply_bytes < 1:
+            raise ValueError(f"LLMConfig.max_reply_bytes must be an integer >= 1; got "
+                             f"{self.max_reply_bytes!r}")
         if self.concurrency < 1:
             raise ValueError(f"LLMConfig.concurrency must be >= 1; got {self.concurrency}")
         if self.max_retries < 0:
@@ -80,6 +113,14 @@ class LLMStats:
     prompt_tokens: int = 0  # from the server's usage, else estimated (chars / 4)
     completion_tokens: int = 0
     estimated: bool = False  # some token counts are estimates
+
+
+class _Retry(Exception):
+    """One attempt failed in a way worth another (429, 5xx, timeout, malformed reply)."""
+
+    def __init__(self, message: str, wait: float | None = None):
+        super().__init__(message)
+        self.wait = wait
 
 
 def estimate_tokens(text: str) -> int:
@@ -132,24 +173,76 @@ class LLMClient:
             wait = None
             with self._slots:
                 self._count(http_attempts=1)
-                req = urllib.request.Request(url, data=body, headers=self._headers, method="POST")
                 try:
-                    with urllib.request.urlopen(req, timeout=cfg.timeout) as resp:
-                        raw = resp.read()
-                    return self._parse(raw, prompt)
-                except urllib.error.HTTPError as e:
-                    if e.code != 429 and e.code < 500:
-                        raise LLMError(f"{url}: HTTP {e.code} {e.reason}: "
-                                       f"{e.read()[:200]!r}") from None
-                    last = f"HTTP {e.code}"
-                    wait = _retry_after(e.headers.get("Retry-After"))
-                except (TimeoutError, socket.timeout, urllib.error.URLError,
-                        ConnectionError) as e:
-                    last = f"{type(e).__name__}: {e}"
+                    return self._parse(self._post(url, body), prompt)
+                except _Retry as e:
+                    last, wait = str(e), e.wait
             if attempt < cfg.max_retries:
-                delay = min(cfg.max_backoff, cfg.backoff * 2 ** attempt)
-                time.sleep(max(delay, wait or 0.0))
+                delay = cfg.backoff * 2 ** min(attempt, 60)
+                if wait is not None and math.isfinite(wait) and wait > delay:
+                    delay = wait
+                time.sleep(min(cfg.max_backoff, delay))
         raise LLMError(f"{url}: failed after {cfg.max_retries + 1} attempts (last: {last})")
+
+    def _post(self, url: str, body: bytes) -> bytes:
+        """One POST to `url`, whole within `timeout` seconds; the reply body of a 2xx.
+
+        Raises:
+          _Retry: 429, 5xx, timeout, dropped connection, malformed status line
+            or truncated body.
+          LLMError: a redirect, another 4xx, or a reply over max_reply_bytes.
+        """
+        cfg = self.config
+        parts = urllib.parse.urlsplit(url)
+        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = cls(parts.hostname, parts.port, timeout=cfg.timeout)
+        deadline = time.monotonic() + cfg.timeout
+        # The watchdog: per-read socket timeouts alone let a server that sends a
+        # byte every so often hold the attempt for ever.
+        fired = threading.Event()
+        watchdog = threading.Timer(cfg.timeout, _shut, (conn, fired))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            conn.request("POST", parts.path or "/", body=body, headers=self._headers)
+            resp = conn.getresponse()
+            status = resp.status
+            if 300 <= status < 400:
+                raise LLMError(f"{url}: HTTP {status} redirect to "
+                               f"{(resp.getheader('Location') or '?')[:100]!r}; redirects are "
+                               "not followed (requests and the API key go only to base_url)")
+            if status == 429 or status >= 500:
+                raise _Retry(f"HTTP {status}", _retry_after(resp.getheader("Retry-After")))
+            if not 200 <= status < 300:
+                raise LLMError(f"{url}: HTTP {status} {resp.reason[:100]}: "
+                               f"{resp.read(200)!r}")
+            length = resp.getheader("Content-Length")
+            if length is not None and length.strip().isdigit() and \
+                    int(length) > cfg.max_reply_bytes:
+                raise LLMError(f"{url}: a reply of {int(length)} bytes is over "
+                               f"max_reply_bytes={cfg.max_reply_bytes}")
+            chunks, size = [], 0
+            while True:
+                chunk = resp.read1(65536)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > cfg.max_reply_bytes:
+                    raise LLMError(f"{url}: the reply is over max_reply_bytes="
+                                   f"{cfg.max_reply_bytes}")
+                chunks.append(chunk)
+            if fired.is_set() or time.monotonic() > deadline:  # whatever was read is cut
+                raise TimeoutError("deadline passed")
+            if resp.length:  # read1 ends quietly when the server stops short
+                raise http.client.IncompleteRead(b"".join(chunks), resp.length)
+            return b"".join(chunks)
+        except (http.client.HTTPException, OSError, ValueError) as e:
+            if fired.is_set() or time.monotonic() >= deadline:
+                raise _Retry(f"no whole reply within timeout={cfg.timeout} s") from None
+            raise _Retry(f"{type(e).__name__}: {str(e)[:200]}") from None
+        finally:
+            watchdog.cancel()
+            conn.close()
 
     def _parse(self, raw: bytes, prompt: str) -> str:
         try:
@@ -157,13 +250,20 @@ class LLMClient:
             text = data["choices"][0]["message"]["content"] or ""
             if not isinstance(text, str):
                 raise TypeError
-        except (ValueError, KeyError, IndexError, TypeError):
+        except (ValueError, KeyError, IndexError, TypeError, RecursionError):
+            # A reply that is not a chat completion: the judge asks again.
             self._count(prompt_tokens=estimate_tokens(prompt), estimated=True)
             return ""
-        usage = data.get("usage") or {}
-        if "prompt_tokens" in usage and "completion_tokens" in usage:
-            self._count(prompt_tokens=int(usage["prompt_tokens"]),
-                        completion_tokens=int(usage["completion_tokens"]))
+        usage = data.get("usage")
+        if usage is not None and not isinstance(usage, dict):
+            raise _Retry(f"malformed usage field {usage!r:.80}")
+        usage = usage or {}
+        counts = [usage.get(k) for k in ("prompt_tokens", "completion_tokens")]
+        if any(c is not None and (isinstance(c, bool) or not isinstance(c, int)
+                                  or not 0 <= c <= 1 << 40) for c in counts):
+            raise _Retry(f"malformed usage field {usage!r:.80}")
+        if None not in counts:
+            self._count(prompt_tokens=counts[0], completion_tokens=counts[1])
         else:
             self._count(prompt_tokens=estimate_tokens(prompt),
                         completion_tokens=estimate_tokens(text), estimated=True)
@@ -179,7 +279,20 @@ class LLMClient:
 
 
 def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds; an HTTP date, garbage, NaN or a negative is ignored."""
     try:
-        return float(value) if value is not None else None
+        wait = float(value) if value is not None else None
     except ValueError:
         return None
+    return wait if wait is not None and math.isfinite(wait) and wait >= 0 else None
+
+
+def _shut(conn: http.client.HTTPConnection, fired: threading.Event) -> None:
+    """Ends an attempt at its deadline: a blocked read returns at once."""
+    fired.set()
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from snmf_jax import _checks, _io
+from snmf_jax._text import printable
 from snmf_jax.interpret._neurons import group_composition
 
 TREE_FORMAT = "snmf-jax/concept-tree"
@@ -173,10 +174,10 @@ def format_tree(tree: dict[str, Any], *, max_depth: int | None = None,
              excl: list[int] | None, depth: int, root: bool) -> None:
         n = by_id[node_id]
         head = "" if root else prefix + ("└─ " if last else "├─ ")
-        text = f"{node_id}"
+        text = printable(node_id)  # ids and labels come from a file: no controls
         if weight is not None:
             text += f" ({weight:.2f})"
-        text += f"  {n['label'] or '-'}"
+        text += f"  {printable(n.get('label') or '-')}"
         if show_neurons and excl is not None:
             text += f"  [{len(excl)} own neurons]"
         if show_neurons and n["children"]:

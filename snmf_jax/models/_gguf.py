@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from snmf_jax import _io
 from snmf_jax.models._gguf_quant import dequantize
 
 _MAGIC = b"GGUF"
@@ -32,6 +33,9 @@ _NUMPY_TYPES = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32
                 5: np.int32, 6: np.float32, 7: np.bool_, 10: np.uint64,
                 11: np.int64, 12: np.float64}
 _STRING, _ARRAY = 8, 9
+# llama.cpp writes arrays of scalars or strings (depth 1); arrays of arrays are
+# legal but unused. Deeper nesting is refused before it exhausts the stack.
+MAX_ARRAY_DEPTH = 4
 
 SUPPORTED_ARCHITECTURES = ("llama", "gemma2", "gemma3", "gpt2")
 
@@ -145,7 +149,7 @@ class _Cursor:
         except UnicodeDecodeError:
             return raw.decode("utf-8", errors="replace")
 
-    def value(self, vtype: int, what: str) -> Any:
+    def value(self, vtype: int, what: str, depth: int = 0) -> Any:
         if vtype == 6:
             # float32: its shortest decimal (1e-05, not 9.999999747378752e-06),
             # which is the value the original config stated.
@@ -155,6 +159,9 @@ class _Cursor:
         if vtype == _STRING:
             return self.string(what)
         if vtype == _ARRAY:
+            if depth >= MAX_ARRAY_DEPTH:
+                raise GGUFError(f"{self.path} is corrupted: {what} nests arrays more than "
+                                f"{MAX_ARRAY_DEPTH} deep")
             etype = self.scalar("I", what)
             count = self.scalar("Q", what)
             if etype in _NUMPY_TYPES:
@@ -167,7 +174,8 @@ class _Cursor:
                 self._need(8 * count, what)  # every string has an 8-byte length
                 return [self.string(what) for _ in range(count)]
             if etype == _ARRAY:
-                return [self.value(_ARRAY, what) for _ in range(count)]
+                self._need(12 * count, what)  # every array has a type and a count
+                return [self.value(_ARRAY, what, depth + 1) for _ in range(count)]
             raise GGUFError(f"{self.path} is corrupted: {what} is an array of "
                             f"unknown GGUF value type {etype}")
         raise GGUFError(f"{self.path} is corrupted: {what} has unknown GGUF value "
@@ -190,8 +198,12 @@ def read_gguf(path: str | os.PathLike) -> GGUFFile:
     import gguf  # deferred: importing gguf costs ~0.3 s
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"GGUF file not found: {path}")
+    try:
+        _io.regular_file(path)  # a FIFO would block the open, a device never end
+    except ValueError as e:
+        raise GGUFError(str(e)) from None
     size = path.stat().st_size
     if size < 24:
         raise GGUFError(f"{path} is not a GGUF file: it has only {size} bytes")

@@ -53,7 +53,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Raises:
       ValueError: the file is truncated or not safetensors.
     """
-    path = Path(path)
+    path = _io.regular_file(path)  # a FIFO among the shards would block the open
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
@@ -159,7 +159,7 @@ def _load_gguf(path: Path, dtype, tokenizer: bool, name: str, progress: bool):
     return Model(config=config, params=params, tokenizer=tok, name=name)
 
 
-def _from_hub(repo_id: str) -> Path:
+def _from_hub(repo_id: str, download: bool) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
@@ -167,9 +167,15 @@ def _from_hub(repo_id: str) -> Path:
             f"{repo_id!r} is not a preset ({', '.join(PRESETS)}) nor a local path, and "
             f"huggingface_hub is not installed to resolve it as a hub id") from None
     try:
+        offline = {} if download else {"local_files_only": True}  # the cache alone
         return Path(snapshot_download(
-            repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja"]))
+            repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja"], **offline))
     except Exception as e:  # offline, not cached, gated, unknown repo, network
+        if not download:
+            raise FileNotFoundError(
+                f"{repo_id!r} is not a preset ({', '.join(PRESETS)}), a local path nor in "
+                f"the local Hugging Face cache, and a model named by a file is never "
+                f"downloaded") from None
         raise FileNotFoundError(
             f"could not get the Hugging Face model {repo_id!r} ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else 'no detail'}). snmf-jax works "
@@ -179,7 +185,7 @@ def _from_hub(repo_id: str) -> Path:
 
 
 def load_model(name_or_path: str | os.PathLike, dtype: Any = jnp.float32, *,
-               tokenizer: bool = True, progress: bool = True):
+               tokenizer: bool = True, progress: bool = True, download: bool = True):
     """Loads a model with its weights and tokenizer.
 
     Args:
@@ -195,6 +201,10 @@ def load_model(name_or_path: str | os.PathLike, dtype: Any = jnp.float32, *,
         the memory).
       tokenizer: also load the tokenizer (an error when there is none).
       progress: show progress bars.
+      download: a hub id may be downloaded (when huggingface_hub may use the
+        network). Pass False for a name read from a file (a store manifest,
+        a result header): then only presets, local paths and the local hub
+        cache resolve, and nothing reaches a network the user did not ask for.
 
     Returns:
       A `Model`.
@@ -237,7 +247,7 @@ def load_model(name_or_path: str | os.PathLike, dtype: Any = jnp.float32, *,
             f"{path} has no config.json (a Hugging Face folder) and "
             f"{'several' if ggufs else 'no'} .gguf files; pass the file itself")
     if _HUB_ID.match(key) and path.suffix != ".gguf":
-        return _load_hf_folder(_from_hub(key), dtype, tokenizer, key)
+        return _load_hf_folder(_from_hub(key, download), dtype, tokenizer, key)
     if path.suffix == ".gguf" or os.sep in key or key.startswith((".", "~")):
         raise FileNotFoundError(f"no such file or folder: {path}")
     raise FileNotFoundError(

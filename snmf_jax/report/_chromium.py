@@ -44,9 +44,15 @@ def _url(html_path, fragment: str) -> str:
     return url + ("#" + fragment if fragment else "")
 
 
-def dump_dom(html_path, fragment: str = "", *, timeout: float = 120) -> str:
-    """The page's DOM (serialized HTML) after its scripts ran on load."""
-    return _run(["--dump-dom", _url(html_path, fragment)], timeout)
+def dump_dom(html_path, fragment: str = "", *, timeout: float = 120,
+             budget_ms: int | None = None) -> str:
+    """The page's DOM (serialized HTML) after its scripts ran on load.
+
+    budget_ms: also let this much virtual time pass first, so that events
+    queued on load (an image's error handler, timers) have run.
+    """
+    budget = [f"--virtual-time-budget={int(budget_ms)}"] if budget_ms else []
+    return _run([*budget, "--dump-dom", _url(html_path, fragment)], timeout)
 
 
 def screenshot(html_path, png_path, fragment: str = "", *, size=(1400, 1000),

@@ -107,9 +107,11 @@ def feature_report(features, codes, data, *, model=None, layer: int | None = Non
     steered = _per_feature("steered", steered, n_feat)
     scores = _per_feature("scores", scores, n_feat, Mapping)
     if tree is not None:
+        from snmf_jax.report._html import page_tree
         try:
             interpret.check_tree(tree, n_feat)
-        except ValueError as e:
+            page_tree(tree)  # every field the page shows, of its type, before any work
+        except (ValueError, TypeError, KeyError) as e:
             raise ValueError(f"tree: {e}") from None
         tree = dict(tree)
 
@@ -170,7 +172,8 @@ def feature_report(features, codes, data, *, model=None, layer: int | None = Non
               "meta": {"n_features": n_feat, "n_tokens": int(codes.shape[0]),
                        "d_mlp": int(phi.shape[1]), "layer": layer,
                        "model": getattr(model, "name", None), "contexts": k,
-                       "window": window, "active": active, **dict(meta or {})},
+                       "window": window, **dict(meta or {}),
+                       "active": active},  # the value used, whatever `meta` says
               "features": feats, "tree": tree, "plots": {}}
     if assoc is not None:
         report["label_best"] = {name: [[j, _r(a, 3)] for j, a in assoc.best_features(name, 5)]
