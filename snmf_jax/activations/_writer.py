@@ -33,7 +33,10 @@ def remove_store_files(path: Path) -> None:
     before listing it). A user's file that merely looks like ours stays.
     """
     m = read_manifest(path)  # refuses a manifest that is not ours
-    listed = {c.get("file") for c in m["chunks"]}
+    # Names come from our own naming pattern, never from the manifest: an entry
+    # counts only when it names the chunk the writer would have written there.
+    listed = {_chunks.chunk_name(i) for i, c in enumerate(m["chunks"])
+              if c.get("file") == _chunks.chunk_name(i)}
     listed.add(_chunks.chunk_name(len(m["chunks"])))
     for p in path.iterdir():
         if not p.is_file():
@@ -178,6 +181,13 @@ class StoreWriter:
             if not np.isfinite(X[l]).all():
                 raise ValueError(f"append: X[{l}] has {int((~np.isfinite(X[l])).sum())} "
                                  "non-finite value(s); a store holds finite activations")
+            if self.dtype.kind == "f" and np.size(X[l]):
+                # A value the storage dtype cannot hold would be read back as inf.
+                top = float(np.max(np.abs(X[l])))
+                if top > float(np.finfo(self.dtype).max):
+                    raise ValueError(
+                        f"append: X[{l}] holds {top:.4g}, beyond the largest {self.dtype} "
+                        f"({float(np.finfo(self.dtype).max):.6g}); store as float32")
         if self.rows_done + self._fill + m > self.n_rows:
             raise ValueError(
                 f"appending {m} rows would exceed the store's n_rows={self.n_rows} "
