@@ -52,30 +52,27 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def _check_writable(o: Output, p: Path) -> None:
-    """The first existing ancestor is a writable folder; names fit the file system."""
-    probe = p
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
+    """Names fit the file system; the first existing ancestor is a writable folder."""
     try:
-        name_max = os.pathconf(probe if probe.is_dir() else probe.parent, "PC_NAME_MAX")
-        path_max = os.pathconf(probe if probe.is_dir() else probe.parent, "PC_PATH_MAX")
+        name_max = os.pathconf("/", "PC_NAME_MAX")
+        path_max = os.pathconf("/", "PC_PATH_MAX")
     except (OSError, ValueError):
         name_max, path_max = 255, 4096
     names = list(p.parts) + list(o.files or ())
-    # atomic writes add a dot prefix and a random suffix to the name.
+    # Atomic writes add a dot prefix and a random suffix to each name.
     long = [n for n in names if len(os.fsencode(n)) + 20 > name_max]
     if long:
-        raise ValueError(f"{o.flag} {os.fspath(o.path)!r}: the name {long[0][:40]!r}... is "
-                         f"longer than this file system allows ({name_max} bytes)")
+        raise ValueError(f"{o.flag}: the name {long[0][:40]!r}... is longer than this file "
+                         f"system allows ({name_max} bytes, less room for a temporary suffix)")
     if len(os.fsencode(str(p))) + 64 > path_max:
         raise ValueError(f"{o.flag}: the path is longer than this file system allows "
                          f"({path_max} bytes)")
-    if probe.exists() and not probe.is_dir():
+    probe = p
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir() and (probe != p or o.files is not None):
         where = "is a file" if probe == p else f"is under {str(probe)!r}, which is a file"
-        if probe != p or o.files is not None:
-            raise ValueError(f"{o.flag} {os.fspath(o.path)!r} must be a folder; it {where}")
+        raise ValueError(f"{o.flag} {os.fspath(o.path)!r} must be a folder; it {where}")
     folder = probe if probe.is_dir() else probe.parent
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"{o.flag} {os.fspath(o.path)!r}: {str(folder)!r} is not writable")
