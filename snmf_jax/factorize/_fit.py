@@ -102,9 +102,16 @@ def fit(x, rank: int | None = None, *, codes_init=None,
                              max_iter=opts.max_iter, chunk=opts.chunk_size,
                              checkpointer=checkpointer, checkpoint_every=opts.checkpoint_every,
                              progress=progress, callback=callback)
-    return SNMFResult(features=np.asarray(fs.best_features) * np.float32(scale)
-                      if scale != 1.0 else np.asarray(fs.best_features),
-                      codes=np.asarray(fs.best_codes),
+    features = np.asarray(fs.best_features)
+    if scale != 1.0:
+        with np.errstate(over="ignore"):
+            features = features * np.asarray(scale, features.dtype)
+        if not np.isfinite(features).all():
+            raise FloatingPointError(
+                f"the features of X (largest |value| ~{scale:.3g}) overflow {features.dtype} "
+                "once scaled back; rescale X (e.g. divide by its largest absolute value) "
+                "and retry.")
+    return SNMFResult(features=features, codes=np.asarray(fs.best_codes),
                       losses=np.asarray(losses, dtype=np.float64) * scale ** 2,
                       best_iter=int(fs.best_step), converged=bool(fs.done),
                       settings={**settings, "max_iter": int(opts.max_iter)},
