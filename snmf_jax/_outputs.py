@@ -71,8 +71,9 @@ def _check_writable(o: Output, p: Path) -> None:
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if probe.exists() and not probe.is_dir() and (probe != p or o.files is not None):
-        where = "is a file" if probe == p else f"is under {str(probe)!r}, which is a file"
-        raise ValueError(f"{o.flag} {os.fspath(o.path)!r} must be a folder; it {where}")
+        where = (f"{os.fspath(o.path)!r} exists and is not a directory" if probe == p else
+                 f"{str(probe)!r}, above {os.fspath(o.path)!r}, is not a directory")
+        raise ValueError(f"{o.flag} must be a folder; {where}")
     folder = probe if probe.is_dir() else probe.parent
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"{o.flag} {os.fspath(o.path)!r}: {str(folder)!r} is not writable")
@@ -98,6 +99,7 @@ def check_outputs(outputs: Iterable[Output], *, inputs: Mapping[str, object] = (
     for o in outputs:
         p = _resolved(o.path)
         targets = [p] if o.files is None else [p / f for f in o.files]
+        _check_writable(o, p)
         for flag, q in ins.items():
             if _inside(p, q) or any(t == q for t in targets):
                 raise ValueError(f"{o.flag} {os.fspath(o.path)!r} is {flag} or inside it; "
@@ -107,7 +109,6 @@ def check_outputs(outputs: Iterable[Output], *, inputs: Mapping[str, object] = (
                 raise ValueError(f"{o.flag} and {flag} name the same path "
                                  f"({os.fspath(o.path)!r}); give each its own")
         seen[p] = o.flag
-        _check_writable(o, p)
         if o.files is None and p.is_dir():
             raise ValueError(f"{o.flag} {os.fspath(o.path)!r} is a folder; it must name a file")
         existing = [t for t in targets if t.exists() or t.is_symlink()]
