@@ -182,10 +182,16 @@ def test_export_no_progress_silences_the_model_loading_bar(tmp_path, capsys, mon
     assert seen.get("progress") is False
 
 
-def test_demo_takes_no_progress(tmp_path, capsys, nomodel):
-    rc, err = run(capsys, "demo", "--model", nomodel, "--out", tmp_path / "d",
-                  "--no-progress")
-    assert rc == 1 and "unrecognized" not in err  # accepted; the model is what is missing
+@pytest.mark.parametrize("command", [
+    ("demo", "--out", "{tmp}/d"),
+    ("steer", "--features", "{tmp}/none", "--feature", "0"),
+    ("evaluate", "--layer", "0", "--out", "{tmp}/e"),
+])
+def test_every_command_that_loads_a_model_takes_no_progress(tmp_path, capsys, nomodel,
+                                                            command):
+    argv = [a.format(tmp=tmp_path) for a in command]
+    rc, err = run(capsys, argv[0], "--model", nomodel, *argv[1:], "--no-progress")
+    assert rc == 1 and "unrecognized" not in err  # accepted; what is missing is an input
 
 
 @pytest.mark.slow

@@ -48,6 +48,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--judge", default="offline", choices=("offline", "llm"))
     add_llm_args(p, "--judge llm")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.add_argument("--overwrite", action="store_true",
                    help="replace results already at --out (default: refuse)")
     p.set_defaults(func=run)
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     compare, steering = _configs(args)
     data = _dataset(args)
     from snmf_jax.models import load_model
-    model = load_model(args.model)
+    model = load_model(args.model, progress=not args.no_progress)
     from snmf_jax.evaluate._compare import compare_methods
     with contextlib.ExitStack() as stack:
         judge = None
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             from snmf_jax.evaluate._steering import LLMSteeringJudge
             judge = LLMSteeringJudge(llm_judge(args, stack))
         comp = compare_methods(model, data, layer=args.layer, config=compare, steering=steering,
-                               judge=judge, progress=True)
+                               judge=judge, progress=not args.no_progress)
     from snmf_jax.evaluate._outputs import write_comparisons
     label = f"{model.name or args.model} L{args.layer}"
     command = "snmf-jax " + " ".join(shlex.quote(a) for a in sys.argv[1:])

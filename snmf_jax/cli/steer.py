@@ -55,6 +55,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=_gen_default("seed"),
                    help="sampling seed")
     p.add_argument("--chat", action="store_true", help="use the tokenizer's chat template")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=run)
     return p
 
@@ -78,9 +79,9 @@ def _layer_of(result, layer: int | None) -> int:
     return layer
 
 
-def _load_model(name: str):
+def _load_model(name: str, progress: bool = True):
     from snmf_jax.models import load_model
-    return load_model(name)
+    return load_model(name, progress=progress)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,12 +115,12 @@ def run(args: argparse.Namespace) -> int:
     k = result.features.shape[0]
     if not 0 <= args.feature < k:
         raise ValueError(f"--feature must be in [0, {k}); got {args.feature}")
-    model = _load_model(args.model)
+    model = _load_model(args.model, **({"progress": False} if args.no_progress else {}))
     dirs = feature_directions(model, result.features, layer=layer, indices=[args.feature],
                               site=args.site)
     pos, neg = calibrate_both(model, dirs, targets=(args.kl,), prompt=args.calibration_prompt,
                               where="prompt" if args.where == "prompt" else "all",
-                              chat=args.chat)
+                              chat=args.chat, progress=not args.no_progress)
     a_pos, a_neg = float(pos.alphas[0, 0]), float(neg.alphas[0, 0])
     print(f"feature {args.feature} | layer {layer} {dirs.site} | target KL {args.kl:g} "
           f"on {args.calibration_prompt!r}")
