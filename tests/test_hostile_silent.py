@@ -238,8 +238,19 @@ def test_any_store_manifest_field_opens_right_or_fails_naming_the_file(tmp_path,
         mpath.write_text(original)
 
 
+@pytest.mark.parametrize("key,value", [("metadata", {"layer": "3"}),
+                                       ("metadata", {"layer": -1}), ("metadata", {"site": 5}),
+                                       ("metadata", {"store": "acts"})])
+def test_result_provenance_fields_are_validated(tmp_path, key, value):
+    path = _result_file(tmp_path)
+    _edit_header(path, key, value)
+    with pytest.raises(ValueError, match="metadata") as e:
+        sj.SNMFResult.load(path.parent)
+    assert str(path) in str(e.value)
+
+
 @_HYP
-@given(key=st.sampled_from(["format", "rank", "chunks", "step"]),
+@given(key=st.sampled_from(["format", "rank", "chunks", "step", "store"]),
        value=_JSON | st.just(_DELETE))
 def test_any_codes_manifest_field_opens_right_or_fails_naming_the_file(tmp_path, key, value):
     from snmf_jax.factorize import CodesStore
@@ -258,6 +269,8 @@ def test_any_codes_manifest_field_opens_right_or_fails_naming_the_file(tmp_path,
     try:
         c = CodesStore(path)
         assert c.to_numpy().shape == (c.n_rows, c.rank)
+        assert c.step is None or (isinstance(c.step, int) and c.step >= 0)
+        assert c.manifest.get("store") is None or isinstance(c.manifest["store"], dict)
     except (ValueError, FileNotFoundError) as e:
         assert "manifest.json" in str(e) or str(path) in str(e)
     finally:

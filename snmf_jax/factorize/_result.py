@@ -148,5 +148,13 @@ def check_header(info: dict, arrays: dict, file) -> None:
            info.get("converged"))
     _field(file, "settings", isinstance(info.get("settings"), dict), "an object",
            info.get("settings"))
-    _field(file, "metadata", isinstance(info.get("metadata", {}), dict), "an object",
-           info.get("metadata"))
+    meta = info.get("metadata", {})
+    _field(file, "metadata", isinstance(meta, dict), "an object", meta)
+    # The provenance readers act on: the layer, site and store it was fitted on.
+    layer = meta.get("layer")
+    _field(file, "metadata.layer", layer is None or (isinstance(layer, int) and not isinstance(
+        layer, bool) and layer >= 0), "null or an int >= 0", layer)
+    _field(file, "metadata.site", meta.get("site") is None or isinstance(meta["site"], str),
+           "null or a string", meta.get("site"))
+    _field(file, "metadata.store", meta.get("store") is None or isinstance(meta["store"], dict),
+           "null or an object", meta.get("store"))
