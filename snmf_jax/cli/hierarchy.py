@@ -74,11 +74,15 @@ def run(args) -> int:
     _checks.integer("--seed", args.seed, lo=-2 ** 63, hi=2 ** 63 - 1)
     if args.layer is not None:
         _checks.integer("--layer", args.layer, lo=0)
+    outs = [_outputs.Output("--out", args.out, (*FILES, "tree.json"))]
+    _outputs.check_outputs(outs, overwrite=True)  # writable (existence: below)
     src = Path(args.source)
     if not src.exists():
         raise FileNotFoundError(f"source {str(src)!r} does not exist")
-    _outputs.check_outputs([_outputs.Output("--out", args.out, (*FILES, "tree.json"))],
-                           inputs={"SOURCE": args.source, "--store": args.store},
+    if not (src / "snmf.safetensors").is_file():  # a store: its manifest, named if bad
+        from snmf_jax.activations._store import read_manifest  # pylint: disable=g-import-not-at-top
+        read_manifest(src)
+    _outputs.check_outputs(outs, inputs={"SOURCE": args.source, "--store": args.store},
                            overwrite=args.overwrite)
     out = Path(args.out)
     sparsity = args.sparsity[0] if len(args.sparsity) == 1 else args.sparsity
