@@ -166,7 +166,8 @@ def test_policy_refuses_exactly_inputs_and_unconfirmed_replacements(tmp_path_fac
     o, i = root.joinpath(*out), root.joinpath(*inp)
     i.parent.mkdir(parents=True, exist_ok=True)
     i.write_text("input")
-    if exists and not (o == i or i in o.parents or o in i.parents):
+    made = exists and not (o == i or i in o.parents or o in i.parents)
+    if made:
         o.mkdir(parents=True, exist_ok=True)
         (o / "r.json").write_text("old")
     clash = o == i or i in o.parents
@@ -180,10 +181,8 @@ def test_policy_refuses_exactly_inputs_and_unconfirmed_replacements(tmp_path_fac
         outcome = "input" if "INPUT" in str(e) else "other"
     if clash:
         assert outcome in ("input", "other")  # (a file parent is refused as "not a folder")
-    elif exists and not overwrite:
+    elif made and not overwrite:
         assert outcome == "exists"
-    elif o in i.parents:  # out is a folder holding the input: allowed (demo layout)
-        assert outcome == "ok"
-    else:
+    else:  # including out = a folder holding the input (the demo's layout)
         assert outcome == "ok"
     assert i.read_text() == "input"

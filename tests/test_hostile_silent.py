@@ -190,6 +190,7 @@ def test_any_result_header_field_loads_right_or_fails_naming_the_file(tmp_path, 
     assert 1 <= r.best_iter <= r.n_iter and r.loss == r.losses[r.best_iter - 1]
 
 
+@pytest.mark.slow
 @_HYP
 @given(key=st.sampled_from(["format", "ranks", "settings", "metadata"]),
        value=_JSON | st.just(_DELETE) | st.lists(st.integers(-2, 6), max_size=4))
