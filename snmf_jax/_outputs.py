@@ -44,7 +44,8 @@ class Output:
 
 
 def _resolved(p) -> Path:
-    return Path(os.path.abspath(os.path.expanduser(os.fspath(p))))
+    # realpath: a symlink to an input is that input.
+    return Path(os.path.realpath(os.path.expanduser(os.fspath(p))))
 
 
 def _inside(child: Path, parent: Path) -> bool:

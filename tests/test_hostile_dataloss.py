@@ -58,6 +58,16 @@ def test_fit_never_writes_into_its_input(tmp_path, capsys, where):
     assert _bytes(store) == before and not (store / "res").exists()
 
 
+def test_fit_out_through_a_symlink_to_its_input_is_refused(tmp_path, capsys):
+    store = tmp_path / "acts"
+    write_store(store)
+    (tmp_path / "link").symlink_to(store)
+    rc, err = run(capsys, "fit", store, "--rank", 2, "--out", tmp_path / "link",
+                  "--no-progress", "--overwrite")
+    assert one_line_error(rc, err, "INPUT")
+    assert not (store / "snmf.json").exists()
+
+
 def test_hierarchy_out_on_an_existing_hierarchy_is_refused(fitted, tmp_path, capsys):
     store, res = fitted
     out = tmp_path / "h"
