@@ -133,6 +133,35 @@ def test_checkpoint_past_a_smaller_max_iter_is_not_returned_as_that_fit(tmp_path
         assert res.n_iter <= 10
 
 
+_JSON_TEXT = st.one_of(st.text(max_size=8), st.builds(json.dumps, st.one_of(
+    st.none(), st.integers(), st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.sampled_from(["rank", "seed", "kind", "x"]), st.integers(0, 3),
+                    max_size=3))))
+
+
+@pytest.mark.slow
+@_HYP
+@given(key=st.sampled_from(["format", "settings", "data", "arrays_sha256"]), value=_JSON_TEXT)
+def test_any_checkpoint_header_field_resumes_right_or_fails_naming_the_file(tmp_path, key,
+                                                                            value):
+    ck = tmp_path / "ck"
+    x = _x()
+    if not ck.exists():
+        sj.fit(x, 3, max_iter=10, patience=None, checkpoint_dir=ck, checkpoint_every=5,
+               progress=False)
+    path = ck / "snmf_checkpoint.safetensors"
+    arrays, meta = _io.load_arrays(path), _io.read_metadata(path)
+    try:
+        _io.save_arrays(path, arrays, {**meta, key: value})
+        res = sj.fit(x, 3, max_iter=12, patience=None, checkpoint_dir=ck, checkpoint_every=5,
+                     progress=False)
+        assert res.n_iter == 12 and np.isfinite(res.losses).all()
+    except ValueError as e:
+        assert str(path) in str(e)
+    finally:
+        _io.save_arrays(path, arrays, meta)
+
+
 # -- headers, field by field -----------------------------------------------------------
 
 
