@@ -164,6 +164,11 @@ class HierarchicalResult:
         if missing:
             raise ValueError(f"{file}: the header lists {levels} levels but array "
                              f"{missing[0]!r} is missing")
+        extra = sorted(k for k in a if k.split(".")[0] in ("features", "links", "losses")
+                       and k not in names)
+        if extra:
+            raise ValueError(f"{file}: the header lists {levels} levels but the file also "
+                             f"holds {extra[0]!r}")
         for i, r in enumerate(ranks):
             f = a[f"features.{i}"]
             if f.ndim != 2 or f.shape[0] != r or f.dtype.kind != "f":
