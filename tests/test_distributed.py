@@ -106,7 +106,8 @@ def test_two_processes_match_one(tmp_path):
     out = tmp_path / "out"
     _launch(common + ["--max-iter", "20", "--out", str(out)], 2, timeout=300)
     # Resume the same run to 30 iterations from the per-process checkpoints.
-    outs = _launch(common + ["--max-iter", "30", "--out", str(out)], 2, timeout=300)
+    outs = _launch(common + ["--max-iter", "30", "--out", str(out), "--overwrite"], 2,
+                   timeout=300)
     summary = json.loads(outs[0].strip().splitlines()[-1])
     assert summary["n_iter"] == 30
 

@@ -261,8 +261,15 @@ def test_checkpoint_dir_that_is_a_file_fails_before_any_work(tmp_path):
 
 def test_overflowing_data_or_settings_raise_instead_of_returning_zeros():
     x = _data() * np.float32(1e18)  # finite, but its squares overflow float32
-    with pytest.raises(FloatingPointError, match="Rescale X"):
-        sj.fit(x, rank=3, max_iter=5, progress=False)
+    # Fitted at unit scale and scaled back (issue 22), so not zeros: the unit-scale fit.
+    ref = sj.fit(_data(), rank=3, max_iter=5, progress=False)
+    res = sj.fit(x, rank=3, max_iter=5, progress=False)
+    assert res.loss == pytest.approx(ref.loss * 1e36, rel=1e-3)
+    try:  # near float32's limit: a finite fit, or an error naming the cure
+        assert np.isfinite(sj.fit(_data() * np.float32(1e37), rank=3, max_iter=5,
+                                  progress=False).features).all()
+    except FloatingPointError as e:
+        assert "rescale X" in str(e)
     for bad in (dict(reg=float("nan")), dict(mu_eps=float("inf")), dict(tol=float("nan")),
                 dict(reg=-1.0)):
         with pytest.raises(ValueError, match=next(iter(bad))):

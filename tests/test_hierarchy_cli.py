@@ -48,10 +48,12 @@ def test_hierarchy_from_store(store, tmp_path, capsys):
     assert tree["format"] == "snmf-jax/concept-tree" and tree["ranks"] == [4, 2]
     h = sj.HierarchicalResult.load(out)
     assert h.ranks == (4, 2) and h.finetune_losses.shape == (20,)
-    # Rerun: resumed from OUT/checkpoint, same hierarchy.
-    assert cli.main(["hierarchy", str(path), "--ranks", "4", "2", "--sparsity", "0.2",
-                     "--restarts", "2", "--out", str(out), "--no-progress",
-                     "--finetune-steps", "20"]) == 0
+    # Rerun: refused without --overwrite (a result is there); with it, resumed
+    # from OUT/checkpoint, same hierarchy.
+    again = ["hierarchy", str(path), "--ranks", "4", "2", "--sparsity", "0.2",
+             "--restarts", "2", "--out", str(out), "--no-progress", "--finetune-steps", "20"]
+    assert cli.main(again) == 1 and "--overwrite" in capsys.readouterr().err
+    assert cli.main([*again, "--overwrite"]) == 0
     np.testing.assert_array_equal(sj.HierarchicalResult.load(out).links[0], h.links[0])
 
 

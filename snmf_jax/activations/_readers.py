@@ -40,6 +40,19 @@ def _read_utf8(path: Path) -> str:
     return text.removeprefix("\ufeff")  # a BOM is not part of the first document
 
 
+def lines(text: str) -> list[str]:
+    """Lines split at \\n, \\r\\n and \\r only. `str.splitlines` also splits at
+    U+2028, U+0085, form feeds and others, which may sit inside one line of a
+    text file or one JSON string of a .jsonl record."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def label_text(value: Any) -> str:
+    """A JSON label as a label name: a string as it is, anything else as its
+    JSON spelling (null stays "null", distinct from the string "None")."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
 def _check_nonempty(texts: Sequence[str], path: Path) -> None:
     if not texts:
         raise ValueError(f"{path}: no documents found (the dataset is empty)")
@@ -108,7 +121,7 @@ def read_concept_json(path: str | os.PathLike, *, text_field: str | None = None,
                     f"{path}: record {i} field {field!r} is a "
                     f"{type(rec[field]).__name__}, expected a string")
             texts.append(rec[field])
-            labels.append(str(rec[label_field]))
+            labels.append(label_text(rec[label_field]))
         shape = "records"
     else:
         raise ValueError(
@@ -134,7 +147,7 @@ def read_jsonl(path: str | os.PathLike, *, text_field: str = "text",
     path = Path(path)
     texts: list[str] = []
     labels: list[str] = []
-    for lineno, line in enumerate(_read_utf8(path).splitlines(), 1):
+    for lineno, line in enumerate(lines(_read_utf8(path)), 1):
         if not line.strip():
             continue
         try:
@@ -156,7 +169,7 @@ def read_jsonl(path: str | os.PathLike, *, text_field: str = "text",
                 raise ValueError(
                     f"{path}:{lineno}: no label field {label_field!r}; keys: "
                     f"{sorted(rec)}")
-            labels.append(str(rec[label_field]))
+            labels.append(label_text(rec[label_field]))
     _check_nonempty(texts, path)
     return from_texts(texts, labels if label_field is not None else None,
                       metadata={"source": str(path), "format": "jsonl"})
@@ -178,11 +191,11 @@ def read_text(path: str | os.PathLike, *, split: str = "lines") -> TextDataset:
     path = Path(path)
     text = _read_utf8(path)
     if split == "lines":
-        docs = [ln.strip() for ln in text.splitlines()]
+        docs = [ln.strip() for ln in lines(text)]
         docs = [d for d in docs if d]
     elif split == "paragraphs":
         docs, cur = [], []
-        for ln in text.splitlines():
+        for ln in lines(text):
             if ln.strip():
                 cur.append(ln.strip())
             elif cur:

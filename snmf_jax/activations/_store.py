@@ -34,6 +34,7 @@ Reading never writes, so any number of processes can read a store at once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -107,6 +108,13 @@ def check_manifest_fields(m: dict, mpath: Path) -> None:
         raise bad(f"dtype must be one of {STORE_DTYPES}", m["dtype"])
     if not isinstance(m["complete"], bool):
         raise bad("complete must be true or false", m["complete"])
+    for key in ("site", "model"):
+        if m.get(key) is not None and not isinstance(m[key], str):
+            raise bad(f"{key} must be a string", m[key])
+    if "n_rows" in m and not is_int(m["n_rows"], 0):
+        raise bad("n_rows must be an int >= 0", m["n_rows"])
+    if not isinstance(m.get("settings", {}), dict):
+        raise bad("settings must be an object", m["settings"])
     _chunks.check_entries(mpath, m["chunks"])
 
 
@@ -190,6 +198,42 @@ class ActivationStore:
         return (f"ActivationStore({str(self.path)!r}, model={self.model_name!r}, "
                 f"site={self.site!r}, layers={list(self.layers)}, "
                 f"shape={self.shape}, chunks={self.num_chunks})")
+
+    def identity(self, layer: int | None = None) -> dict[str, Any]:
+        """What a result fitted on this store records, so a reader can refuse
+        another store: the SHA-256 over the chunk digests of the manifest (no
+        data is read), the layer, site, model and row count."""
+        digests = [c.get("sha256") for c in self._chunks]
+        return {"sha256": hashlib.sha256(json.dumps(digests).encode()).hexdigest(),
+                "layer": self._layer(layer), "site": self.site, "model": self.model_name,
+                "n_rows": self.n_rows}
+
+    def check_identity(self, recorded: Any, layer: int | None, *, what: str) -> None:
+        """Refuses a store other than the one `what` records it was fitted on.
+
+        Args:
+          recorded: the `store` identity a result, hierarchy or codes store
+            recorded (`identity`); None (an older file) checks nothing here.
+          layer: the layer the caller will use (None: the store's only one).
+          what: names the fitted file in messages.
+        """
+        if recorded is None:
+            return
+        if not isinstance(recorded, dict):
+            raise ValueError(f"{what}: its recorded store identity must be an object; got "
+                             f"{type(recorded).__name__}")
+        use = layer if layer is not None else recorded.get("layer")
+        if use is not None and use not in self.layers:
+            raise ValueError(f"{what} was fitted on layer {use!r}, which {str(self.path)!r} "
+                             f"does not hold (layers {list(self.layers)})")
+        now = self.identity(use)
+        for key in ("sha256", "layer", "site", "n_rows"):
+            if key in recorded and recorded[key] != now[key]:
+                got = "other data" if key == "sha256" else repr(now[key])
+                raise ValueError(
+                    f"{what} was fitted on another store ({key}: recorded "
+                    f"{str(recorded[key])[:16]!r}, {str(self.path)!r} has {got}); pass the "
+                    "store, layer and site it was fitted on")
 
     # -- reading -------------------------------------------------------------
 

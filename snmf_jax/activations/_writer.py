@@ -33,16 +33,33 @@ def remove_store_files(path: Path) -> None:
     before listing it). A user's file that merely looks like ours stays.
     """
     m = read_manifest(path)  # refuses a manifest that is not ours
-    listed = {c.get("file") for c in m["chunks"]}
-    listed.add(_chunks.chunk_name(len(m["chunks"])))
+    # Names come from our own naming pattern, never from the manifest: chunk i
+    # is removed only under the name the writer gives it, and only when the
+    # manifest lists it there with its size, or its own header says a writer
+    # of this package wrote it as chunk i (the one a crash left unlisted).
+    sizes = {_chunks.chunk_name(i): c.get("bytes") for i, c in enumerate(m["chunks"])
+             if c.get("file") == _chunks.chunk_name(i)}
+    for i in range(len(m["chunks"]) + 1):
+        p = path / _chunks.chunk_name(i)
+        if p.is_file() and not p.is_symlink() and (
+                sizes.get(p.name) == p.stat().st_size or _wrote_chunk(p, i)):
+            p.unlink()
     for p in path.iterdir():
-        if not p.is_file():
-            continue
-        if p.name in (MANIFEST, DOCUMENTS) or p.name in listed or (
-                _OWN_FILE.match(p.name) and p.name.endswith(".tmp")):
+        if p.is_file() and (p.name in (MANIFEST, DOCUMENTS) or (
+                _OWN_FILE.match(p.name) and p.name.endswith(".tmp"))):
             p.unlink()
     if not any(path.iterdir()):
         path.rmdir()
+
+
+def _wrote_chunk(path: Path, i: int) -> bool:
+    """The safetensors header of `path` says it is chunk i of an activation store."""
+    from snmf_jax._io import read_metadata  # pylint: disable=g-import-not-at-top
+    try:
+        meta = read_metadata(path)
+    except (ValueError, OSError):
+        return False
+    return meta.get("format") == FORMAT and meta.get("chunk") == str(i)
 
 
 class StoreWriter:
@@ -178,6 +195,13 @@ class StoreWriter:
             if not np.isfinite(X[l]).all():
                 raise ValueError(f"append: X[{l}] has {int((~np.isfinite(X[l])).sum())} "
                                  "non-finite value(s); a store holds finite activations")
+            if self.dtype.kind == "f" and np.size(X[l]):
+                # A value the storage dtype cannot hold would be read back as inf.
+                top = float(np.max(np.abs(X[l])))
+                if top > float(np.finfo(self.dtype).max):
+                    raise ValueError(
+                        f"append: X[{l}] holds {top:.4g}, beyond the largest {self.dtype} "
+                        f"({float(np.finfo(self.dtype).max):.6g}); store as float32")
         if self.rows_done + self._fill + m > self.n_rows:
             raise ValueError(
                 f"appending {m} rows would exceed the store's n_rows={self.n_rows} "

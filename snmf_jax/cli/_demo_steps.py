@@ -33,7 +33,7 @@ def _say(msg: str) -> None:
     print(printable(msg, newlines=True), flush=True)  # may quote an error's text
 
 
-def export_step(model, dataset, layer: int, out: Path):
+def export_step(model, dataset, layer: int, out: Path, progress: bool = True):
     """The layer's activation store at out/acts-L<layer> (resumed or reused)."""
     from snmf_jax.activations import ActivationStore, export_activations
     path = out / f"acts-L{layer}"
@@ -45,13 +45,14 @@ def export_step(model, dataset, layer: int, out: Path):
             done = False
     # The exporter itself verifies the settings (weights digest, dataset
     # fingerprint, layer, batching) and returns a complete store untouched.
-    store = export_activations(model, dataset, layers=layer, out=path, progress=True)
+    store = export_activations(model, dataset, layers=layer, out=path, progress=progress)
     _say(f"      {'reused' if done else 'wrote'} {path}: {store.n_rows} tokens x "
          f"{store.shape[1]} neurons")
     return store
 
 
-def fit_step(store, layer: int, options, restarts: int, out: Path, metadata: dict):
+def fit_step(store, layer: int, options, restarts: int, out: Path, metadata: dict,
+             progress: bool = True):
     """The best of `restarts` fits (seeds seed..seed+restarts-1), reused when
     the saved result records the same settings, restarts and data."""
     from snmf_jax.factorize import SNMFResult, as_source, fit, source_identity
@@ -81,7 +82,7 @@ def fit_step(store, layer: int, options, restarts: int, out: Path, metadata: dic
     best = None
     for r in range(restarts):
         opts = dataclasses.replace(options, seed=options.seed + r)
-        res = fit(X, options=opts, progress=True, metadata={**metadata, "demo": want})
+        res = fit(X, options=opts, progress=progress, metadata={**metadata, "demo": want})
         _say(f"      restart {r + 1}/{restarts} (seed {opts.seed}): loss {res.loss:.4g}, "
              f"{res.n_iter} iterations")
         if best is None or res.loss < best.loss:
@@ -138,7 +139,7 @@ def _digest(a: np.ndarray) -> str:
 
 def steer_step(model, result, layer: int, picks: Sequence[int], labels: Sequence[str],
                *, kl: float, prompts: Sequence[str], max_new_tokens: int, out: Path,
-               judge_examples: dict | None) -> dict:
+               judge_examples: dict | None, progress: bool = True) -> dict:
     """Calibrated steered samples of `picks` (and judge scores), reused when
     `steered.json` records the same features, picks and settings."""
     from snmf_jax import steer
@@ -155,8 +156,10 @@ def steer_step(model, result, layer: int, picks: Sequence[int], labels: Sequence
             _say(f"      reused {path} (same features, picks and settings)")
             return old
     dirs = steer.feature_directions(model, result.features, layer=layer, indices=list(picks))
-    cal = steer.calibrate(model, dirs, targets=(kl,), prompt=prompts[0], progress=True)
+    cal = steer.calibrate(model, dirs, targets=(kl,), prompt=prompts[0], progress=progress)
     alphas = cal.sign * cal.alphas[:, 0]
+    from snmf_jax.steer._steer import check_steered_logits
+    check_steered_logits(model, list(prompts), cal.patch(dirs, kl))
     base = steer.generate(model, list(prompts), max_new_tokens=max_new_tokens)
     gen = steer.generate(model, list(prompts), cal.patch(dirs, kl),
                          max_new_tokens=max_new_tokens)

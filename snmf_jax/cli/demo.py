@@ -55,6 +55,15 @@ class DemoOptions:
     judge: bool = dataclasses.field(default=True, metadata={
         "help": "skip the offline MiniLM judge", "flag": "--no-judge"})
     out: str = dataclasses.field(default="runs/demo", metadata={"help": "output folder"})
+    overwrite: bool = dataclasses.field(default=False, metadata={
+        "help": "write into an --out folder that a demo did not create, replacing its "
+                "features/, index.html, plots/ and steered.json (default: refuse)"})
+    progress: bool = dataclasses.field(default=True, metadata={
+        "help": "hide the progress bars", "flag": "--no-progress"})
+
+
+MARKER = "demo.json"  # written first: the folder is a demo's, reruns may reuse it
+MAX_NEW_TOKENS = 1 << 16  # before the model loads; its context length right after
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -81,16 +90,32 @@ def _check_args(args) -> None:
         ("--kl", args.kl, 0.0 < args.kl < math.inf, "a finite KL target > 0"),
         ("--steer", args.steer, 0 <= args.steer <= args.rank, "in [0, --rank]"),
         ("--layer", args.layer, args.layer is None or args.layer >= 0, "a layer index >= 0"),
-        ("--max-new-tokens", args.max_new_tokens, args.max_new_tokens >= 1, "an integer >= 1"),
+        ("--max-new-tokens", args.max_new_tokens, 1 <= args.max_new_tokens <= MAX_NEW_TOKENS,
+         f"an integer in [1, {MAX_NEW_TOKENS}]"),
+        ("--seed", args.seed, -2 ** 63 <= args.seed + args.restarts - 1 < 2 ** 63,
+         "a 64-bit seed (with --restarts, seed + restarts - 1 < 2**63)"),
         ("--prompt", args.prompt, all(str(p).strip() for p in args.prompt) and args.prompt,
          "non-empty prompts"),
     )
     for flag, value, ok, expected in checks:
         if not ok:
             raise ValueError(f"{flag} must be {expected}; got {value!r}")
+    from snmf_jax import _outputs
+    _outputs.check_outputs([_outputs.Output("--out", args.out, ())],
+                           inputs={"--model": args.model if Path(args.model).exists() else None})
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out must be a folder; {str(out)!r} is a file")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite and not _is_demo(out):
+        raise FileExistsError(f"--out {args.out!r} holds files a demo did not write; pass "
+                              "--overwrite to write into it anyway, or choose another folder")
+
+
+def _is_demo(out: Path) -> bool:
+    """The folder was created by `snmf-jax demo` (its marker file says so)."""
+    try:
+        import json  # pylint: disable=g-import-not-at-top
+        return json.loads((out / MARKER).read_text("utf-8")).get("format") == "snmf-jax/demo"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,25 +135,33 @@ def demo(opts: DemoOptions, fit_opts) -> int:
     t0 = time.perf_counter()
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
+    from snmf_jax import _io
+    _io.write_json(out / MARKER, {"format": "snmf-jax/demo"})
     print(f"[1/6] loading {opts.model} ...", flush=True)
-    model = models.load_model(opts.model)
+    model = models.load_model(opts.model, progress=opts.progress)
     cfg = model.config
     layer = cfg.n_layers // 5 if opts.layer is None else opts.layer
     if layer >= cfg.n_layers:
         raise ValueError(f"--layer must be in [0, {cfg.n_layers - 1}] for {opts.model}; "
                          f"got {layer}")
+    longest = max(len(model.tokenizer.encode(p)) for p in opts.prompt) + 1
+    if longest + opts.max_new_tokens > cfg.max_position:
+        raise ValueError(f"--max-new-tokens must be at most {cfg.max_position - longest} for "
+                         f"{opts.model} (context {cfg.max_position} tokens, longest prompt "
+                         f"{longest}); got {opts.max_new_tokens}")
     data = activations.load_concepts()
     print(f"      {cfg.family}, {cfg.n_layers} layers, d_mlp={cfg.d_mlp}; "
           f"{len(data.texts)} sentences over {len(data.label_names)} concepts", flush=True)
 
     print(f"[2/6] exporting layer {layer} mlp_hidden activations ...", flush=True)
-    store = steps.export_step(model, data, layer, out)
+    store = steps.export_step(model, data, layer, out, progress=opts.progress)
 
     print(f"[3/6] SNMF: K={fit_opts.rank}, keep {fit_opts.sparsity:.0%} of neurons, "
           f"init {fit_opts.init}, {opts.restarts} restart(s) ...", flush=True)
     result = steps.fit_step(store, layer, fit_opts, opts.restarts, out,
                             {"model": model.name, "layer": layer, "site": "mlp_hidden",
-                             "dataset": "concepts"})
+                             "dataset": "concepts", "store": store.identity(layer)},
+                            progress=opts.progress)
 
     print("[4/6] interpreting: concept purity of top contexts, vocabulary projection ...",
           flush=True)
@@ -146,7 +179,8 @@ def demo(opts: DemoOptions, fit_opts) -> int:
         rec = steps.steer_step(
             model, result, layer, picks, [clear.label[k] for k in picks], kl=opts.kl,
             prompts=list(opts.prompt), max_new_tokens=opts.max_new_tokens, out=out,
-            judge_examples=steps.judge_examples(store) if opts.judge else None)
+            judge_examples=steps.judge_examples(store) if opts.judge else None,
+            progress=opts.progress)
 
     print("[6/6] writing the feature browser and plots ...", flush=True)
     descriptions = {k: f"{clear.label[k]} · top-10 purity {clear.purity[k]:.0%} · sentence "
@@ -167,8 +201,10 @@ def demo(opts: DemoOptions, fit_opts) -> int:
     scored = [k for k in picks if str(k) in rec["scores"]]
     first = (max(scored, key=lambda k: rec["scores"][str(k)]["harmonic"]) if scored
              else picks[0] if picks else None)
-    print(f"\nwrote {out}/: features/ (SNMFResult), index.html (feature browser), plots/, "
-          f"{steps.STEER_FILE}\nopen {page.resolve().as_uri()}"
+    wrote = ["features/ (SNMFResult)", "index.html (feature browser)", "plots/"]
+    if picks:  # no feature to steer: steered.json was not written
+        wrote.append(steps.STEER_FILE)
+    print(f"\nwrote {out}/: {', '.join(wrote)}\nopen {page.resolve().as_uri()}"
           + (f"#f={first}&sort=label" if first is not None else ""))
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0

@@ -48,6 +48,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--judge", default="offline", choices=("offline", "llm"))
     add_llm_args(p, "--judge llm")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results already at --out (default: refuse)")
     p.set_defaults(func=run)
     return p
 
@@ -58,8 +61,10 @@ def _configs(args):
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if args.layer < 0:
         raise ValueError(f"--layer must be >= 0; got {args.layer}")
-    if args.concepts < 0:
-        raise ValueError(f"--concepts must be >= 0; got {args.concepts}")
+    if args.concepts < 0 or args.concepts == 1:
+        raise ValueError(f"--concepts must be 0 (all) or >= 2 (a concept is detected "
+                         f"against the others); got {args.concepts}")
+    _check_flags(args)
     if args.judge == "llm":
         check_llm_args(args, "--judge llm")
     for name in ("samples", "max_new_tokens", "sae_tokens", "sae_k", "max_iter"):
@@ -79,6 +84,25 @@ def _configs(args):
     except ValueError as e:
         raise ValueError(f"--{str(e)}") from None
     return compare, steering
+
+
+def _check_flags(args) -> None:
+    """The flags a fit, SAE or generation would otherwise refuse (or silently
+    replace) after the model loads, and --out, before anything runs."""
+    from snmf_jax import _checks, _outputs
+    for flag, v, lo, hi in (("--rank", args.rank, 1, None), ("--sae-width", args.sae_width, 1, None),
+                            ("--unsupervised", args.unsupervised, 0, None),
+                            ("--samples", args.samples, 1, 1024),
+                            ("--max-new-tokens", args.max_new_tokens, 1, 1 << 16),
+                            ("--seed", args.seed, -2 ** 63, 2 ** 63 - 1)):
+        if v is not None:
+            _checks.integer(flag, v, lo=lo, hi=hi)
+    for t in args.targets:
+        _checks.real("--targets", t, lo=0, lo_open=True)
+    _outputs.check_outputs(
+        [_outputs.Output("--out", args.out, ("results.md", "results.json", "steering.png"))],
+        inputs={"--dataset": args.dataset if args.dataset != "concepts" else None,
+                "--model": args.model}, overwrite=args.overwrite)
 
 
 def _dataset(args):
@@ -101,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     compare, steering = _configs(args)
     data = _dataset(args)
     from snmf_jax.models import load_model
-    model = load_model(args.model)
+    model = load_model(args.model, progress=not args.no_progress)
     from snmf_jax.evaluate._compare import compare_methods
     with contextlib.ExitStack() as stack:
         judge = None
@@ -109,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             from snmf_jax.evaluate._steering import LLMSteeringJudge
             judge = LLMSteeringJudge(llm_judge(args, stack))
         comp = compare_methods(model, data, layer=args.layer, config=compare, steering=steering,
-                               judge=judge, progress=True)
+                               judge=judge, progress=not args.no_progress)
     from snmf_jax.evaluate._outputs import write_comparisons
     label = f"{model.name or args.model} L{args.layer}"
     command = "snmf-jax " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -81,14 +81,23 @@ def run(args: argparse.Namespace) -> int:
     # Checked before the dataset and the model are loaded.
     for l in layers:
         _checks.integer("--layers", l, lo=0)
+    dup = sorted({l for l in layers if layers.count(l) > 1})
+    if dup:
+        raise ValueError(f"--layers lists layer {dup[0]} more than once; got {layers}")
     _checks.integer("--batch-size", args.batch_size, lo=1)
     _checks.integer("--chunk-rows", args.chunk_rows, lo=1)
     if args.max_length is not None:
         _checks.integer("--max-length", args.max_length, lo=1)
     if args.limit is not None:
         _checks.integer("--limit", args.limit, lo=1)
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out!r} exists and is not a directory")
+    from snmf_jax import _outputs
+    # files=(): an existing store is resumed (or, with --overwrite, replaced) by
+    # the writer's own verified-manifest policy; here: inputs and writability.
+    _outputs.check_outputs(
+        [_outputs.Output("--out", args.out, ())],
+        inputs={"--dataset": args.dataset if args.dataset != "concepts" else None,
+                "--model": args.model if Path(args.model).exists() else None},
+        overwrite=args.overwrite)
     dataset = read_dataset(args.dataset, text_field=args.text_field,
                            label_field=args.label_field, split=args.split)
     if args.limit is not None:
@@ -96,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = dataclasses.replace(
             dataset, texts=dataset.texts[:n],
             labels=None if dataset.labels is None else dataset.labels[:n])
-    model = load_model(args.model)
+    model = load_model(args.model, progress=not args.no_progress)
     store = export_activations(
         model, dataset, layers, site=args.site,
         batch_size=args.batch_size, max_length=args.max_length,

@@ -49,6 +49,8 @@ def register(subparsers) -> None:
     g.add_argument("--local-devices", type=int, default=None,
                    help="CPU devices per process (testing on one machine)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a result already at --out (default: refuse)")
     p.set_defaults(func=run)
 
 
@@ -68,8 +70,15 @@ def _load_all(src) -> np.ndarray:
 
 def run(args) -> int:
     opts = _options.from_args(args)  # every option checked before any work
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out!r} exists and is not a directory")
+    from snmf_jax import _checks, _outputs  # pylint: disable=g-import-not-at-top
+    from snmf_jax.factorize._result import FILES  # pylint: disable=g-import-not-at-top
+    _outputs.check_outputs([_outputs.Output("--out", args.out, FILES)],
+                           inputs={"INPUT": args.input}, overwrite=args.overwrite)
+    _checks.integer("--chunk-rows", args.chunk_rows, lo=1)
+    if args.layer is not None:
+        _checks.integer("--layer", args.layer, lo=0)
+    if args.local_devices is not None:
+        _checks.integer("--local-devices", args.local_devices, lo=1)
     multi = args.coordinator is not None
     if not multi and (args.num_processes is not None or args.process_id is not None):
         raise ValueError("--num-processes/--process-id need --coordinator")
@@ -90,9 +99,13 @@ def run(args) -> int:
     from snmf_jax.factorize import _codes, _fit, _sharded, _streaming  # pylint: disable=g-import-not-at-top
 
     out = Path(args.out)
-    kw = dict(options=opts, progress=not args.no_progress and jax.process_index() == 0,
-              metadata={"input": str(Path(args.input).resolve()), "layer": args.layer})
     src = _source(args)
+    metadata = {"input": str(Path(args.input).resolve()), "layer": args.layer}
+    store = getattr(src, "store", None)
+    if store is not None:  # the identity of the store and layer, checked by its readers
+        metadata.update(layer=src.layer, site=store.site, store=store.identity(src.layer))
+    kw = dict(options=opts, progress=not args.no_progress and jax.process_index() == 0,
+              metadata=metadata)
     t0 = time.perf_counter()
     if args.streaming:
         result = _streaming.fit_streaming(
@@ -107,7 +120,7 @@ def run(args) -> int:
         _codes.CodesStore.write_chunk(codes_dir, jax.process_index(), result.codes)
         _distributed.barrier("snmf-jax fit: codes written")
         if jax.process_index() == 0:
-            _codes.CodesStore.finish(codes_dir, opts.rank)
+            _codes.CodesStore.finish(codes_dir, opts.rank, store=metadata.get("store"))
         result = dataclasses.replace(result, codes=None, metadata={
             **result.metadata, "codes_store": "codes"})
     else:

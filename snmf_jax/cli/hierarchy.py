@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def register(subparsers) -> None:
                    help="child kept when its link >= threshold x the parent's largest")
     p.add_argument("--max-children", type=int, default=4)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a hierarchy already at --out (default: refuse)")
     p.set_defaults(func=run)
 
 
@@ -55,14 +58,32 @@ def run(args) -> int:
 
     from snmf_jax import _checks  # pylint: disable=g-import-not-at-top
 
+    from snmf_jax import _outputs  # pylint: disable=g-import-not-at-top
+    from snmf_jax.factorize._hierarchy_result import FILES  # pylint: disable=g-import-not-at-top
+
     # The tree settings are used after the fit; check them before it.
     _checks.real("--threshold", args.threshold, lo=0, hi=1)
     _checks.integer("--max-children", args.max_children, lo=1)
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out!r} exists and is not a directory")
+    for r in args.ranks:
+        _checks.integer("--ranks", r, lo=1)
+    for v in args.sparsity:
+        _checks.real("--sparsity", v, lo=0, hi=1, lo_open=True)
+    _checks.integer("--restarts", args.restarts, lo=1)
+    _checks.integer("--max-iter", args.max_iter, lo=1)
+    _checks.integer("--finetune-steps", args.finetune_steps, lo=0)
+    _checks.integer("--seed", args.seed, lo=-2 ** 63, hi=2 ** 63 - 1)
+    if args.layer is not None:
+        _checks.integer("--layer", args.layer, lo=0)
+    outs = [_outputs.Output("--out", args.out, (*FILES, "tree.json"))]
+    _outputs.check_outputs(outs, overwrite=True)  # writable (existence: below)
     src = Path(args.source)
     if not src.exists():
         raise FileNotFoundError(f"source {str(src)!r} does not exist")
+    if not (src / "snmf.safetensors").is_file():  # a store: its manifest, named if bad
+        from snmf_jax.activations._store import read_manifest  # pylint: disable=g-import-not-at-top
+        read_manifest(src)
+    _outputs.check_outputs(outs, inputs={"SOURCE": args.source, "--store": args.store},
+                           overwrite=args.overwrite)
     out = Path(args.out)
     sparsity = args.sparsity[0] if len(args.sparsity) == 1 else args.sparsity
     common = dict(sparsity=sparsity, init=args.init, seed=args.seed, restarts=args.restarts,
@@ -79,14 +100,23 @@ def run(args) -> int:
             raise ValueError("--finetune-steps from a result needs --store")
         x = (store.rows(0, store.n_rows, layer=args.layer) if store is not None
              else np.empty((0, level0.features.shape[1]), np.float32))  # unused: level 0 given
+        if store is not None:
+            store.check_identity((level0.metadata or {}).get("store"), args.layer,
+                                 what=f"SOURCE {str(src)!r}")
         if store is not None and store.n_rows != level0.codes.shape[0]:
             raise ValueError(f"--store has {store.n_rows} rows but the "
                              f"result's codes have {level0.codes.shape[0]}")
         h = fit_hierarchical(x, ranks, level0=level0, **common)
+        ident = (level0.metadata or {}).get("store")
     else:
         store = ActivationStore(src)
         x = src if args.streaming else store.rows(0, store.n_rows, layer=args.layer)
         h = fit_hierarchical(x, args.ranks, layer=args.layer, **common)
+        ident = store.identity(args.layer)
+    if ident is not None:  # the store and layer it was fitted on, checked by readers
+        h = dataclasses.replace(h, metadata={**h.metadata, "store": ident,
+                                             "layer": ident.get("layer"),
+                                             "site": ident.get("site")})
     h.save(out)
     tokens = _tree.token_strings(store) if store is not None else None
     tree = _tree.concept_tree(h, tokens, threshold=args.threshold,

@@ -46,6 +46,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="also write the features as SAEDashboard's Neuronpedia batches "
                         "(FOLDER/batch-<n>.json, what Neuronpedia's importer reads)")
     p.add_argument("--title", default=None, help="page title")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files already at --out, --plots or --neuronpedia "
+                        "(default: refuse)")
     p.set_defaults(func=run)
     return p
 
@@ -104,8 +107,23 @@ def run(args: argparse.Namespace) -> int:
         _checks.integer(flag, v, lo=lo)
     if args.describe:
         check_llm_args(args, "--describe")
+    from snmf_jax import _outputs
+    plots = tuple(f"{n}.{fmt}" for n in ("loss", "codes", "overlap") for fmt in ("png", "svg"))
+    _outputs.check_outputs(
+        [_outputs.Output("--out", args.out), _outputs.Output("--plots", args.plots, plots),
+         _outputs.Output("--neuronpedia", args.neuronpedia)],
+        inputs={"--features": args.features, "--activations": args.activations,
+                "--tree": args.tree, "--descriptions": args.descriptions,
+                "--steered": args.steered, "--scores": args.scores},
+        overwrite=args.overwrite)
     result = SNMFResult.load(args.features)
     store = ActivationStore(args.activations)
+    store.check_identity((result.metadata or {}).get("store"), args.layer,
+                         what=f"--features {args.features!r}")
+    recorded_site = (result.metadata or {}).get("site")
+    if recorded_site is not None and store.site is not None and recorded_site != store.site:
+        raise ValueError(f"--features was fitted at site {recorded_site!r} but --activations "
+                         f"holds {store.site!r}; pass the store it was fitted on")
     if result.codes is None:
         raise ValueError(f"--features: the result at {args.features!r} has no codes; "
                          "save the fit with its codes to browse its contexts")

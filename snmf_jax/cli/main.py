@@ -139,7 +139,8 @@ def apply_config(sub: argparse.ArgumentParser, command: str, path: str,
                  commands) -> None:
     """Sets `sub`'s defaults from the [command] table of the TOML file `path`."""
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark (editors on Windows write one) is not TOML.
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path!r} does not exist") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:

@@ -16,6 +16,12 @@ def _gen_default(name: str):
     return signature_default(generate, name)
 
 
+# Upper bounds checked before the model loads (the model's own context length
+# is checked by `generate` as soon as it is known).
+MAX_SAMPLES = 1024
+MAX_NEW_TOKENS = 1 << 16
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     """Adds the `steer` subcommand."""
     p = subparsers.add_parser(
@@ -50,12 +56,19 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=_gen_default("seed"),
                    help="sampling seed")
     p.add_argument("--chat", action="store_true", help="use the tokenizer's chat template")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=run)
     return p
 
 
 def _layer_of(result, layer: int | None) -> int:
-    for source in (getattr(result, "metadata", None) or {}, getattr(result, "settings", None) or {}):
+    meta = getattr(result, "metadata", None) or {}
+    site = meta.get("site")
+    if site is not None and site != "mlp_hidden":
+        raise ValueError(f"the features were fitted at site {site!r}; steering takes features "
+                         "over the MLP's hidden neurons (site mlp_hidden)")
+    store = meta.get("store") if isinstance(meta.get("store"), dict) else {}
+    for source in (meta, store, getattr(result, "settings", None) or {}):
         if source.get("layer") is not None:
             recorded = int(source["layer"])
             if layer is not None and layer != recorded:
@@ -67,9 +80,9 @@ def _layer_of(result, layer: int | None) -> int:
     return layer
 
 
-def _load_model(name: str):
+def _load_model(name: str, progress: bool = True):
     from snmf_jax.models import load_model
-    return load_model(name)
+    return load_model(name, progress=progress)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,8 +95,16 @@ def run(args: argparse.Namespace) -> int:
 
     # Every setting is checked before the result and the model are loaded.
     _checks.real("--kl", args.kl, lo=0, lo_open=True)
-    _checks.integer("--max-new-tokens", args.max_new_tokens, lo=1)
-    _checks.integer("--samples", args.samples, lo=1)
+    _checks.integer("--samples", args.samples, lo=1, hi=MAX_SAMPLES)
+    _checks.integer("--max-new-tokens", args.max_new_tokens, lo=1, hi=MAX_NEW_TOKENS)
+    _checks.integer("--seed", args.seed, lo=-2 ** 63, hi=2 ** 63 - 1)
+    if args.layer is not None:
+        _checks.integer("--layer", args.layer, lo=0)
+    for flag, prompts in (("--prompt", args.prompt or []),
+                          ("--calibration-prompt", [args.calibration_prompt])):
+        for text in prompts:
+            if not str(text).strip():
+                raise ValueError(f"{flag} must be a non-empty prompt; got {text!r}")
     try:
         check_sampling(args.temperature, args.top_k, args.top_p)
     except ValueError as e:
@@ -95,12 +116,12 @@ def run(args: argparse.Namespace) -> int:
     k = result.features.shape[0]
     if not 0 <= args.feature < k:
         raise ValueError(f"--feature must be in [0, {k}); got {args.feature}")
-    model = _load_model(args.model)
+    model = _load_model(args.model, **({"progress": False} if args.no_progress else {}))
     dirs = feature_directions(model, result.features, layer=layer, indices=[args.feature],
                               site=args.site)
     pos, neg = calibrate_both(model, dirs, targets=(args.kl,), prompt=args.calibration_prompt,
                               where="prompt" if args.where == "prompt" else "all",
-                              chat=args.chat)
+                              chat=args.chat, progress=not args.no_progress)
     a_pos, a_neg = float(pos.alphas[0, 0]), float(neg.alphas[0, 0])
     print(f"feature {args.feature} | layer {layer} {dirs.site} | target KL {args.kl:g} "
           f"on {args.calibration_prompt!r}")
@@ -112,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
     from snmf_jax.steer._patches import make_patch
     patch = make_patch(layer, dirs.site, vec, scale=np.array([0.0, a_pos, -a_neg], np.float32))
     prompts = args.prompt or [args.calibration_prompt]
+    # An α whose logits overflow would decode as pad tokens: refuse it instead.
+    from snmf_jax.steer._steer import check_steered_logits
+    check_steered_logits(model, prompts, patch, chat=args.chat)
     gen = generate(model, prompts, patch, where=args.where, max_new_tokens=args.max_new_tokens,
                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                    seed=args.seed, n_samples=args.samples, chat=args.chat)

@@ -158,11 +158,28 @@ class Checkpointer:
         saved = _io.parse_json(meta.get("settings", "null"), f"{self.path} (header)")
         if not isinstance(saved, dict):
             raise ValueError(f"{self.path}: no settings in its header; delete it")
-        diff = {k: (saved.get(k), v) for k, v in self.settings.items() if saved.get(k) != v}
+        # Every setting either side records must match (a key only one side has
+        # is a difference too); max_iter may grow: a longer budget continues
+        # the same trajectory, checked against the iterations done below.
+        keys = sorted((set(saved) | set(self.settings)) - {"max_iter"})
+        diff = {k: (saved.get(k), self.settings.get(k)) for k in keys
+                if saved.get(k) != self.settings.get(k)}
         if diff:
             detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"checkpoint {self.path} was written with other settings ({detail})")
+            raise ValueError(f"checkpoint {self.path} was written with other settings ({detail}); "
+                             "delete it or choose another checkpoint_dir")
         a = _io.verified_arrays(self.path, meta.get("arrays_sha256"))
+        missing = [k for k in (*(f"solver.{f}" for f in _solver.SNMFState._fields),
+                               *(f for f in FitState._fields if f != "solver"), "losses")
+                   if k not in a]
+        if missing:
+            raise ValueError(f"{self.path}: array {missing[0]!r} is missing; the checkpoint "
+                             "is damaged, delete it")
+        budget = self.settings.get("max_iter")
+        if budget is not None and a["losses"].shape[0] > budget:
+            raise ValueError(f"checkpoint {self.path} has already run {a['losses'].shape[0]} "
+                             f"iterations, more than max_iter={budget}; resuming it would "
+                             "return a longer fit than asked for (delete it, or raise max_iter)")
         solver = _solver.SNMFState(**{k: jnp.asarray(a[f"solver.{k}"])
                                       for k in _solver.SNMFState._fields})
         fs = FitState(solver=solver, best_codes=jnp.asarray(a["best_codes"]),

@@ -39,6 +39,11 @@ class CodesStore:
         rank = m.get("rank")
         if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
             raise ValueError(f"{mpath}: rank must be an int >= 1; got {rank!r}")
+        step = m.get("step")
+        if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 0):
+            raise ValueError(f"{mpath}: step must be null or an int >= 0; got {step!r}")
+        if m.get("store") is not None and not isinstance(m["store"], dict):
+            raise ValueError(f"{mpath}: store must be null or an object; got {m['store']!r}")
         self.manifest = m
         self._chunks = _chunks.check_entries(mpath, m.get("chunks"))
         self.chunk_bounds = _chunks.bounds_of(self._chunks)

@@ -67,6 +67,13 @@ def fit(x, rank: int | None = None, *, codes_init=None,
                                     callback=callback, metadata=metadata, options=opts)
     _checkpoint.check_directory(checkpoint_dir)
     x = _validate.check_data(x)
+    # Tiny or huge data is fitted at unit scale and scaled back (exact: a power of two).
+    scale = _validate.unit_scale(x)
+    if scale != 1.0:
+        x = x / jnp.asarray(scale, x.dtype)
+        if callback is not None:
+            user_callback = callback
+            callback = lambda step, loss: user_callback(step, loss * scale ** 2)  # noqa: E731
     n, d = x.shape
     opts.check_shape(n, d)
     if codes_init is not None:
@@ -95,8 +102,17 @@ def fit(x, rank: int | None = None, *, codes_init=None,
                              max_iter=opts.max_iter, chunk=opts.chunk_size,
                              checkpointer=checkpointer, checkpoint_every=opts.checkpoint_every,
                              progress=progress, callback=callback)
-    return SNMFResult(features=np.asarray(fs.best_features), codes=np.asarray(fs.best_codes),
-                      losses=np.asarray(losses, dtype=np.float64),
+    features = np.asarray(fs.best_features)
+    if scale != 1.0:
+        with np.errstate(over="ignore"):
+            features = features * np.asarray(scale, features.dtype)
+        if not np.isfinite(features).all():
+            raise FloatingPointError(
+                f"the features of X (largest |value| ~{scale:.3g}) overflow {features.dtype} "
+                "once scaled back; rescale X (e.g. divide by its largest absolute value) "
+                "and retry.")
+    return SNMFResult(features=features, codes=np.asarray(fs.best_codes),
+                      losses=np.asarray(losses, dtype=np.float64) * scale ** 2,
                       best_iter=int(fs.best_step), converged=bool(fs.done),
                       settings={**settings, "max_iter": int(opts.max_iter)},
                       metadata=dict(metadata or {}))

@@ -16,6 +16,7 @@ from snmf_jax._checks import finite_arrays as check_finite_arrays
 FORMAT = "snmf_jax.hierarchy/1"
 _ARRAYS = "hierarchy.safetensors"
 _INFO = "hierarchy.json"
+FILES = (_ARRAYS, _INFO)  # what `save` writes in its folder
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -151,10 +152,43 @@ class HierarchicalResult:
             raise ValueError(f"{file}: unsupported format {got!r}; expected {FORMAT!r}")
         a = _io.verified_arrays(file, info.get("arrays_sha256"))
         check_finite_arrays(a, file)
-        levels = len(info["ranks"])
-        return cls(codes=a.get("codes"),
-                   features=tuple(a[f"features.{i}"] for i in range(levels)),
-                   links=tuple(a[f"links.{i}"] for i in range(levels - 1)),
-                   losses=tuple(a[f"losses.{i}"] for i in range(levels)),
-                   finetune_losses=a.get("finetune_losses"),
-                   settings=info["settings"], metadata=info.get("metadata", {}))
+        ranks = info.get("ranks")
+        if not (isinstance(ranks, list) and ranks and all(
+                isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks)):
+            raise ValueError(f"{file}: header field ranks must be a non-empty list of ints "
+                             f">= 1; got {ranks!r}")
+        levels = len(ranks)
+        names = ([f"features.{i}" for i in range(levels)] + [f"links.{i}" for i in
+                 range(levels - 1)] + [f"losses.{i}" for i in range(levels)])
+        missing = [k for k in names if k not in a]
+        if missing:
+            raise ValueError(f"{file}: the header lists {levels} levels but array "
+                             f"{missing[0]!r} is missing")
+        extra = sorted(k for k in a if k.split(".")[0] in ("features", "links", "losses")
+                       and k not in names)
+        if extra:
+            raise ValueError(f"{file}: the header lists {levels} levels but the file also "
+                             f"holds {extra[0]!r}")
+        for i, r in enumerate(ranks):
+            f = a[f"features.{i}"]
+            if f.ndim != 2 or f.shape[0] != r or f.dtype.kind != "f":
+                raise ValueError(f"{file}: features.{i} must be a ({r}, d) float array "
+                                 f"(header ranks); got {f.dtype} {f.shape}")
+        for key in ("settings", "metadata"):
+            if not isinstance(info.get(key, {}), dict) or key not in info and key == "settings":
+                raise ValueError(f"{file}: header field {key} must be an object; got "
+                                 f"{info.get(key)!r}")
+        codes = a.get("codes")
+        if codes is not None and (codes.ndim != 2 or codes.shape[1] != ranks[0]
+                                  or (codes.size and codes.min() < 0)):
+            raise ValueError(f"{file}: codes must be a nonnegative (n, {ranks[0]}) array; got "
+                             f"shape {codes.shape}")
+        try:
+            return cls(codes=codes,
+                       features=tuple(a[f"features.{i}"] for i in range(levels)),
+                       links=tuple(a[f"links.{i}"] for i in range(levels - 1)),
+                       losses=tuple(a[f"losses.{i}"] for i in range(levels)),
+                       finetune_losses=a.get("finetune_losses"),
+                       settings=info["settings"], metadata=info.get("metadata", {}))
+        except ValueError as e:
+            raise ValueError(f"{file}: {e}") from None

@@ -80,8 +80,9 @@ class FitOptions:
             raise ValueError(f"sparsity (keep-fraction) must be in (0, 1]; got {self.sparsity!r}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}; got {self.init!r}")
-        if not _is_int(self.seed):
-            raise ValueError(f"seed must be an int; got {self.seed!r}")
+        if not _is_int(self.seed) or not -2 ** 63 <= self.seed < 2 ** 63:
+            raise ValueError(f"seed must be an int in [-2**63, 2**63) (a PRNG seed is 64-bit); "
+                             f"got {self.seed!r}")
         if not _is_int(self.max_iter) or self.max_iter < 1:
             raise ValueError(f"max_iter must be an int >= 1; got {self.max_iter!r}")
         if self.patience is not None and (not _is_int(self.patience) or self.patience < 1):
@@ -122,7 +123,8 @@ class FitOptions:
         under equal settings; the result records them)."""
         return {"rank": int(self.rank), "sparsity": float(self.sparsity),
                 "init": "codes_init" if has_codes_init else self.init,
-                "seed": int(self.seed), "patience": self.patience, "tol": float(self.tol),
+                "seed": int(self.seed), "max_iter": int(self.max_iter),
+                "patience": self.patience, "tol": float(self.tol),
                 "tol_mode": self.tol_mode, "reg": self.reg, "mu_eps": self.mu_eps,
                 "dtype": str(np.dtype(dtype)), "n_tokens": int(n), "d": int(d)}
 

@@ -16,6 +16,7 @@ from snmf_jax._checks import finite_arrays as check_finite_arrays
 FORMAT = "snmf_jax.result/1"
 _ARRAYS = "snmf.safetensors"
 _INFO = "snmf.json"
+FILES = (_ARRAYS, _INFO)  # what `save` writes in its folder
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -102,7 +103,58 @@ class SNMFResult:
             raise ValueError(f"{file}: unsupported format {got!r}; expected {FORMAT!r}")
         arrays = _io.verified_arrays(file, info.get("arrays_sha256"))
         check_finite_arrays(arrays, file)
+        check_header(info, arrays, file)
         return cls(features=arrays["features"], codes=arrays.get("codes"),
                    losses=arrays["losses"], best_iter=info["best_iter"],
                    converged=info["converged"], settings=info["settings"],
                    metadata=info.get("metadata", {}))
+
+
+def _field(file, name: str, ok: bool, expected: str, got) -> None:
+    if not ok:
+        raise ValueError(f"{file}: header field {name} must be {expected}; got {got!r}")
+
+
+def check_header(info: dict, arrays: dict, file) -> None:
+    """Every field a reader relies on has the type and range `save` gives it
+    (a hand-edited or crafted header fails here naming the file and field,
+    not later as a wrong `.loss` or a truthy "no").
+
+    Args:
+      info: the parsed header.
+      arrays: the file's arrays (already verified against the header digest).
+      file: the file, for messages.
+    """
+    for name in ("features", "losses"):
+        _field(file, name, name in arrays, "present", None)
+    phi, losses, codes = arrays["features"], arrays["losses"], arrays.get("codes")
+    _field(file, "features", phi.ndim == 2 and phi.dtype.kind == "f" and phi.shape[0] >= 1,
+           "a (K, d) float array", f"{phi.dtype} {phi.shape}")
+    _field(file, "losses", losses.ndim == 1 and losses.dtype.kind == "f",
+           "a 1-D float array", f"{losses.dtype} {losses.shape}")
+    if codes is not None:
+        _field(file, "codes", codes.ndim == 2 and codes.dtype.kind == "f"
+               and codes.shape[1] == phi.shape[0], f"an (n, K={phi.shape[0]}) float array",
+               f"{codes.dtype} {codes.shape}")
+        _field(file, "codes", not codes.size or codes.min() >= 0, "nonnegative",
+               float(codes.min()) if codes.size else None)
+    n = losses.shape[0] if losses.ndim == 1 else 0
+    best = info.get("best_iter")
+    ok = isinstance(best, int) and not isinstance(best, bool) and (
+        1 <= best <= n if n else best == 0)
+    _field(file, "best_iter", ok, f"an int in [1, {n}] (the 1-based best iteration)"
+           if n else "0 (no iterations)", best)
+    _field(file, "converged", isinstance(info.get("converged"), bool), "true or false",
+           info.get("converged"))
+    _field(file, "settings", isinstance(info.get("settings"), dict), "an object",
+           info.get("settings"))
+    meta = info.get("metadata", {})
+    _field(file, "metadata", isinstance(meta, dict), "an object", meta)
+    # The provenance readers act on: the layer, site and store it was fitted on.
+    layer = meta.get("layer")
+    _field(file, "metadata.layer", layer is None or (isinstance(layer, int) and not isinstance(
+        layer, bool) and layer >= 0), "null or an int >= 0", layer)
+    _field(file, "metadata.site", meta.get("site") is None or isinstance(meta["site"], str),
+           "null or a string", meta.get("site"))
+    _field(file, "metadata.store", meta.get("store") is None or isinstance(meta["store"], dict),
+           "null or an object", meta.get("store"))

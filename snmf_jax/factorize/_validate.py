@@ -47,7 +47,8 @@ def check_data(x, name: str = "X") -> jax.Array:
     """
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         x = np.asarray(x)
-    if np.dtype(x.dtype).kind not in "biuf":
+    # bfloat16 (ml_dtypes) has numpy kind "V"; it is a float, computed in float32.
+    if np.dtype(x.dtype).kind not in "biuf" and np.dtype(x.dtype).name != "bfloat16":
         raise ValueError(f"{name} must be a real-valued numeric array; got dtype {x.dtype}")
     if x.ndim != 2:
         raise ValueError(
@@ -76,4 +77,31 @@ def check_codes_init(codes, n: int, rank: int, dtype) -> jax.Array:
         raise ValueError(
             f"codes_init must be nonnegative; {neg} entries are negative "
             f"(min {float(jnp.min(codes)):.3g})")
+    # The multiplicative update keeps a zero code zero: from all-zero codes
+    # nothing can move (the fit would "converge" on C = 0 at once). A single
+    # dead column is allowed: that feature stays unused, the fit goes on.
+    if not bool(jnp.any(codes > 0)):
+        raise ValueError("codes_init is all zero; the multiplicative update keeps zero codes "
+                         "zero, so nothing could be fitted (give positive initial codes)")
     return codes.astype(dtype)
+
+
+# Outside this band of max|X| the update's fixed epsilons (mu_eps, reg) are not
+# negligible (small data: at max|X| ~ 1e-3 the fit is already worse) or ‖X‖²
+# nears float32's range (large data); `unit_scale` moves X inside it.
+SCALE_BAND = (2.0 ** -4, 2.0 ** 20)
+
+
+def unit_scale(x: jax.Array) -> float:
+    """The power of two s to fit X / s with, so max|X / s| lands in [1, 2).
+
+    1.0 when max|X| is already inside `SCALE_BAND` (the fit, and the paper's
+    reference trajectories, are untouched). A power of two scales float data
+    exactly, so the result of X / s, scaled back (features × s, losses × s²),
+    is the result of the same fit at unit scale.
+    """
+    top = float(jnp.max(jnp.abs(x)))
+    lo, hi = SCALE_BAND
+    if top == 0.0 or lo <= top <= hi:  # all-zero data: a zero fit, as before
+        return 1.0
+    return float(2.0 ** np.floor(np.log2(top)))

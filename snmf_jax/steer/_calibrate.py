@@ -174,7 +174,10 @@ class SearchState:
 
     def update(self, kl: np.ndarray) -> None:
         """Records KL at the current α and picks each row's next α."""
-        kl = np.nan_to_num(np.asarray(kl, np.float64), nan=0.0)
+        # A NaN KL means the steered logits overflowed: α is too large, so it
+        # counts as above every target (the bracket shrinks; it is never taken
+        # for "unreachable", nor returned as the best α).
+        kl = np.nan_to_num(np.asarray(kl, np.float64), nan=np.inf)
         a, tgt = self.alpha, self.targets
         err = np.abs(np.log(np.maximum(kl, 1e-30) / tgt))
         better = err < self.best_err

@@ -14,8 +14,45 @@ from snmf_jax.models._cache import KVCache
 from snmf_jax.models._patch import Patch
 from snmf_jax.models._transformer import ForwardOutput, check_values
 from snmf_jax.steer._forward import patched_forward
-from snmf_jax.steer._generate import generate
-from snmf_jax.steer._patches import check_patch, check_where, with_scale
+from snmf_jax.steer._generate import encode_prompts, generate, left_pad
+from snmf_jax.steer._patches import check_patch, check_where, repeat_rows, with_scale
+
+
+def check_steered_logits(model, prompts, patch: Patch | None, *, chat: bool = False,
+                         add_bos: bool = True) -> None:
+    """Refuses a patch whose scale makes the model's logits non-finite.
+
+    Runs the steered forward over the prompts once (every prompt position
+    steered) and checks the next-token logits. Without this check, sampling
+    from NaN logits returns the pad token, so an overflowing scale would
+    show as silently empty text.
+
+    Args:
+      model: a Model.
+      prompts: what `generate` takes.
+      patch: the steering patch (None: nothing to check).
+      chat, add_bos: as in `generate`.
+
+    Raises:
+      ValueError: naming the variants (rows of a batched patch) that overflow.
+    """
+    if not patch:
+        return
+    n_var = check_patch(patch, model.config)
+    seqs = encode_prompts(model, prompts, chat=chat, add_bos=add_bos)
+    tokens, mask = left_pad(seqs, 0)  # (P, T); padding is masked out
+    n = n_var or 1
+    tokens, mask = np.tile(tokens, (n, 1)), np.tile(mask, (n, 1))  # (N*P, T)
+    if n_var is not None:
+        patch = repeat_rows(patch, n_var, len(seqs))
+    out = patched_forward(model.params, jnp.asarray(tokens), patch, config=model.config,
+                          where="all", attention_mask=jnp.asarray(mask, jnp.int32))
+    ok = np.isfinite(np.asarray(out.logits[:, -1])).all(-1).reshape(n, len(seqs))
+    bad = np.flatnonzero(~ok.all(1))
+    if bad.size:
+        raise ValueError(f"steering makes the logits non-finite (NaN/Inf) for variant(s) "
+                         f"{bad[:8].tolist()}; the scale overflows the model's activations, "
+                         "use a smaller alpha")
 
 
 def _as_tokens(tokens, config, cache):
@@ -101,7 +138,10 @@ class SteeredModel:
                                prompt_len=prompt_len, capture=capture)
 
     def generate(self, prompts, **kwargs):
-        """Steered generation; see `snmf_jax.steer.generate` for the options."""
+        """Steered generation; see `snmf_jax.steer.generate` for the options.
+        A scale that makes the logits non-finite is refused first."""
+        check_steered_logits(self.model, prompts, self.patch, chat=kwargs.get("chat", False),
+                             add_bos=kwargs.get("add_bos", True))
         return generate(self.model, prompts, self.patch, where=self.where, **kwargs)
 
     def with_scale(self, scale) -> "SteeredModel":
