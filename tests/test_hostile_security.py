@@ -254,7 +254,7 @@ def test_cli_error_echoing_a_path_escapes_it(tmp_path):
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         rc = main(["interpret", "--features", str(tmp_path / OSC), "--activations",
-                   str(tmp_path), "--out", str(tmp_path / "o.html"), "--model", "none"])
+                   str(tmp_path / "acts"), "--out", str(tmp_path / "o.html"), "--model", "none"])
     assert rc != 0 and "owned" in err.getvalue()
     assert "\x1b" not in err.getvalue() and "\x07" not in err.getvalue()
 

@@ -47,7 +47,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "(FOLDER/batch-<n>.json, what Neuronpedia's importer reads)")
     p.add_argument("--title", default=None, help="page title")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace files already at --out, --plots or --neuronpedia "
+                   help="replace files already at --out or --plots "
                         "(default: refuse)")
     p.set_defaults(func=run)
     return p
@@ -111,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
     plots = tuple(f"{n}.{fmt}" for n in ("loss", "codes", "overlap") for fmt in ("png", "svg"))
     _outputs.check_outputs(
         [_outputs.Output("--out", args.out), _outputs.Output("--plots", args.plots, plots),
-         _outputs.Output("--neuronpedia", args.neuronpedia)],
+         # A folder of batch-<n>.json; check_export_folder refuses one holding any
+         # (Neuronpedia's importer reads every batch file), --overwrite or not.
+         _outputs.Output("--neuronpedia", args.neuronpedia, ())],
         inputs={"--features": args.features, "--activations": args.activations,
                 "--tree": args.tree, "--descriptions": args.descriptions,
                 "--steered": args.steered, "--scores": args.scores},
