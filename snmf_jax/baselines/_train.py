@@ -19,6 +19,8 @@ The usual care, as in SAELens / Gao et al. (2024) / Conerly et al. (2024):
     residual, k_aux = d_in // 2, scaled by min(n_dead / k_aux, 1), as SAELens);
   * JumpReLU: L0 penalty through the straight-through estimator of
     Rajamanoharan et al. (2024) with a rectangle kernel of width `bandwidth`.
+What differs per architecture (the last two points) is its class in
+`_architectures`; the step here only calls it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ import optax
 from flax import nnx
 
 from snmf_jax.baselines._architectures import architecture
-from snmf_jax.baselines._architectures import topk_aux_loss as _topk_aux_loss  # noqa: F401
 from snmf_jax.baselines._sae import SAEConfig, SparseAutoencoder, decode, encode_pre, normalize_rows
 from snmf_jax.baselines._stream import iter_minibatches, mean_and_scale
 

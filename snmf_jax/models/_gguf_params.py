@@ -200,7 +200,7 @@ def config_from_gguf(gf: GGUFFile) -> ModelConfig:
         d_mlp=int(need("feed_forward_length")),
         max_position=int(_first(gf.arch_key("context_length"), 2048)),
         tie_embeddings="output.weight" not in gf.tensors,
-        qkv_bias="blk.0.attn_q.bias" in gf.tensors and arch != "gpt2",
+        qkv_bias="blk.0.attn_q.bias" in gf.tensors,
         **_special_ids(gf.metadata))
     if arch == "gpt2":
         return ModelConfig(**common, norm_eps=float(need("attention.layer_norm_epsilon")))
