@@ -27,10 +27,6 @@ from snmf_jax.models._gguf import GGUFError, GGUFFile
 from snmf_jax.models._modules import check_layout
 
 
-# ----------------------------------------------------------------------------
-# ModelConfig from metadata.
-
-
 def _first(value, default=None):
     """A scalar from a scalar or a per-layer array (GGUF allows both)."""
     if value is None:
@@ -106,15 +102,6 @@ _KNOWN_KEYS = {
 _PERMUTED_QK = frozenset({"llama"})
 
 
-def _reject_unknown_keys(gf: GGUFFile) -> None:
-    arch = gf.architecture
-    prefix = f"{arch}."
-    for key in gf.metadata:
-        if key.startswith(prefix) and key[len(prefix):] not in _KNOWN_KEYS[arch]:
-            raise GGUFError(f"{gf.path}: metadata {key} is a setting this loader does not "
-                            f"know for architecture {arch!r}; refusing to guess its effect")
-
-
 def _gemma(gf: GGUFFile, need, d: int, n_heads: int, head_dim: int, n_layers: int) -> dict:
     """Gemma 2 / 3 settings; where the metadata is silent, llama.cpp's defaults.
 
@@ -174,7 +161,11 @@ def config_from_gguf(gf: GGUFFile) -> ModelConfig:
         raise GGUFError(
             f"{gf.path}: unsupported architecture {arch!r} (general.architecture); "
             f"supported: {', '.join(_KNOWN_KEYS)}")
-    _reject_unknown_keys(gf)
+    unknown = [k for k in gf.metadata
+               if k.startswith(f"{arch}.") and k[len(arch) + 1:] not in _KNOWN_KEYS[arch]]
+    if unknown:
+        raise GGUFError(f"{gf.path}: metadata {unknown[0]} is a setting this loader does not "
+                        f"know for architecture {arch!r}; refusing to guess its effect")
 
     def need(key):
         value = gf.arch_key(key)
@@ -223,9 +214,6 @@ def _rope_scaling(gf: GGUFFile) -> RopeScaling | None:
     raise GGUFError(f"{gf.path}: unsupported rope scaling type {kind!r} "
                     f"({gf.architecture}.rope.scaling.type); supported: linear")
 
-
-# ----------------------------------------------------------------------------
-# Params from tensors.
 
 # llama.cpp block tensor -> (params entry, leaf). Linear weights become kernels.
 _BLOCK_TENSORS = {

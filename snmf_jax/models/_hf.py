@@ -34,11 +34,8 @@ _DEFAULTS["gemma3_text"] = dict(_DEFAULTS["gemma2"], vocab_size=262208,
                                 max_position_embeddings=131072, sliding_window_pattern=6,
                                 rope_theta=1_000_000.0, rope_local_base_freq=10_000.0,
                                 attn_logit_softcapping=None, final_logit_softcapping=None)
-_ACTIVATIONS = {
-    "silu": "silu", "swish": "silu",
-    "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
-    "gelu": "gelu",
-}
+_ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_new": "gelu_tanh",
+                "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh", "gelu": "gelu"}
 # Keys that change nothing in the forward (bookkeeping, training, generation
 # defaults of transformers 4 and 5, and a few tools' own keys).
 _INERT = frozenset("""
@@ -95,11 +92,8 @@ def _activation(name: str) -> str:
 
 
 def _eos(value) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, int):
-        return (value,)
-    return tuple(int(v) for v in value)
+    """eos_token_id: None, one id or a list of ids."""
+    return () if value is None else (value,) if isinstance(value, int) else tuple(map(int, value))
 
 
 def _heads(cfg: Mapping[str, Any], key: str, default: int) -> int:
