@@ -10,7 +10,8 @@ from flax import nnx
 from snmf_jax.activations import StoreWriter, ActivationStore
 from snmf_jax.baselines import (SAEConfig, SparseAutoencoder, TrainConfig, decode, encode,
                                 init_params, sae_metrics, train_sae)
-from snmf_jax.baselines._train import _fold_scale, _topk_aux_loss
+from snmf_jax.baselines._architectures import topk_aux_loss as _topk_aux_loss
+from snmf_jax.baselines._train import _fold_scale
 
 D_IN, N_ATOMS, ACTIVE = 32, 48, 3
 

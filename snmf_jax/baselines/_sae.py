@@ -10,7 +10,8 @@ arguments; `SparseAutoencoder` is the NNX module that holds them as
     decode(z) = z @ W_dec + b_dec
 
 act is ReLU ("standard"), TopK of the pre-activations then ReLU ("topk", as
-SAELens), or JumpReLU: pre * (pre > threshold) ("jumprelu").
+SAELens), or JumpReLU: pre * (pre > threshold) ("jumprelu"): one class per
+architecture in `_architectures`, looked up by name; nothing here branches on it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-ARCHITECTURES = ("standard", "topk", "jumprelu")
+from snmf_jax.baselines._architectures import ARCHITECTURES, architecture, topk_mask
 
 Params = Mapping[str, jax.Array]
 
@@ -35,7 +36,8 @@ class SAEConfig:
     Attributes:
       d_in: width of the activations it reads.
       d_sae: number of latents (the SNMF-matched width is K; a wide SAE 8-32x d_in).
-      architecture: "standard" (ReLU, L1 penalty), "topk" or "jumprelu".
+      architecture: a registered architecture: "standard" (ReLU, L1
+        penalty), "topk" or "jumprelu" (see `_architectures`).
       k: active latents per token (topk only).
       apply_b_dec_to_input: subtract b_dec before encoding (SAELens' default).
       jumprelu_init_threshold: initial threshold (jumprelu only).
@@ -56,15 +58,14 @@ class SAEConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(
-                f"SAEConfig.architecture must be one of {ARCHITECTURES}; got {self.architecture!r}")
+        try:
+            arch = architecture(self.architecture)
+        except ValueError as e:
+            raise ValueError(f"SAEConfig.{e}") from None
         for name in ("d_in", "d_sae"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SAEConfig.{name} must be >= 1; got {getattr(self, name)}")
-        if self.architecture == "topk" and not 1 <= self.k <= self.d_sae:
-            raise ValueError(
-                f"SAEConfig.k must be in [1, d_sae={self.d_sae}] for topk; got {self.k}")
+        arch.validate(self)
 
 
 # ---------------------------------------------------------------------------
@@ -78,27 +79,9 @@ def encode_pre(params: Params, x: jax.Array, config: SAEConfig) -> jax.Array:
     return x @ params["W_enc"] + params["b_enc"]
 
 
-def topk_mask(pre: jax.Array, k: int) -> jax.Array:
-    """Keep the k largest entries of each row of pre (..., d_sae), zero the rest.
-
-    Compares with the k-th largest value instead of scattering the top-k
-    values back: no scatter in the forward or backward pass, and for float
-    pre-activations ties at the threshold (which would keep more than k)
-    do not occur in practice.
-    """
-    # min over the top-k values, not the slice [..., k-1:k]: XLA:CPU turns top_k
-    # followed by that slice into a full sort (12x slower at 1024 x 1152, measured).
-    kth = jnp.min(jax.lax.top_k(pre, k)[0], axis=-1, keepdims=True)  # (..., 1)
-    return jnp.where(pre >= kth, pre, 0.0)
-
-
 def activate(params: Params, pre: jax.Array, config: SAEConfig) -> jax.Array:
     """Latent activations (..., d_sae) from pre-activations."""
-    if config.architecture == "standard":
-        return jax.nn.relu(pre)
-    if config.architecture == "topk":
-        return jax.nn.relu(topk_mask(pre, config.k))
-    return jnp.where(pre > params["threshold"], pre, 0.0)
+    return architecture(config.architecture).activate(params, pre, config)
 
 
 def encode(params: Params, x: jax.Array, config: SAEConfig) -> jax.Array:
@@ -129,8 +112,7 @@ def init_params(key: jax.Array, config: SAEConfig) -> dict[str, jax.Array]:
         key, (config.d_sae, config.d_in), dtype, -bound, bound))
     params = {"W_enc": W_dec.T, "b_enc": jnp.zeros((config.d_sae,), dtype),
               "W_dec": W_dec, "b_dec": jnp.zeros((config.d_in,), dtype)}
-    if config.architecture == "jumprelu":
-        params["threshold"] = jnp.full((config.d_sae,), config.jumprelu_init_threshold, dtype)
+    params.update(architecture(config.architecture).init_extra(config, dtype))
     return params
 
 
@@ -138,8 +120,8 @@ def check_params(params: Mapping[str, np.ndarray], config: SAEConfig) -> None:
     """Raise ValueError naming the first weight whose shape disagrees with config."""
     want = {"W_enc": (config.d_in, config.d_sae), "b_enc": (config.d_sae,),
             "W_dec": (config.d_sae, config.d_in), "b_dec": (config.d_in,)}
-    if config.architecture == "jumprelu":
-        want["threshold"] = (config.d_sae,)
+    want.update({name: (config.d_sae,)
+                 for name in architecture(config.architecture).extra_params})
     for name, shape in want.items():
         if name not in params:
             raise ValueError(f"SAE weights: missing {name!r} (expected shape {shape})")
@@ -182,8 +164,8 @@ class SparseAutoencoder(nnx.Module):
         self.b_enc = nnx.Param(jnp.asarray(params["b_enc"], dtype))
         self.W_dec = nnx.Param(jnp.asarray(params["W_dec"], dtype))
         self.b_dec = nnx.Param(jnp.asarray(params["b_dec"], dtype))
-        if config.architecture == "jumprelu":
-            self.threshold = nnx.Param(jnp.asarray(params["threshold"], dtype))
+        for name in architecture(config.architecture).extra_params:  # e.g. JumpReLU's threshold
+            setattr(self, name, nnx.Param(jnp.asarray(params[name], dtype)))
 
     def params(self) -> dict[str, jax.Array]:
         """The weights as a plain dict of arrays (the pure functions' input)."""

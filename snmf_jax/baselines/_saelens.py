@@ -25,7 +25,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from snmf_jax import _checks
 from snmf_jax._io import read_json, reading_safetensors, write_json, write_safetensors
+from snmf_jax.baselines._architectures import ARCHITECTURES, architecture
 from snmf_jax.baselines._sae import SAEConfig, SparseAutoencoder, check_params
 
 CFG_FILENAME = "cfg.json"
@@ -62,10 +64,8 @@ def save_sae(sae: SparseAutoencoder, path: str | os.PathLike, *,
     out = {"d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": cfg.dtype, "device": "cpu",
            "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
            "normalize_activations": "none", "reshape_activations": "none",
-           "architecture": cfg.architecture, "metadata": meta}
-    if cfg.architecture == "topk":
-        # Our decoder rows are unit norm, so rescaling by them would be a no-op.
-        out.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
+           "architecture": cfg.architecture, "metadata": meta,
+           **architecture(cfg.architecture).saelens_fields(cfg)}
     write_json(path / CFG_FILENAME, out)
     return path
 
@@ -84,8 +84,47 @@ def _read_weights(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+# cfg.json fields we read, by the kind of value each must hold (None allowed
+# where SAELens writes null). Other fields are SAELens' own and are ignored.
+_KINDS = {"d_in": int, "d_sae": int, "k": int, "apply_b_dec_to_input": bool,
+          "rescale_acts_by_decoder_norm": bool, "architecture": str, "dtype": str,
+          "device": str, "reshape_activations": str, "activation_fn": str,
+          "activation_fn_str": str, "activation_fn_kwargs": dict, "metadata": dict,
+          "hook_name": str, "hook_point": str, "model_name": str}
+_KIND_WORDS = {int: "an integer", bool: "true or false", str: "a string", dict: "an object"}
+_NULLABLE = {"k", "hook_name", "hook_point", "model_name", "metadata", "activation_fn_kwargs"}
+
+
+def _check_fields(raw: Mapping[str, Any], where: Path) -> None:
+    """Each field we read holds its kind of value (JSON true/false for a bool,
+    not "false"); one line naming the file and the field otherwise."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"load_sae: {where} must be a JSON object; got {str(raw)[:60]!r}")
+    missing = [k for k in ("d_in", "d_sae") if k not in raw]
+    if missing:
+        raise ValueError(f"load_sae: {where} must be a JSON object with {missing}; got "
+                         f"{str(raw)[:60]!r}")
+    meta = raw.get("metadata")
+    fields = {**raw, **({f"metadata.{k}": v for k, v in meta.items()}
+                        if isinstance(meta, dict) else {})}
+    for key, value in fields.items():
+        name = key.removeprefix("metadata.")
+        kind = _KINDS.get(name)
+        if kind is None or (value is None and name in _NULLABLE):
+            continue
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise ValueError(f"load_sae: {where}: {key} must be {_KIND_WORDS[kind]}; got "
+                             f"{value!r:.60}")
+    for key in ("d_in", "d_sae"):
+        _checks.integer(f"load_sae: {where}: {key}", raw[key], lo=1)
+    norm = raw.get("normalize_activations", "none")
+    if not (norm is None or isinstance(norm, (bool, str))):
+        raise ValueError(f"load_sae: {where}: normalize_activations must be a string; got "
+                         f"{str(norm)[:40]!r}")
+
+
 def _normalise_cfg(raw: dict) -> dict:
-    """SAELens >= 6 config dict from any SAELens cfg.json."""
+    """SAELens >= 6 config dict from any SAELens cfg.json (fields already checked)."""
     cfg = dict(raw)
     meta = dict(cfg.get("metadata") or {})
     for old, new in (("hook_point", "hook_name"),):
@@ -98,8 +137,6 @@ def _normalise_cfg(raw: dict) -> dict:
     if arch is None:
         fn = cfg.get("activation_fn", cfg.get("activation_fn_str", "relu"))
         arch = "topk" if fn == "topk" else "standard"
-    if arch == "topk" and "k" not in cfg:
-        cfg["k"] = (cfg.get("activation_fn_kwargs") or {}).get("k")
     norm = cfg.get("normalize_activations", "none")
     if isinstance(norm, bool) or norm is None:
         norm = "expected_average_only_in" if norm else "none"
@@ -110,8 +147,10 @@ def _normalise_cfg(raw: dict) -> dict:
 def load_sae(path: str | os.PathLike, *, dtype: str = "float32") -> SparseAutoencoder:
     """Loads a SAELens folder (saved by SAELens or by `save_sae`).
 
-    A TopK SAE saved with rescale_acts_by_decoder_norm=True has its decoder
-    norms folded into the encoder (exactly the same latents and output).
+    cfg.json is checked field by field (each field we read must hold its kind
+    of value: `"false"` is not false). A TopK SAE saved with
+    rescale_acts_by_decoder_norm=True has its decoder norms folded into the
+    encoder (exactly the same latents and output).
 
     Args:
       path: folder with cfg.json and sae_weights.safetensors.
@@ -122,8 +161,9 @@ def load_sae(path: str | os.PathLike, *, dtype: str = "float32") -> SparseAutoen
 
     Raises:
       FileNotFoundError: a file is missing.
-      ValueError: an architecture or input normalisation we do not implement,
-        or weights whose shapes disagree with the config.
+      ValueError: a field of the wrong kind, an architecture or input
+        normalisation we do not implement, or weights whose shapes disagree
+        with the config; each names the file.
     """
     path = Path(path)
     for name in (CFG_FILENAME, WEIGHTS_FILENAME):
@@ -131,36 +171,32 @@ def load_sae(path: str | os.PathLike, *, dtype: str = "float32") -> SparseAutoen
             raise FileNotFoundError(f"load_sae: {str(path / name)!r} not found "
                                     "(expected a SAELens folder)")
     raw = read_json(path / CFG_FILENAME)  # invalid JSON fails naming the file
-    missing = [k for k in ("d_in", "d_sae") if not isinstance(raw, dict) or k not in raw]
-    if missing:
-        raise ValueError(f"load_sae: {path / CFG_FILENAME} must be a JSON object with "
-                         f"{missing}; got {str(raw)[:60]!r}")
+    _check_fields(raw, path / CFG_FILENAME)
     cfg = _normalise_cfg(raw)
     arch = cfg["architecture"]
-    if arch not in ("standard", "topk", "jumprelu"):
-        raise ValueError(f"load_sae: architecture {arch!r} is not supported; expected "
-                         "'standard', 'topk' or 'jumprelu'")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"load_sae: {path / CFG_FILENAME}: architecture {arch!r} is not "
+                         f"supported; expected one of {tuple(ARCHITECTURES)}")
     if cfg["normalize_activations"] != "none":
         raise ValueError(
             f"load_sae: normalize_activations={cfg['normalize_activations']!r} is not "
             "supported; fold the normalisation into the weights in SAELens first "
             "(e.g. sae.fold_activation_norm_scaling_factor) and save again")
+    try:
+        config = SAEConfig(**{
+            "d_in": cfg["d_in"], "d_sae": cfg["d_sae"], "architecture": arch,
+            "k": cfg.get("k") or 1, "dtype": dtype,
+            "apply_b_dec_to_input": cfg.get("apply_b_dec_to_input", True),
+            "hook_name": str(cfg["metadata"].get("hook_name") or ""),
+            "model_name": str(cfg["metadata"].get("model_name") or ""),
+            **architecture(arch).config_from_saelens(cfg)})
+    except ValueError as e:
+        raise ValueError(f"load_sae: {path / CFG_FILENAME}: {e}") from None
     with reading_safetensors(path / WEIGHTS_FILENAME):  # truncated: fails naming the file
         w = {k: v.astype(np.float32) for k, v in _read_weights(path / WEIGHTS_FILENAME).items()}
     try:
-        check_params(w, SAEConfig(d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]),
-                                  architecture=arch, k=int(cfg.get("k") or 1)))
+        check_params(w, config)
     except ValueError as e:
         raise ValueError(f"load_sae: {path / WEIGHTS_FILENAME}: {e}") from None
-    if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm", False):
-        norms = np.maximum(np.linalg.norm(w["W_dec"], axis=1), 1e-8)  # (d_sae,)
-        w["W_enc"] = w["W_enc"] * norms[None, :]
-        w["b_enc"] = w["b_enc"] * norms
-        w["W_dec"] = w["W_dec"] / norms[:, None]
-    meta = cfg["metadata"]
-    config = SAEConfig(
-        d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]), architecture=arch,
-        k=int(cfg.get("k") or 1), apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-        hook_name=str(meta.get("hook_name") or ""), model_name=str(meta.get("model_name") or ""),
-        dtype=dtype)
+    w = architecture(arch).from_saelens(cfg, w)
     return SparseAutoencoder(config, params=w)

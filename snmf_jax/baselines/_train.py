@@ -19,6 +19,8 @@ The usual care, as in SAELens / Gao et al. (2024) / Conerly et al. (2024):
     residual, k_aux = d_in // 2, scaled by min(n_dead / k_aux, 1), as SAELens);
   * JumpReLU: L0 penalty through the straight-through estimator of
     Rajamanoharan et al. (2024) with a rectangle kernel of width `bandwidth`.
+What differs per architecture (the last two points) is its class in
+`_architectures`; the step here only calls it.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from snmf_jax.baselines._sae import (SAEConfig, SparseAutoencoder, activate, decode,
-                                     encode_pre, normalize_rows)
+from snmf_jax.baselines._architectures import architecture
+from snmf_jax.baselines._sae import SAEConfig, SparseAutoencoder, decode, encode_pre, normalize_rows
 from snmf_jax.baselines._stream import iter_minibatches, mean_and_scale
 
 
@@ -110,91 +112,26 @@ class TrainResult(NamedTuple):
 
 
 # ---------------------------------------------------------------------------
-# JumpReLU's straight-through estimators.
-
-
-def _jumprelu_ste(bandwidth: float):
-    """(jump, step): pre * (pre > thr) and (pre > thr), with pseudo-gradients to thr.
-
-    The threshold's pseudo-derivative of H(pre - thr) is -(1/bandwidth) *
-    rect((pre - thr) / bandwidth); jump gets the same times thr, as DeepMind's
-    JumpReLU. The step passes no gradient to pre.
-    """
-
-    def window(pre, thr):
-        return (jnp.abs(pre - thr) < bandwidth / 2).astype(pre.dtype) / bandwidth
-
-    def batch_sum(g):
-        return jnp.sum(g, axis=tuple(range(g.ndim - 1)))
-
-    @jax.custom_vjp
-    def jump(pre, thr):
-        return pre * (pre > thr)
-
-    def jump_bwd(res, g):
-        pre, thr = res
-        return (pre > thr) * g, batch_sum(-thr * window(pre, thr) * g)
-
-    jump.defvjp(lambda pre, thr: (jump(pre, thr), (pre, thr)), jump_bwd)
-
-    @jax.custom_vjp
-    def step(pre, thr):
-        return (pre > thr).astype(pre.dtype)
-
-    def step_bwd(res, g):
-        pre, thr = res
-        return jnp.zeros_like(pre), batch_sum(-window(pre, thr) * g)
-
-    step.defvjp(lambda pre, thr: (step(pre, thr), (pre, thr)), step_bwd)
-    return jump, step
-
-
-# ---------------------------------------------------------------------------
 # The jitted step.
 
 
 def _losses(params, x, dead, l1_coef, *, config: SAEConfig, train: TrainConfig):
     """Total loss and metrics of one minibatch x (B, d_in); dead (d_sae,) bool."""
+    arch = architecture(config.architecture)
     pre = encode_pre(params, x, config)  # (B, d_sae)
-    aux = jnp.zeros((), x.dtype)
-    if config.architecture == "jumprelu":
-        jump, step = _jumprelu_ste(train.bandwidth)
-        z = jump(pre, params["threshold"])
-        penalty = l1_coef * jnp.mean(jnp.sum(step(pre, params["threshold"]), -1))
-    else:
-        z = activate(params, pre, config)
-        # SAELens weights the L1 by decoder norms; ours are 1, so it is plain L1.
-        penalty = (l1_coef * jnp.mean(jnp.sum(z, -1)) if config.architecture == "standard"
-                   else jnp.zeros((), x.dtype))
+    z, sparsity = arch.train_activate(params, pre, config, train)
+    penalty = jnp.zeros((), x.dtype) if sparsity is None else l1_coef * sparsity
     x_hat = decode(params, z)
     err = x_hat - x
     mse = jnp.mean(jnp.sum(err * err, -1))
-    if config.architecture == "topk":
-        aux = train.aux_coefficient * _topk_aux_loss(params, pre, jax.lax.stop_gradient(-err),
-                                                      dead, config)
+    aux = arch.aux_loss(params, pre, jax.lax.stop_gradient(-err), dead, config, train)
+    aux = jnp.zeros((), x.dtype) if aux is None else aux
     loss = mse + penalty + aux
     var = jnp.sum(jnp.var(x, axis=0))
     metrics = {"loss": loss, "mse": mse, "aux": aux,
                "fve": 1.0 - mse / jnp.maximum(var, 1e-12),
                "l0": jnp.mean(jnp.sum(z > 0, -1).astype(x.dtype))}
     return loss, (metrics, jnp.any(z > 0, axis=0))
-
-
-def _topk_aux_loss(params, pre, residual, dead, config: SAEConfig):
-    """Dead latents' top-k_aux pre-activations reconstruct the residual (B, d_in)."""
-    k_aux = max(1, min(config.d_in // 2, config.d_sae))
-    n_dead = jnp.sum(dead)
-
-    def loss():
-        masked = jnp.where(dead[None], pre, -jnp.inf)  # (B, d_sae)
-        kth = jnp.min(jax.lax.top_k(masked, k_aux)[0], -1, keepdims=True)  # (B, 1); see topk_mask
-        acts = jnp.where(dead[None] & (masked >= kth), pre, 0.0)
-        recon = acts @ params["W_dec"]  # no b_dec: the residual already has it
-        scale = jnp.minimum(n_dead / k_aux, 1.0)
-        return scale * jnp.mean(jnp.sum((recon - residual) ** 2, -1))
-
-    # Skip the second top-k entirely while nothing is dead (most of training).
-    return jax.lax.cond(n_dead > 0, loss, lambda: jnp.zeros((), pre.dtype))
 
 
 def make_train_step(config: SAEConfig, train: TrainConfig, tx: optax.GradientTransformation):
@@ -223,9 +160,8 @@ def make_train_step(config: SAEConfig, train: TrainConfig, tx: optax.GradientTra
         grads = dict(grads, W_dec=g - jnp.sum(g * W, -1, keepdims=True) * W)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        params = dict(params, W_dec=normalize_rows(params["W_dec"]))
-        if config.architecture == "jumprelu":
-            params["threshold"] = jnp.maximum(params["threshold"], 1e-6)
+        params = architecture(config.architecture).after_update(
+            dict(params, W_dec=normalize_rows(params["W_dec"])))
         since_fired = jnp.where(fired, 0, since_fired + 1)
         metrics["dead"] = jnp.mean(dead.astype(x.dtype))
         return params, opt_state, since_fired, metrics
@@ -255,9 +191,7 @@ def _fold_scale(params: dict, scale: float, config: SAEConfig) -> dict:
     scale, so decoder rows stay unit norm and TopK picks the same latents.
     """
     out = dict(params, b_enc=params["b_enc"] / scale, b_dec=params["b_dec"] / scale)
-    if config.architecture == "jumprelu":
-        out["threshold"] = params["threshold"] / scale
-    return out
+    return architecture(config.architecture).fold_scale(out, scale)
 
 
 def train_sae(data: Any, config: SAEConfig, train: TrainConfig = TrainConfig(), *,

@@ -200,7 +200,7 @@ def composition_effects(model, features, composition: GroupComposition, *, layer
         ids = (model.tokenizer.encode(prompt) if isinstance(prompt, str)
                else [int(t) for t in prompt])
         site = "mlp_hidden"
-        if model.config.family in ("gemma2", "gemma3"):  # an mlp_hidden edit is normalised away
+        if model.config.post_mlp_norm:  # an mlp_hidden edit is normalised away
             v = np.asarray(model.mlp_output_map(v, layer=layer, bias=False), np.float32)
             v, site = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12), "mlp_out"
         vecs = np.concatenate([np.zeros_like(v[:1]), v])  # row 0: the unsteered run

@@ -1,4 +1,5 @@
-"""Flax NNX ports of GPT-2, Llama and Gemma 2/3, their loaders and tokenizers."""
+"""One Flax NNX transformer whose config flags make it GPT-2, Llama or Gemma 2/3 (`FAMILIES`),
+its loaders (HF, GGUF) and tokenizers."""
 
 from snmf_jax.models._blocks import run_blocks
 from snmf_jax.models._cache import KVCache, init_cache
@@ -11,7 +12,7 @@ from snmf_jax.models._model import Model
 from snmf_jax.models._modules import (Transformer, abstract_model, check_layout, init_params,
                                       layout, state_from_arrays)
 from snmf_jax.models._patch import Patch, SitePatch, apply_site_patch
-from snmf_jax.models._presets import PRESETS, cache_dir
+from snmf_jax.models._presets import FAMILIES, PRESETS, cache_dir
 from snmf_jax.models._sharding import DEFAULT_RULES, auto_mesh, param_shardings, shard_params
 from snmf_jax.models._state import as_arrays
 from snmf_jax.models._tokenizer import Tokenizer
@@ -26,7 +27,7 @@ __all__ = [
     "unembedding_matrix",
     "KVCache", "init_cache", "SitePatch", "Patch", "apply_site_patch",
     "DEFAULT_RULES", "auto_mesh", "param_shardings", "shard_params",
-    "load_model", "PRESETS", "cache_dir", "Tokenizer",
+    "load_model", "FAMILIES", "PRESETS", "cache_dir", "Tokenizer",
     "config_from_hf", "params_from_hf",
     "read_gguf", "GGUFError", "config_from_gguf", "params_from_gguf",
 ]

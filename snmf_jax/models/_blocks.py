@@ -1,4 +1,7 @@
-"""Blocks [start, stop) of every family as one block scanned over stacked weights.
+"""Blocks [start, stop) of any family as one block scanned over stacked weights.
+
+What a block does is read off the config's architecture flags (norm kind,
+gated MLP, rope, qk-norm, post-norms), never off the family's name.
 
 The layer weights are stacked along a leading L axis (the module tree builds
 its blocks under `nnx.vmap`) and one block body runs under `lax.scan` over
@@ -41,10 +44,10 @@ def _dense(x: Array, p: Mapping[str, Array]) -> Array:
 
 
 def _norm(x: Array, p: Mapping[str, Array], config: ModelConfig) -> Array:
-    if config.family == "gpt2":
+    if config.norm == "layer":
         return _layers.layer_norm(x, p["scale"], p["bias"], config.norm_eps)
     return _layers.rms_norm(x, p["scale"], config.norm_eps,
-                            scale_in_float32=config.family != "llama")
+                            scale_in_float32=config.norm_scale_in_float32)
 
 
 class _Positions(NamedTuple):
@@ -136,7 +139,7 @@ def run_blocks(params: Params, x: Array, *, config: ModelConfig, start: int = 0,
     window_mask = (_layers.attention_mask(pos.q_index, pos.q_pos, pos.k_index, pos.k_pos,
                                           pos.k_valid, config.sliding_window)
                    if has_sliding else None)
-    use_rope = config.family != "gpt2"
+    use_rope = config.positions == "rope"
     if use_rope:
         global_rope = _layers.rope_cos_sin(
             pos.q_pos, _layers.rope_inv_freq(config.head_dim, config.rope_theta,
@@ -161,7 +164,6 @@ def run_blocks(params: Params, x: Array, *, config: ModelConfig, start: int = 0,
         attn_scale = config.query_pre_attn_scalar ** -0.5
     else:
         attn_scale = config.head_dim ** -0.5
-    gemma = config.family in ("gemma2", "gemma3")
     h_, kv_, hd = config.n_heads, config.n_kv_heads, config.head_dim
     offset = pos.offset
 
@@ -186,7 +188,7 @@ def run_blocks(params: Params, x: Array, *, config: ModelConfig, start: int = 0,
         q = _dense(h, w["q"]).reshape(b, t, h_, hd)  # (B, T, H, hd)
         k = _dense(h, w["k"]).reshape(b, t, kv_, hd)  # (B, T, KV, hd)
         v = _dense(h, w["v"]).reshape(b, t, kv_, hd)  # (B, T, KV, hd)
-        if config.family == "gemma3":
+        if config.qk_norm:
             q = _layers.rms_norm(q, w["q_norm"]["scale"], config.norm_eps, scale_in_float32=True)
             k = _layers.rms_norm(k, w["k_norm"]["scale"], config.norm_eps, scale_in_float32=True)
         if use_rope:
@@ -209,16 +211,16 @@ def run_blocks(params: Params, x: Array, *, config: ModelConfig, start: int = 0,
         a = _layers.attention(q, k, v, mask, scale=attn_scale,
                               softcap=config.attn_logit_softcap)  # (B, T, H*hd)
         a = _dense(a, w["o"])
-        if gemma:
+        if config.post_attn_norm:
             a = _norm(a, w["post_attn_norm"], config)
         x = x + a
 
         h = _norm(x, w["mlp_norm"], config)
         act = config.mlp_activation
-        if config.family == "gpt2":
-            hidden = _layers.activation(_dense(h, w["up"]), act)
-        else:
+        if config.gated_mlp:
             hidden = _layers.activation(_dense(h, w["gate"]), act) * _dense(h, w["up"])
+        else:
+            hidden = _layers.activation(_dense(h, w["up"]), act)
         hidden, bufs = at_site("mlp_hidden", hidden, layer_idx, site_slot, bufs)
         out = _mlp_out(hidden, w, config)
         out, bufs = at_site("mlp_out", out, layer_idx, site_slot, bufs)
@@ -250,11 +252,11 @@ def run_blocks(params: Params, x: Array, *, config: ModelConfig, start: int = 0,
 
 
 def _mlp_out(hidden: Array, w: Mapping, config: ModelConfig, bias: bool = True) -> Array:
-    """Down projection (+ bias), then Gemma's post-feedforward norm."""
+    """Down projection (+ bias), then any post-MLP norm (Gemma's)."""
     out = jnp.dot(hidden, w["down"]["kernel"])
     if bias and "bias" in w["down"]:
         out = out + w["down"]["bias"]
-    if config.family in ("gemma2", "gemma3"):
+    if config.post_mlp_norm:
         out = _norm(out, w["post_mlp_norm"], config)
     return out
 

@@ -1,17 +1,16 @@
 """Frozen, hashable model configuration shared by every family.
 
 A config is static under `jax.jit`: it decides shapes and control flow, while
-weights travel as a separate pytree argument.
+weights travel as a separate pytree argument. A family is a set of flag
+values (`_presets.FAMILIES`); the forward reads the flags, never the name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
-
 from snmf_jax import _checks
+from snmf_jax.models._presets import FAMILIES
 
-Family = Literal["gpt2", "llama", "gemma2", "gemma3"]
 SITES = ("mlp_hidden", "mlp_out", "resid_post")
 
 
@@ -45,7 +44,10 @@ class ModelConfig:
     """Architecture of a decoder-only transformer.
 
     Attributes:
-      family: "gpt2", "llama", "gemma2" or "gemma3".
+      family: the preset ("gpt2", "llama", "gemma2", "gemma3"; see
+        `_presets.FAMILIES`) whose values fill the architecture flags below
+        left as None. Another name is a new family: give every flag. The
+        forward never reads the name.
       vocab_size: rows of the embedding table.
       d_model: residual stream width.
       n_layers: number of transformer blocks.
@@ -68,13 +70,26 @@ class ModelConfig:
       sliding_window: window of local layers (tokens), or None.
       layer_types: per layer "full" or "sliding"; empty means all "full".
       bos_token_id, eos_token_ids, pad_token_id: special tokens.
-      activation: MLP nonlinearity, "silu", "gelu_tanh" or "gelu"; None
-        picks the family's ("gelu_tanh" for gpt2/gemma, "silu" for llama).
-      qkv_bias: Llama/Gemma checkpoints whose q/k/v projections have biases
-        (GPT-2 always has every bias).
+      qkv_bias: q/k/v projections have biases (implied by linear_bias).
+
+    Architecture flags (None: the family's value, filled in on construction):
+      activation: MLP nonlinearity, "silu", "gelu_tanh" or "gelu".
+      norm: "rms" (RMSNorm) or "layer" (LayerNorm with a bias).
+      norm_scale_in_float32: RMSNorm multiplies by its scale in float32, then
+        casts (Gemma); False casts first (Llama). Equal in float32.
+      norm_offset: checkpoints store norm weights as scale - offset (Gemma:
+        1, the 1 + w convention). The converters add it back, so the module
+        tree and the forward always hold the effective scale.
+      positions: "rope" (rotary) or "learned" (a position embedding table).
+      gated_mlp: MLP is act(gate(h)) * up(h); False: act(up(h)).
+      linear_bias: every linear map (q, k, v, o, up, down) has a bias.
+      post_attn_norm, post_mlp_norm: norms of the attention and MLP outputs
+        before the residual add (Gemma's sandwich norms).
+      qk_norm: RMSNorm over each query and key head before rope (Gemma 3).
+      scale_embeddings: embeddings are multiplied by sqrt(d_model) (Gemma).
     """
 
-    family: Family
+    family: str
     vocab_size: int
     d_model: int
     n_layers: int
@@ -98,12 +113,27 @@ class ModelConfig:
     pad_token_id: int | None = None
     activation: str | None = None
     qkv_bias: bool = False
+    norm: str | None = None
+    norm_scale_in_float32: bool | None = None
+    norm_offset: float | None = None
+    positions: str | None = None
+    gated_mlp: bool | None = None
+    linear_bias: bool | None = None
+    post_attn_norm: bool | None = None
+    post_mlp_norm: bool | None = None
+    qk_norm: bool | None = None
+    scale_embeddings: bool | None = None
 
     def __post_init__(self):
-        if self.family not in ("gpt2", "llama", "gemma2", "gemma3"):
-            raise ValueError(
-                f"ModelConfig.family must be one of 'gpt2', 'llama', 'gemma2', "
-                f"'gemma3'; got {self.family!r}")
+        preset = FAMILIES.get(self.family, {})
+        for name in FLAGS:
+            if getattr(self, name) is None:
+                if name not in preset:
+                    raise ValueError(
+                        f"ModelConfig.{name} must be given for family {self.family!r}, "
+                        f"which is not a preset ({', '.join(FAMILIES)})")
+                object.__setattr__(self, name, preset[name])  # frozen: fill once, here
+        _check_flags(self)
         # Values read from config.json / GGUF files: a zero or negative size or a
         # NaN base fails here, not as a ZeroDivisionError or NaN logits later.
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads",
@@ -130,17 +160,11 @@ class ModelConfig:
         if "sliding" in self.layer_types and self.sliding_window is None:
             raise ValueError(
                 "layer_types has 'sliding' layers but sliding_window is None")
-        if self.activation not in (None, "silu", "gelu_tanh", "gelu"):
-            raise ValueError(
-                f"activation must be None, 'silu', 'gelu_tanh' or 'gelu'; got "
-                f"{self.activation!r}")
 
     @property
     def mlp_activation(self) -> str:
-        """The MLP nonlinearity, with the family default filled in."""
-        if self.activation is not None:
-            return self.activation
-        return "silu" if self.family == "llama" else "gelu_tanh"
+        """The MLP nonlinearity (`activation`, filled from the family)."""
+        return self.activation
 
     @property
     def sliding_layers(self) -> tuple[bool, ...]:
@@ -156,3 +180,25 @@ class ModelConfig:
         if site in ("mlp_out", "resid_post"):
             return self.d_model
         raise ValueError(f"unknown site {site!r}; expected one of {SITES}")
+
+
+# The architecture flags, in the order ModelConfig declares them.
+FLAGS = ("activation", "norm", "norm_scale_in_float32", "norm_offset", "positions",
+         "gated_mlp", "linear_bias", "post_attn_norm", "post_mlp_norm", "qk_norm",
+         "scale_embeddings")
+_CHOICES = {"activation": ("silu", "gelu_tanh", "gelu"), "norm": ("rms", "layer"),
+            "positions": ("rope", "learned")}
+
+
+def _check_flags(config: ModelConfig) -> None:
+    """Each flag holds a value of its kind (a string flag one of its choices)."""
+    for name in FLAGS:
+        value = getattr(config, name)
+        if name in _CHOICES:
+            if value not in _CHOICES[name]:
+                raise ValueError(f"ModelConfig.{name} must be one of {_CHOICES[name]}; "
+                                 f"got {value!r}")
+        elif name == "norm_offset":
+            _checks.real(f"ModelConfig.{name}", value)
+        elif not isinstance(value, bool):
+            raise ValueError(f"ModelConfig.{name} must be a bool; got {value!r}")

@@ -7,7 +7,7 @@ Layout conventions undone on load (see `params_from_gguf`):
 - llama.cpp permutes the rows of Q and K of the `llama` architecture (its
   rope pairs adjacent dimensions); the permutation is reverted so Q/K are in
   transformers' rotate-half layout.
-- Gemma norms are stored as 1 + w (llama.cpp adds the 1), i.e. the effective
+- Gemma norms are stored as 1 + w (llama.cpp adds the norm_offset), i.e. the effective
   scale the module tree holds, so they are kept as they are.
 
 Names and shapes are checked against the module tree (`check_layout`), the
@@ -23,12 +23,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from snmf_jax.models._config import ModelConfig, RopeScaling
-from snmf_jax.models._gguf import SUPPORTED_ARCHITECTURES, GGUFError, GGUFFile
+from snmf_jax.models._gguf import GGUFError, GGUFFile
 from snmf_jax.models._modules import check_layout
-
-
-# ----------------------------------------------------------------------------
-# ModelConfig from metadata.
 
 
 def _first(value, default=None):
@@ -70,31 +66,6 @@ def _llama3_scaling(gf: GGUFFile, head_dim: int, theta: float) -> RopeScaling | 
     return scaling
 
 
-def _gemma_query_scalar(gf: GGUFFile, d_model: int, n_heads: int, head_dim: int,
-                        n_layers: int) -> float:
-    """Gemma's query scale: metadata if present, else llama.cpp's rule.
-
-    llama.cpp (like transformers' released configs) scales queries by
-    head_dim**-0.5 except for the 27B models (46 layers for Gemma 2, 62 for
-    Gemma 3), which use (d_model / n_heads)**-0.5.
-    """
-    value = gf.arch_key("attention.query_pre_attn_scalar")
-    if value is not None:
-        return float(_first(value))
-    big = {"gemma2": 46, "gemma3": 62}[gf.architecture]
-    return float(d_model // n_heads if n_layers == big else head_dim)
-
-
-def _gemma3_layer_types(gf: GGUFFile, n_layers: int) -> tuple[str, ...]:
-    """Sliding/full per layer: the metadata's pattern, else every 6th full."""
-    pattern = gf.arch_key("attention.sliding_window_pattern")
-    if isinstance(pattern, (np.ndarray, list)) and len(pattern) == n_layers:
-        # llama.cpp's per-layer form: True where the layer uses the window.
-        return tuple("sliding" if bool(p) else "full" for p in pattern)
-    period = int(_first(pattern, 6))
-    return tuple("sliding" if (i + 1) % period else "full" for i in range(n_layers))
-
-
 def _special_ids(md: Mapping[str, Any]) -> dict:
     def get(key):
         value = md.get(f"tokenizer.ggml.{key}")
@@ -106,13 +77,74 @@ def _special_ids(md: Mapping[str, Any]) -> dict:
                 pad_token_id=get("padding_token_id"))
 
 
+# Metadata keys (after "{arch}.") each architecture's converter reads or knows to
+# change nothing in the forward; any other "{arch}." key is refused by name, so a
+# setting this loader does not implement (experts, partial rotary, ...) fails
+# instead of being silently dropped.
+_SHAPE_KEYS = frozenset({
+    "context_length", "embedding_length", "block_count", "feed_forward_length",
+    "attention.head_count", "attention.head_count_kv", "attention.key_length",
+    "attention.value_length", "vocab_size"})
+_ROPE_KEYS = frozenset({
+    "attention.layer_norm_rms_epsilon", "rope.freq_base", "rope.dimension_count",
+    "rope.scaling.type", "rope.scaling.factor", "rope.scaling.original_context_length",
+    "rope.scaling.finetuned"})
+_GEMMA_KEYS = _ROPE_KEYS | {"attention.query_pre_attn_scalar", "attention.sliding_window",
+                            "attention.sliding_window_pattern", "attn_logit_softcapping",
+                            "final_logit_softcapping"}
+_KNOWN_KEYS = {
+    "llama": _SHAPE_KEYS | _ROPE_KEYS,
+    "gemma2": _SHAPE_KEYS | _GEMMA_KEYS,
+    "gemma3": _SHAPE_KEYS | _GEMMA_KEYS | {"rope.freq_base_swa"},
+    "gpt2": _SHAPE_KEYS | {"attention.layer_norm_epsilon"},
+}
+# llama.cpp's converter interleaves the rows of Q and K for these architectures.
+_PERMUTED_QK = frozenset({"llama"})
+
+
+def _gemma(gf: GGUFFile, need, d: int, n_heads: int, head_dim: int, n_layers: int) -> dict:
+    """Gemma 2 / 3 settings; where the metadata is silent, llama.cpp's defaults.
+
+    Gemma 2 alternates sliding and full layers and soft-caps 50 / 30; Gemma 3
+    slides on 5 of every 6 layers (or per llama.cpp's per-layer pattern) with
+    rope base 10000 there and never soft-caps attention scores (like
+    transformers). Queries are scaled by head_dim**-0.5 except in the 27B
+    models (46 layers for Gemma 2, 62 for Gemma 3): (d_model / n_heads)**-0.5.
+    """
+    gemma2 = gf.architecture == "gemma2"
+    theta = float(_first(gf.arch_key("rope.freq_base"), 10000.0))
+    pattern = 2 if gemma2 else gf.arch_key("attention.sliding_window_pattern")
+    if isinstance(pattern, (np.ndarray, list)) and len(pattern) == n_layers:
+        layer_types = tuple("sliding" if bool(p) else "full" for p in pattern)
+    else:
+        period = int(_first(pattern, 6))
+        layer_types = tuple("sliding" if (i + 1) % period else "full" for i in range(n_layers))
+    qscale = gf.arch_key("attention.query_pre_attn_scalar")
+    big = 46 if gemma2 else 62
+    qscale = float(_first(qscale) if qscale is not None
+                   else d // n_heads if n_layers == big else head_dim)
+    attn_cap = gf.arch_key("attn_logit_softcapping", 50.0) if gemma2 else None
+    final_cap = gf.arch_key("final_logit_softcapping", 30.0 if gemma2 else None)
+    window = gf.arch_key("attention.sliding_window")
+    return dict(
+        norm_eps=float(need("attention.layer_norm_rms_epsilon")), rope_theta=theta,
+        rope_local_theta=theta if gemma2 else float(
+            _first(gf.arch_key("rope.freq_base_swa"), 10000.0)),
+        rope_scaling=_rope_scaling(gf), query_pre_attn_scalar=qscale,
+        attn_logit_softcap=None if attn_cap is None else float(_first(attn_cap)),
+        final_logit_softcap=None if final_cap is None else float(_first(final_cap)),
+        sliding_window=(int(_first(window, 4096 if gemma2 else 512))
+                        if "sliding" in layer_types else None),
+        layer_types=layer_types)
+
+
 def config_from_gguf(gf: GGUFFile) -> ModelConfig:
     """A ModelConfig from GGUF metadata (architectures llama, gemma2, gemma3, gpt2).
 
-    Values the metadata does not state take llama.cpp's (and transformers')
-    defaults: Gemma 3 uses a sliding window on 5 of every 6 layers and rope
-    base 10000 on them; Gemma 2 alternates sliding and full layers with
-    soft-capping 50 / 30.
+    The architecture names the family preset (its flags); the metadata gives
+    sizes and settings. Values the metadata does not state take llama.cpp's
+    (and transformers') defaults. A metadata key of the architecture that
+    this converter does not know is an error.
 
     Args:
       gf: a parsed GGUF file.
@@ -121,13 +153,19 @@ def config_from_gguf(gf: GGUFFile) -> ModelConfig:
       The ModelConfig. `tie_embeddings` is True when there is no output.weight.
 
     Raises:
-      GGUFError: unsupported architecture or missing/inconsistent metadata.
+      GGUFError: unsupported architecture, an unknown setting, or
+        missing/inconsistent metadata.
     """
     arch = gf.architecture
-    if arch not in SUPPORTED_ARCHITECTURES:
+    if arch not in _KNOWN_KEYS:
         raise GGUFError(
             f"{gf.path}: unsupported architecture {arch!r} (general.architecture); "
-            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
+            f"supported: {', '.join(_KNOWN_KEYS)}")
+    unknown = [k for k in gf.metadata
+               if k.startswith(f"{arch}.") and k[len(arch) + 1:] not in _KNOWN_KEYS[arch]]
+    if unknown:
+        raise GGUFError(f"{gf.path}: metadata {unknown[0]} is a setting this loader does not "
+                        f"know for architecture {arch!r}; refusing to guess its effect")
 
     def need(key):
         value = gf.arch_key(key)
@@ -140,58 +178,29 @@ def config_from_gguf(gf: GGUFFile) -> ModelConfig:
     n_heads = int(need("attention.head_count"))
     n_kv = int(_first(gf.arch_key("attention.head_count_kv"), n_heads))
     head_dim = int(_first(gf.arch_key("attention.key_length"), d // n_heads))
+    rot = gf.arch_key("rope.dimension_count")
+    if rot is not None and int(_first(rot)) != head_dim:
+        raise GGUFError(f"{gf.path}: partial rotary embeddings ({arch}.rope."
+                        f"dimension_count={int(_first(rot))} < head_dim={head_dim}) "
+                        f"are not supported")
     if "token_embd.weight" not in gf.tensors:
         raise GGUFError(f"{gf.path}: tensor token_embd.weight is missing")
-    vocab = int(gf.tensors["token_embd.weight"].shape[0])
     common = dict(
-        vocab_size=vocab, d_model=d, n_layers=n_layers, n_heads=n_heads,
-        n_kv_heads=n_kv, head_dim=head_dim, d_mlp=int(need("feed_forward_length")),
+        family=arch, vocab_size=int(gf.tensors["token_embd.weight"].shape[0]), d_model=d,
+        n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim,
+        d_mlp=int(need("feed_forward_length")),
         max_position=int(_first(gf.arch_key("context_length"), 2048)),
         tie_embeddings="output.weight" not in gf.tensors,
+        qkv_bias="blk.0.attn_q.bias" in gf.tensors,
         **_special_ids(gf.metadata))
-
     if arch == "gpt2":
-        return ModelConfig(family="gpt2", norm_eps=float(need("attention.layer_norm_epsilon")),
-                           activation="gelu_tanh", **common)
-
-    common["qkv_bias"] = "blk.0.attn_q.bias" in gf.tensors
-    eps = float(need("attention.layer_norm_rms_epsilon"))
+        return ModelConfig(**common, norm_eps=float(need("attention.layer_norm_epsilon")))
+    if arch.startswith("gemma"):
+        return ModelConfig(**common, **_gemma(gf, need, d, n_heads, head_dim, n_layers))
     theta = float(_first(gf.arch_key("rope.freq_base"), 10000.0))
-    rot = gf.arch_key("rope.dimension_count")
-    if arch == "llama":
-        if rot is not None and int(_first(rot)) != head_dim:
-            raise GGUFError(f"{gf.path}: partial rotary embeddings ({arch}.rope."
-                            f"dimension_count={int(_first(rot))} < head_dim={head_dim}) "
-                            f"are not supported")
-        scaling = _rope_scaling(gf)
-        if scaling is None:
-            scaling = _llama3_scaling(gf, head_dim, theta)
-        return ModelConfig(family="llama", norm_eps=eps, rope_theta=theta,
-                           rope_local_theta=theta, rope_scaling=scaling,
-                           activation="silu", **common)
-
-    qscale = _gemma_query_scalar(gf, d, n_heads, head_dim, n_layers)
-    window = gf.arch_key("attention.sliding_window")
-    if arch == "gemma2":
-        layer_types = tuple("sliding" if (i + 1) % 2 else "full" for i in range(n_layers))
-        return ModelConfig(
-            family="gemma2", norm_eps=eps, rope_theta=theta, rope_local_theta=theta,
-            rope_scaling=_rope_scaling(gf), query_pre_attn_scalar=qscale,
-            attn_logit_softcap=float(_first(gf.arch_key("attn_logit_softcapping"), 50.0)),
-            final_logit_softcap=float(_first(gf.arch_key("final_logit_softcapping"), 30.0)),
-            sliding_window=int(_first(window, 4096)), layer_types=layer_types,
-            activation="gelu_tanh", **common)
-
-    # gemma3
-    layer_types = _gemma3_layer_types(gf, n_layers)
-    final_cap = gf.arch_key("final_logit_softcapping")
-    return ModelConfig(
-        family="gemma3", norm_eps=eps, rope_theta=theta,
-        rope_local_theta=float(_first(gf.arch_key("rope.freq_base_swa"), 10000.0)),
-        rope_scaling=_rope_scaling(gf), query_pre_attn_scalar=qscale,
-        final_logit_softcap=None if final_cap is None else float(_first(final_cap)),
-        sliding_window=int(_first(window, 512)) if "sliding" in layer_types else None,
-        layer_types=layer_types, activation="gelu_tanh", **common)
+    return ModelConfig(**common, norm_eps=float(need("attention.layer_norm_rms_epsilon")),
+                       rope_theta=theta, rope_local_theta=theta,
+                       rope_scaling=_rope_scaling(gf) or _llama3_scaling(gf, head_dim, theta))
 
 
 def _rope_scaling(gf: GGUFFile) -> RopeScaling | None:
@@ -205,9 +214,6 @@ def _rope_scaling(gf: GGUFFile) -> RopeScaling | None:
     raise GGUFError(f"{gf.path}: unsupported rope scaling type {kind!r} "
                     f"({gf.architecture}.rope.scaling.type); supported: linear")
 
-
-# ----------------------------------------------------------------------------
-# Params from tensors.
 
 # llama.cpp block tensor -> (params entry, leaf). Linear weights become kernels.
 _BLOCK_TENSORS = {
@@ -331,6 +337,7 @@ def params_from_gguf(gf: GGUFFile, config: ModelConfig, dtype=None,
     dtype = np.dtype(np.float32 if dtype is None else dtype)
     n = config.n_layers
     plan = _plan(gf, config)
+    permuted = gf.architecture in _PERMUTED_QK
     params: dict[str, Any] = {}
     filled: dict[tuple, set] = {}
     lock = threading.Lock()
@@ -358,9 +365,9 @@ def params_from_gguf(gf: GGUFFile, config: ModelConfig, dtype=None,
         path, layer, kind = plan[name]
         w = gf.tensor(name, np.float32)
         part = name.split(".", 2)[-1]
-        if config.family == "llama" and part in ("attn_q.weight", "attn_q.bias"):
+        if permuted and part in ("attn_q.weight", "attn_q.bias"):
             w = _unpermute_rope(w, config.n_heads)
-        elif config.family == "llama" and part in ("attn_k.weight", "attn_k.bias"):
+        elif permuted and part in ("attn_k.weight", "attn_k.bias"):
             w = _unpermute_rope(w, config.n_kv_heads)
         if kind.startswith("qkv"):
             # GPT-2's fused projection: (3*D, D) weight or (3*D,) bias.

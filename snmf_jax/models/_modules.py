@@ -56,26 +56,26 @@ class Block(nnx.Module):
         d, f = config.d_model, config.d_mlp
         hq = config.n_heads * config.head_dim
         hkv = config.n_kv_heads * config.head_dim
-        gpt2 = config.family == "gpt2"
-        gemma = config.family in ("gemma2", "gemma3")
-        qkv_bias = gpt2 or config.qkv_bias
-        self.attn_norm = Norm(d, "embed", bias=gpt2, dtype=dtype)
+        bias = config.linear_bias
+        qkv_bias = bias or config.qkv_bias
+        norm_bias = config.norm == "layer"
+        self.attn_norm = Norm(d, "embed", bias=norm_bias, dtype=dtype)
         self.q = Linear(d, hq, ("embed", "heads"), bias=qkv_bias, dtype=dtype)
         self.k = Linear(d, hkv, ("embed", "kv"), bias=qkv_bias, dtype=dtype)
         self.v = Linear(d, hkv, ("embed", "kv"), bias=qkv_bias, dtype=dtype)
-        self.o = Linear(hq, d, ("heads", "embed"), bias=gpt2, dtype=dtype)
-        if config.family == "gemma3":
+        self.o = Linear(hq, d, ("heads", "embed"), bias=bias, dtype=dtype)
+        if config.qk_norm:
             self.q_norm = Norm(config.head_dim, "head_dim", bias=False, dtype=dtype)
             self.k_norm = Norm(config.head_dim, "head_dim", bias=False, dtype=dtype)
-        if gemma:
-            self.post_attn_norm = Norm(d, "embed", bias=False, dtype=dtype)
-        self.mlp_norm = Norm(d, "embed", bias=gpt2, dtype=dtype)
-        if not gpt2:
-            self.gate = Linear(d, f, ("embed", "mlp"), bias=False, dtype=dtype)
-        self.up = Linear(d, f, ("embed", "mlp"), bias=gpt2, dtype=dtype)
-        self.down = Linear(f, d, ("mlp", "embed"), bias=gpt2, dtype=dtype)
-        if gemma:
-            self.post_mlp_norm = Norm(d, "embed", bias=False, dtype=dtype)
+        if config.post_attn_norm:
+            self.post_attn_norm = Norm(d, "embed", bias=norm_bias, dtype=dtype)
+        self.mlp_norm = Norm(d, "embed", bias=norm_bias, dtype=dtype)
+        if config.gated_mlp:
+            self.gate = Linear(d, f, ("embed", "mlp"), bias=bias, dtype=dtype)
+        self.up = Linear(d, f, ("embed", "mlp"), bias=bias, dtype=dtype)
+        self.down = Linear(f, d, ("mlp", "embed"), bias=bias, dtype=dtype)
+        if config.post_mlp_norm:
+            self.post_mlp_norm = Norm(d, "embed", bias=norm_bias, dtype=dtype)
 
 
 class Transformer(nnx.Module):
@@ -84,7 +84,7 @@ class Transformer(nnx.Module):
     Attributes:
       config: the architecture (static).
       embed: (V, D) token embedding.
-      pos_embed: (max_position, D) learned positions (GPT-2 only).
+      pos_embed: (max_position, D) learned positions (positions="learned" only).
       layers: the blocks, every weight stacked on a leading (L,) axis.
       final_norm: the norm before the unembedding.
       unembed: (D, V) LM head (untied models only).
@@ -94,7 +94,7 @@ class Transformer(nnx.Module):
         self.config = config
         d = config.d_model
         self.embed = _param((config.vocab_size, d), dtype, ("vocab", "embed"))
-        if config.family == "gpt2":
+        if config.positions == "learned":
             self.pos_embed = _param((config.max_position, d), dtype, ("position", "embed"))
 
         # Scan-over-layers layout: one Block built per layer under vmap, so
@@ -105,7 +105,7 @@ class Transformer(nnx.Module):
             return Block(config, dtype)
 
         self.layers = make_blocks()
-        self.final_norm = Norm(d, "embed", bias=config.family == "gpt2", dtype=dtype)
+        self.final_norm = Norm(d, "embed", bias=config.norm == "layer", dtype=dtype)
         if not config.tie_embeddings:
             self.unembed = Linear(d, config.vocab_size, ("embed", "vocab"), bias=False,
                                   dtype=dtype)
@@ -196,8 +196,8 @@ def init_params(config: ModelConfig, key: jax.Array, dtype=jnp.float32) -> nnx.S
     """Random weights for the module tree (for tests).
 
     Kernels are N(0, 1/fan_in); norm scales are 1 + N(0, 0.1) so a wrong
-    norm is visible; biases N(0, 0.02); embeddings N(0, 1/d_model) (Gemma,
-    which scales them by sqrt(d_model)) or N(0, 0.02) (others). Drawn on
+    norm is visible; biases N(0, 0.02); embeddings N(0, 1/d_model) where the
+    forward scales them by sqrt(d_model) (Gemma), else N(0, 0.02). Drawn on
     the host with numpy (no compilation), so not traceable under jit.
 
     Args:
@@ -211,7 +211,6 @@ def init_params(config: ModelConfig, key: jax.Array, dtype=jnp.float32) -> nnx.S
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
     rng = np.random.default_rng(np.asarray(key, np.uint32).ravel())
-    gemma = config.family in ("gemma2", "gemma3")
     shapes = layout(config)
     pool = rng.standard_normal(sum(math.prod(s) for s in shapes.values()), dtype=np.float32)
     arrays: dict = {}
@@ -223,7 +222,8 @@ def init_params(config: ModelConfig, key: jax.Array, dtype=jnp.float32) -> nnx.S
         elif leaf in ("bias", "pos_embed"):
             std, offset = 0.02, 0.0
         elif leaf == "embed":
-            std, offset = (1 / math.sqrt(config.d_model) if gemma else 0.02), 0.0
+            std = 1 / math.sqrt(config.d_model) if config.scale_embeddings else 0.02
+            offset = 0.0
         else:  # kernels: (..., fan_in, fan_out)
             std, offset = 1 / math.sqrt(shape[-2]), 0.0
         x = pool[cursor:cursor + math.prod(shape)].reshape(shape)

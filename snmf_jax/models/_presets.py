@@ -1,8 +1,16 @@
-"""Named models that load offline from installed pip packages.
+"""Presets: model families as architecture flags, and named models.
 
-A preset resolves to a local GGUF file. The packages are located with
-`importlib.util.find_spec` (never imported just to be found), so a missing one
-costs nothing until it is asked for.
+`FAMILIES` is the one place that says what a family is: the values of
+`ModelConfig`'s architecture flags that a family fixes (norms, MLP shape,
+positions, embedding scale, ...). A config fills every flag it was not given
+from its family's row here; the forward, the module tree and the converters
+read the flags, never the family's name. Settings a checkpoint states (sizes,
+soft-caps, query scaling, sliding windows, rotary bases) are not here: the
+converters read them from the checkpoint (`_hf`, `_gguf_params`).
+
+A named model (`PRESETS`) resolves to a local GGUF file. The packages are
+located with `importlib.util.find_spec` (never imported just to be found), so
+a missing one costs nothing until it is asked for.
 """
 
 from __future__ import annotations
@@ -15,6 +23,23 @@ from pathlib import Path
 from typing import Callable
 
 _CACHE_ENV = "SNMF_JAX_CACHE"
+
+# The architecture flags each family fixes (see ModelConfig for their meaning).
+_LLAMA = dict(norm="rms", norm_scale_in_float32=False, norm_offset=0.0, positions="rope",
+              gated_mlp=True, linear_bias=False, post_attn_norm=False, post_mlp_norm=False,
+              qk_norm=False, scale_embeddings=False, activation="silu")
+# Gemma: RMSNorm weights stored as w with scale 1 + w, scale applied in float32,
+# "sandwich" norms after attention and after the MLP, embeddings times sqrt(d).
+_GEMMA2 = dict(_LLAMA, norm_scale_in_float32=True, norm_offset=1.0, post_attn_norm=True,
+               post_mlp_norm=True, scale_embeddings=True, activation="gelu_tanh")
+FAMILIES: dict[str, dict[str, object]] = {
+    # LayerNorm with biases, learned positions, an ungated MLP, a bias on every linear map.
+    "gpt2": dict(_LLAMA, norm="layer", positions="learned", gated_mlp=False,
+                 linear_bias=True, activation="gelu_tanh"),
+    "llama": _LLAMA,
+    "gemma2": _GEMMA2,
+    "gemma3": dict(_GEMMA2, qk_norm=True),  # + RMSNorm of each query and key head
+}
 
 
 def cache_dir() -> Path:

@@ -1,4 +1,4 @@
-"""The forward pass of GPT-2, Llama, Gemma 2 and Gemma 3, and its pieces.
+"""The one forward pass (GPT-2, Llama, Gemma 2/3 are flag settings), and its pieces.
 
 Pure functions over the weights (the module tree's `nnx.State`, or the same
 nested dict of arrays): `forward` is `embed`, `run_blocks` (in `_blocks`) and
@@ -68,11 +68,11 @@ def _check_inputs(params, tokens, config, attention_mask, cache, patch, capture)
                 raise ValueError(
                     f"cache overflow: {length} cached + {tokens.shape[1]} new tokens "
                     f"> max_len {cache.max_len}")
-    if config.family == "gpt2":
+    if config.positions == "learned":
         longest = tokens.shape[1] if cache is None else cache.max_len
         if longest > config.max_position:
             raise ValueError(
-                f"GPT-2 has learned positions up to max_position={config.max_position}; "
+                f"learned positions end at max_position={config.max_position}; "
                 f"got {'a cache of max_len' if cache is not None else 'T ='} {longest}")
     _check_sites(config, patch, capture, 0, config.n_layers)
     for (layer, site), sp in (patch or {}).items():
@@ -106,7 +106,7 @@ def check_values(tokens, config: ModelConfig, *, cache: KVCache | None = None,
     if _checks.concrete(tokens):
         _checks.token_ids("tokens", tokens, config.vocab_size)
     offset = 0 if cache is None or not _checks.concrete(cache.length) else int(cache.length)
-    if config.family != "gpt2" and offset + tokens.shape[-1] > config.max_position:
+    if config.positions == "rope" and offset + tokens.shape[-1] > config.max_position:
         raise ValueError(
             f"tokens: {tokens.shape[-1]} tokens (after {offset} cached) exceed "
             f"max_position={config.max_position}")
@@ -119,23 +119,23 @@ def check_values(tokens, config: ModelConfig, *, cache: KVCache | None = None,
 
 def embed(params: Params, tokens: Array, *, config: ModelConfig,
           attention_mask: Array | None = None, cache: KVCache | None = None) -> Array:
-    """Token embedding (Gemma: times sqrt(D); GPT-2: plus learned positions).
+    """Token embedding (times sqrt(D) if scale_embeddings; plus learned positions).
 
     Args:
       params: the weights (nnx.State or nested dict).
       tokens: (B, T) int token ids.
       config: the architecture.
-      attention_mask, cache: as in `forward` (they fix GPT-2's positions).
+      attention_mask, cache: as in `forward` (they fix learned positions).
 
     Returns:
       (B, T, D) residual stream entering block 0, in the weights' dtype.
     """
     p = as_arrays(params)
     x = jnp.take(p["embed"], tokens, axis=0)  # (B, T, D)
-    if config.family in ("gemma2", "gemma3"):
+    if config.scale_embeddings:
         # transformers scales in the embedding dtype (sqrt(D) rounded to it).
         x = x * jnp.asarray(math.sqrt(config.d_model), x.dtype)
-    if config.family == "gpt2":
+    if config.positions == "learned":
         pos = _positions(*tokens.shape, attention_mask, cache)
         x = x + jnp.take(p["pos_embed"], pos.q_pos, axis=0)
     return x
@@ -145,7 +145,7 @@ def mlp_output_map(params: Params, hidden: Array, *, config: ModelConfig, layer:
                    bias: bool = True) -> Array:
     """The map from a block's mlp_hidden site to its mlp_out site.
 
-    The down projection and, for Gemma 2/3, the post-feedforward norm: what
+    The down projection and any post-MLP norm (Gemma 2/3's): what
     the block adds to the residual stream for MLP hidden activations `hidden`.
 
     Args:

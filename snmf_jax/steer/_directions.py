@@ -30,8 +30,8 @@ _EPS = 1e-12
 
 
 def has_post_mlp_norm(config: ModelConfig) -> bool:
-    """True for families whose MLP output is normalised before the residual add."""
-    return config.family in ("gemma2", "gemma3")
+    """True for models whose MLP output is normalised before the residual add."""
+    return config.post_mlp_norm
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
