@@ -6,7 +6,8 @@ from snmf_jax.models._cache import KVCache, init_cache
 from snmf_jax.models._config import SITES, ModelConfig, RopeScaling
 from snmf_jax.models._gguf import GGUFError, read_gguf
 from snmf_jax.models._gguf_params import config_from_gguf, params_from_gguf
-from snmf_jax.models._hf import config_from_hf, params_from_hf
+from snmf_jax.models._hf import config_from_hf
+from snmf_jax.models._hf_params import params_from_hf
 from snmf_jax.models._load import load_model
 from snmf_jax.models._model import Model
 from snmf_jax.models._modules import (Transformer, abstract_model, check_layout, init_params,

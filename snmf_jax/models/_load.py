@@ -20,7 +20,8 @@ import numpy as np
 from snmf_jax import _chunks, _io
 from snmf_jax.models._gguf import read_gguf
 from snmf_jax.models._gguf_params import config_from_gguf, params_from_gguf
-from snmf_jax.models._hf import config_from_hf, params_from_hf
+from snmf_jax.models._hf import config_from_hf
+from snmf_jax.models._hf_params import params_from_hf
 from snmf_jax.models._model import Model
 from snmf_jax.models._presets import PRESETS
 from snmf_jax.models._tokenizer import Tokenizer
