@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from snmf_jax import _checks
 from snmf_jax._io import write_safetensors
 
 MANIFEST = "manifest.json"
@@ -61,7 +62,7 @@ def check_entries(manifest_path: str | os.PathLike, entries: Any) -> list:
                          f"{type(entries).__name__}")
     for i, c in enumerate(entries):
         rows = c.get("rows") if isinstance(c, dict) else c
-        if not (isinstance(c, dict) and isinstance(rows, int) and not isinstance(rows, bool)
+        if not (isinstance(c, dict) and _checks.is_int(rows)
                 and rows >= 1):
             raise ValueError(f"{manifest_path}: chunk entry {i} must be an object with rows "
                              f">= 1; got {rows!r}")
@@ -82,7 +83,7 @@ def spans(bounds: np.ndarray, start: int, stop: int) -> list[tuple[int, slice]]:
     """(chunk index, local row slice) pairs covering rows [start, stop)."""
     n = int(bounds[-1])
     for name, v in (("start", start), ("stop", stop)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+        if not _checks.is_int(v):
             raise TypeError(f"rows: {name} must be an int row index; got {v!r}")
     if not 0 <= start <= stop <= n:
         raise IndexError(f"rows({start}, {stop}) out of range for a store of {n} rows")

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 # length_buckets and tokenize_with_offsets are public through this module too.
+from snmf_jax import _checks
 from snmf_jax.activations._plan import (_Plan, _plan, length_buckets,  # noqa: F401
                                         tokenize_with_offsets)
 from snmf_jax.activations._readers import read_dataset
@@ -92,7 +93,7 @@ def _params_digest(params) -> str:
 
 
 def _check_layers(layers, n_layers: int) -> tuple[int, ...]:
-    single = isinstance(layers, (int, np.integer)) and not isinstance(layers, bool)
+    single = _checks.is_int(layers)
     seq = (int(layers),) if single else tuple(layers) if isinstance(
         layers, (list, tuple, range)) else None
     if seq is None or not seq or any(isinstance(x, bool) or not isinstance(
@@ -168,13 +169,13 @@ def export_activations(model, data: Any, layers: int | Sequence[int], *,
     layer_seq = _check_layers(layers, config.n_layers)
     for name, v in (("batch_size", batch_size), ("chunk_rows", chunk_rows),
                     ("min_bucket", min_bucket)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        if not _checks.is_int(v) or v < 1:
             raise ValueError(f"{name} must be a positive int; got {v!r}")
     if dtype not in STORE_DTYPES:
         raise ValueError(f"dtype must be one of {STORE_DTYPES}; got {dtype!r}")
     if max_length is None:
         max_length = config.max_position
-    if not isinstance(max_length, (int, np.integer)) or not 1 <= max_length <= config.max_position:
+    if not _checks.is_int(max_length) or not 1 <= max_length <= config.max_position:
         raise ValueError(
             f"max_length must be an int in [1, {config.max_position}] (the model's "
             f"context); got {max_length!r}")

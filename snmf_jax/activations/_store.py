@@ -42,6 +42,7 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
+from snmf_jax import _checks
 from snmf_jax import _chunks
 from snmf_jax._io import (MAX_JSON_BYTES, atomic_write_bytes, parse_json, read_bytes, read_json,
                           reading_safetensors)
@@ -93,7 +94,7 @@ def check_manifest_fields(m: dict, mpath: Path) -> None:
         return ValueError(f"{mpath}: {what}; got {got!r}")
 
     def is_int(v, lo):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+        return _checks.is_int(v) and v >= lo
 
     for key in ("layers", "d", "dtype", "chunk_rows", "chunks", "complete"):
         if key not in m:
@@ -248,7 +249,7 @@ class ActivationStore:
         return layer
 
     def _file(self, i: int) -> Path:
-        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+        if not _checks.is_int(i):
             raise TypeError(f"chunk index must be an int; got {i!r}")
         if not -self.num_chunks <= i < self.num_chunks:
             raise IndexError(

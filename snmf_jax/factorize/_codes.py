@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from snmf_jax import _checks
 from snmf_jax import _chunks, _io
 
 CODES_FORMAT = "snmf_jax.codes/2"
@@ -37,10 +38,10 @@ class CodesStore:
             got = m.get("format") if isinstance(m, dict) else type(m).__name__
             raise ValueError(f"{mpath}: format {got!r}; expected {CODES_FORMAT!r}")
         rank = m.get("rank")
-        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        if not _checks.is_int(rank) or rank < 1:
             raise ValueError(f"{mpath}: rank must be an int >= 1; got {rank!r}")
         step = m.get("step")
-        if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 0):
+        if step is not None and (not _checks.is_int(step) or step < 0):
             raise ValueError(f"{mpath}: step must be null or an int >= 0; got {step!r}")
         if m.get("store") is not None and not isinstance(m["store"], dict):
             raise ValueError(f"{mpath}: store must be null or an object; got {m['store']!r}")

@@ -88,7 +88,7 @@ def check_ranks(ranks: Sequence[int], d: int | None = None) -> list[int]:
         raise ValueError("ranks must name at least one level; got []")
     out = []
     for i, r in enumerate(ranks):
-        if not isinstance(r, (int, np.integer)) or isinstance(r, bool) or r < 1:
+        if not _checks.is_int(r) or r < 1:
             raise ValueError(f"ranks[{i}] must be an int >= 1; got {r!r}")
         if i and r > out[-1]:
             raise ValueError(f"ranks[{i}] = {r} exceeds ranks[{i - 1}] = {out[-1]}: level {i} "
@@ -192,12 +192,12 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
             raise ValueError(f"sparsity (keep-fraction) of level {i} must be in (0, 1]; got {p!r}")
     sparsities = [float(p) for p in sparsities]
     for name, v in (("restarts", restarts), ("level0_restarts", level0_restarts)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+        if not _checks.is_int(v) or v < 1:
             raise ValueError(f"{name} must be an int >= 1; got {v!r}")
     bad = [i for i in upper_inits if i not in _INITS]
     if bad or not upper_inits:
         raise ValueError(f"upper_inits must be a non-empty list from {_INITS}; got {upper_inits!r}")
-    if not isinstance(finetune_steps, (int, np.integer)) or finetune_steps < 0:
+    if not _checks.is_int(finetune_steps) or finetune_steps < 0:
         raise ValueError(f"finetune_steps must be an int >= 0; got {finetune_steps!r}")
     _checks.real("finetune_lr", finetune_lr, lo=0, lo_open=True)
     # The per-level fit options, checked by the one FitOptions validator before level 0.

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from snmf_jax import _checks
 from snmf_jax import _io
 from snmf_jax._checks import finite_arrays as check_finite_arrays
 
@@ -154,7 +155,7 @@ class HierarchicalResult:
         check_finite_arrays(a, file)
         ranks = info.get("ranks")
         if not (isinstance(ranks, list) and ranks and all(
-                isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks)):
+                _checks.is_int(r) and r >= 1 for r in ranks)):
             raise ValueError(f"{file}: header field ranks must be a non-empty list of ints "
                              f">= 1; got {ranks!r}")
         levels = len(ranks)
