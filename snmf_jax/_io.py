@@ -14,7 +14,7 @@ import stat
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from safetensors.numpy import load, load_file
@@ -73,9 +73,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         f.write(data)
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Writes `obj` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def write_json(path: str | os.PathLike, obj: Any, *,
+               default: Callable[[Any], Any] | None = None) -> None:
+    """Writes `obj` as JSON, atomically: the one JSON file format of the package.
+
+    Indented, keys sorted (files diff cleanly), UTF-8 rather than \\u escapes (a
+    document text stays its own size, under the readers' MAX_JSON_BYTES), and
+    a final newline.
+
+    Args:
+      path: the file to write.
+      obj: a JSON-able value.
+      default: called on values json cannot encode (e.g. `str` for free-form
+        dataset metadata that must not make an export fail); None: they raise.
+    """
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=default)
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 def _not_regular(path, mode: int) -> ValueError:

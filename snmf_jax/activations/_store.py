@@ -44,7 +44,7 @@ import numpy as np
 
 from snmf_jax import _checks
 from snmf_jax import _chunks
-from snmf_jax._io import (MAX_JSON_BYTES, atomic_write_bytes, parse_json, read_bytes, read_json,
+from snmf_jax._io import (MAX_JSON_BYTES, parse_json, read_bytes, read_json,
                           reading_safetensors)
 from snmf_jax.activations._activations import Activations, context_text, token_text
 
@@ -53,14 +53,6 @@ FORMAT_VERSION = 1
 MANIFEST = _chunks.MANIFEST
 DOCUMENTS = "documents.json"
 STORE_DTYPES = ("float32", "float16")
-
-
-def write_json(path: Path, obj: Any) -> None:
-    # default=str: free-form dataset metadata must not make an export fail.
-    atomic_write_bytes(path, json.dumps(obj, indent=1, ensure_ascii=False,
-                                         default=str).encode())
-
-
 
 
 def read_manifest(path: Path) -> dict:

@@ -16,9 +16,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from snmf_jax import _checks, _chunks
+# default=str on every write: free-form dataset metadata must not make an export fail.
+from snmf_jax._io import write_json
 from snmf_jax.activations._store import (DOCUMENTS, FORMAT, FORMAT_VERSION, MANIFEST,
-                                         STORE_DTYPES, ActivationStore, read_manifest,
-                                         write_json)
+                                         STORE_DTYPES, ActivationStore, read_manifest)
 
 _OWN_FILE = re.compile(r"^(chunk-\d{6}\.safetensors|\.(chunk-\d{6}\.safetensors|"
                        r"manifest\.json|documents\.json)\..*\.tmp)$")
@@ -150,7 +151,7 @@ class StoreWriter:
                     f"{MANIFEST}; choose an empty or new directory")
             self.path.mkdir(parents=True, exist_ok=True)
             if documents is not None:
-                write_json(self.path / DOCUMENTS, dict(documents))
+                write_json(self.path / DOCUMENTS, dict(documents), default=str)
             self.manifest = {
                 "format": FORMAT, "format_version": FORMAT_VERSION,
                 **dict(info or {}),
@@ -160,7 +161,7 @@ class StoreWriter:
                                for k, v in self.provenance.items()},
                 "settings": settings, "complete": False, "chunks": [],
             }
-            write_json(mpath, self.manifest)
+            write_json(mpath, self.manifest, default=str)
         self.rows_done = sum(c["rows"] for c in self.manifest["chunks"])
         self._buf: dict[str, np.ndarray] | None = None
         self._fill = 0
@@ -234,7 +235,7 @@ class StoreWriter:
 
     def _commit_chunk(self, entry: dict) -> None:
         self.manifest["chunks"].append(entry)
-        write_json(self.path / MANIFEST, self.manifest)
+        write_json(self.path / MANIFEST, self.manifest, default=str)
 
     def finish(self) -> "ActivationStore":
         """Writes the last chunk, marks the store complete and opens it."""
@@ -245,7 +246,7 @@ class StoreWriter:
                     f"store at {self.path} received {self.rows_done} rows; expected "
                     f"{self.n_rows}")
             self.manifest["complete"] = True
-            write_json(self.path / MANIFEST, self.manifest)
+            write_json(self.path / MANIFEST, self.manifest, default=str)
         self._buf = None
         return ActivationStore(self.path)
 
