@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 # length_buckets and tokenize_with_offsets are public through this module too.
-from snmf_jax import _checks
+from snmf_jax import _checks, _progress
 from snmf_jax.activations._plan import (_Plan, _plan, length_buckets,  # noqa: F401
                                         tokenize_with_offsets)
 from snmf_jax.activations._readers import read_dataset
@@ -266,7 +266,6 @@ def _run(model, plan: _Plan, layers: tuple[int, ...], site: str,
 
     sink(row_start, {layer: (m, d) float32}, {provenance name: (m, ...)}).
     """
-    from tqdm.auto import tqdm
     params, config = model.params, model.config
     put = jnp.asarray
     rows_per_batch = batch_size
@@ -279,9 +278,9 @@ def _run(model, plan: _Plan, layers: tuple[int, ...], site: str,
             mesh, jax.sharding.PartitionSpec(axis)))  # rows split over the data axis
     capture = tuple((l, site) for l in layers)
     pad = pad_id if pad_id is not None else (config.pad_token_id or 0)
-    bar = tqdm(total=plan.n_rows, unit="tok", disable=not progress, dynamic_ncols=True,
-               desc=f"export {getattr(model, 'name', '') or 'model'} "
-                    f"L{','.join(map(str, layers))} {site}")
+    bar = _progress.bar(plan.n_rows, unit="tok", progress=progress,
+                        desc=f"export {getattr(model, 'name', '') or 'model'} "
+                             f"L{','.join(map(str, layers))} {site}")
     bar.update(min(skip_rows, plan.n_rows))
     try:
         for batch in plan.batches:
