@@ -13,7 +13,6 @@ would leave the folder.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from snmf_jax import _checks
+from snmf_jax import _checks, _digest
 from snmf_jax._io import write_safetensors
 
 MANIFEST = "manifest.json"
@@ -147,15 +146,6 @@ def chunk_path(folder: str | os.PathLike, entry: Mapping[str, Any]) -> Path:
                        "chunk file name", "the store folder")
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_entry(folder: str | os.PathLike, entry: Mapping[str, Any], *,
                 hash_bytes: bool) -> Path:
     """Checks a listed chunk exists with the recorded size (and SHA-256)."""
@@ -168,6 +158,6 @@ def check_entry(folder: str | os.PathLike, entry: Mapping[str, Any], *,
         raise ValueError(f"{path}: listed in the manifest but missing or of the wrong size "
                          f"({size} bytes; the manifest says {entry.get('bytes')}); the store "
                          "is damaged")
-    if hash_bytes and file_sha256(path) != entry.get("sha256"):
+    if hash_bytes and _digest.file_sha256(path) != entry.get("sha256"):
         raise ValueError(f"{path}: SHA-256 does not match the manifest; the chunk is corrupt")
     return path

@@ -32,7 +32,6 @@ plus 12 bytes per token for the token ids and offsets of the plan.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from typing import Any, Sequence
 
@@ -41,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 # length_buckets and tokenize_with_offsets are public through this module too.
-from snmf_jax import _checks, _progress
+from snmf_jax import _checks, _digest, _progress
 from snmf_jax.activations._plan import (_Plan, _plan, length_buckets,  # noqa: F401
                                         tokenize_with_offsets)
 from snmf_jax.activations._readers import read_dataset
@@ -79,13 +78,12 @@ def _leaf_heads(params):
 
 def _params_digest(params) -> str:
     """Cheap fingerprint of the weights: paths, shapes, dtypes, leading values."""
-    h = hashlib.sha256()
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    for (path, leaf), head in zip(leaves, _leaf_heads(params)):
-        h.update(jax.tree_util.keystr(path).encode())
-        h.update(str((tuple(leaf.shape), str(leaf.dtype))).encode())
-        h.update(np.asarray(head).tobytes())
-    return h.hexdigest()
+    return _digest.sha256_pieces(
+        piece for (path, leaf), head in zip(leaves, _leaf_heads(params))
+        for piece in (jax.tree_util.keystr(path).encode(),
+                      str((tuple(leaf.shape), str(leaf.dtype))).encode(),
+                      np.asarray(head).tobytes()))
 
 
 # ---------------------------------------------------------------------------
@@ -228,7 +226,7 @@ def export_activations(model, data: Any, layers: int | Sequence[int], *,
         provenance["labels"] = ("int32", ())
     settings = {
         "model": name,
-        "config": hashlib.sha256(repr(config).encode()).hexdigest(),
+        "config": _digest.sha256_bytes(repr(config).encode()),
         "params": _params_digest(as_arrays(model.params)),
         "layers": list(layer_seq), "site": site, "dtype": dtype,
         "chunk_rows": int(chunk_rows), "batch_size": int(batch_size),

@@ -34,7 +34,6 @@ Reading never writes, so any number of processes can read a store at once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -43,7 +42,7 @@ from typing import Any, Iterator, NamedTuple
 import numpy as np
 
 from snmf_jax import _checks
-from snmf_jax import _chunks
+from snmf_jax import _chunks, _digest
 from snmf_jax._io import (MAX_JSON_BYTES, parse_json, read_bytes, read_json,
                           reading_safetensors)
 from snmf_jax.activations._activations import Activations, context_text, token_text
@@ -197,7 +196,7 @@ class ActivationStore:
         another store: the SHA-256 over the chunk digests of the manifest (no
         data is read), the layer, site, model and row count."""
         digests = [c.get("sha256") for c in self._chunks]
-        return {"sha256": hashlib.sha256(json.dumps(digests).encode()).hexdigest(),
+        return {"sha256": _digest.sha256_json(digests),
                 "layer": self._layer(layer), "site": self.site, "model": self.model_name,
                 "n_rows": self.n_rows}
 

@@ -17,7 +17,6 @@ carries the SHA-256 of its arrays, verified on load.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -26,38 +25,20 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from snmf_jax import _io
+from snmf_jax import _digest, _io
 from snmf_jax.factorize import _solver
 from snmf_jax.factorize._loop import FitState
 
 CHECKPOINT_FILE = "snmf_checkpoint.safetensors"
 _CKPT_FORMAT = "snmf_jax.checkpoint/1"
-_BLOCK_BYTES = 1 << 24  # rows hashed per block: bounded host temporaries
-
-
-def _hash_rows(h, x) -> None:
-    """Feeds the bytes of x (n, ...) to h, a block of rows at a time."""
-    n = x.shape[0]
-    row_bytes = max(1, int(np.prod(x.shape[1:])) * np.dtype(x.dtype).itemsize)
-    step = max(1, _BLOCK_BYTES // row_bytes)
-    for i in range(0, n, step):
-        h.update(np.ascontiguousarray(np.asarray(x[i:i + step])).tobytes())
-
-
-def content_hash(x) -> str:
-    """SHA-256 of an array's shape, dtype and bytes (numpy, memmap or jax)."""
-    h = hashlib.sha256()
-    h.update(json.dumps([list(x.shape), str(np.dtype(x.dtype))]).encode())
-    _hash_rows(h, x)
-    return h.hexdigest()
 
 
 def array_identity(x, codes_init=None) -> dict[str, Any]:
     """Identity of in-memory data (and of explicit initial codes)."""
     ident = {"kind": "array", "shape": [int(v) for v in x.shape],
-             "dtype": str(np.dtype(x.dtype)), "sha256": content_hash(x)}
+             "dtype": str(np.dtype(x.dtype)), "sha256": _digest.array_sha256(x)}
     if codes_init is not None:
-        ident["codes_init"] = content_hash(codes_init)
+        ident["codes_init"] = _digest.array_sha256(codes_init)
     return ident
 
 
@@ -71,16 +52,17 @@ def source_identity(src, codes_init=None) -> dict[str, Any]:
     chunks = manifest.get("chunks", []) if isinstance(manifest, dict) else []
     digests = [c.get("sha256") for c in chunks]
     if not (digests and all(digests) and len(digests) == src.num_chunks):
-        digests = [hashlib.sha256(np.ascontiguousarray(src.chunk(i), np.float32).tobytes())
-                   .hexdigest() for i in range(src.num_chunks)]
+        # float32 bytes only (a persisted layout, kept so written checkpoints
+        # resume): each chunk's shape is fixed by chunk_bounds_sha256 and d below.
+        digests = [_digest.sha256_bytes(np.ascontiguousarray(src.chunk(i), np.float32).tobytes())
+                   for i in range(src.num_chunks)]
     ident = {"kind": "chunks", "rows": [0, int(src.n_rows)], "d": int(src.d),
-             "chunk_bounds_sha256": hashlib.sha256(json.dumps(
-                 [int(v) for v in src.chunk_bounds]).encode()).hexdigest(),
-             "chunks_sha256": hashlib.sha256(json.dumps(digests).encode()).hexdigest(),
+             "chunk_bounds_sha256": _digest.sha256_json([int(v) for v in src.chunk_bounds]),
+             "chunks_sha256": _digest.sha256_json(digests),
              "layer": getattr(src, "layer", None),
              "site": (manifest or {}).get("site") if isinstance(manifest, dict) else None}
     if codes_init is not None:
-        ident["codes_init"] = (content_hash(codes_init) if hasattr(codes_init, "shape")
+        ident["codes_init"] = (_digest.array_sha256(codes_init) if hasattr(codes_init, "shape")
                                else source_identity(codes_init)["chunks_sha256"])
     return ident
 
@@ -136,7 +118,7 @@ class Checkpointer:
         arrays["losses"] = np.asarray(losses, dtype=np.float64)
         meta = {"format": _CKPT_FORMAT, "settings": json.dumps(self.settings, sort_keys=True),
                 "data": json.dumps(self.data_id, sort_keys=True),
-                "arrays_sha256": _io.arrays_digest(arrays)}
+                "arrays_sha256": _digest.arrays_digest(arrays)}
         _io.save_arrays(self.path, arrays, meta)
 
     def restore(self) -> tuple[FitState, list[float]] | None:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from snmf_jax import _checks
-from snmf_jax import _chunks, _io
+from snmf_jax import _chunks, _digest, _io
 
 CODES_FORMAT = "snmf_jax.codes/2"
 
@@ -58,7 +58,7 @@ class CodesStore:
         entry = self._chunks[i]
         path = _chunks.chunk_path(self.path, entry)
         data = path.read_bytes()
-        if _io.sha256_bytes(data) != entry.get("sha256"):
+        if _digest.sha256_bytes(data) != entry.get("sha256"):
             raise ValueError(f"{path}: SHA-256 does not match {self.path / _chunks.MANIFEST}; "
                              "the codes chunk is corrupt")
         codes = _io.load_bytes(data)["codes"]
@@ -100,7 +100,7 @@ class CodesStore:
                 f = path / _chunks.chunk_name(i)
                 rows = int(_io.read_shape(f, "codes")[0])
                 entries.append({"file": f.name, "rows": rows, "bytes": f.stat().st_size,
-                                "sha256": _chunks.file_sha256(f)})
+                                "sha256": _digest.file_sha256(f)})
                 i += 1
         _io.write_json(path / _chunks.MANIFEST,
                        {"format": CODES_FORMAT, "rank": int(rank), "chunks": list(entries),

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from snmf_jax import _checks, _io
+from snmf_jax import _checks, _digest, _io
 from snmf_jax.factorize import _checkpoint
 from snmf_jax.factorize._fit import fit
 from snmf_jax.factorize._options import FitOptions
@@ -219,8 +219,8 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
     root = None
     if checkpoint_dir is not None:
         root = Path(checkpoint_dir)
-        data_id = ({"kind": "level0", "codes": _checkpoint.content_hash(level0.codes),
-                    "features": _checkpoint.content_hash(level0.features)}
+        data_id = ({"kind": "level0", "codes": _digest.array_sha256(level0.codes),
+                    "features": _digest.array_sha256(level0.features)}
                    if level0 is not None else _data_id(x, layer))
         _check_manifest(root, data_id, settings)
 
@@ -246,7 +246,7 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
     # Upper levels, each from the features of the level below.
     for i in range(1, levels):
         below = features[-1]
-        input_id = _checkpoint.content_hash(below)
+        input_id = _digest.array_sha256(below)
         saved = _restore_level(root, i, input_id)
         if saved is not None:
             res, w = saved, np.asarray(saved.codes)  # saved with the folded links as codes
@@ -269,7 +269,7 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
     if finetune_steps:
         from snmf_jax.factorize._finetune import finetune_hierarchy  # pylint: disable=g-import-not-at-top
         done = None if root is None else root / "finetuned"
-        greedy_id = _checkpoint.content_hash(result.link_product(levels - 1))
+        greedy_id = _digest.array_sha256(result.link_product(levels - 1))
         if done is not None and (done / "hierarchy.safetensors").is_file():
             tuned = HierarchicalResult.load(done)
             ft = tuned.metadata.get("finetune", {})

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from snmf_jax import _checks
-from snmf_jax import _io
+from snmf_jax import _digest, _io
 from snmf_jax._checks import finite_arrays as check_finite_arrays
 
 FORMAT = "snmf_jax.result/1"
@@ -75,7 +75,7 @@ class SNMFResult:
         if self.codes is not None:
             arrays["codes"] = self.codes
         check_finite_arrays(arrays, "the result")
-        info = {**self._info(), "arrays_sha256": _io.arrays_digest(arrays)}
+        info = {**self._info(), "arrays_sha256": _digest.arrays_digest(arrays)}
         _io.save_arrays(path / _ARRAYS, arrays, {"snmf_jax": json.dumps(info)})
         _io.write_json(path / _INFO, info)
         return path
