@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from snmf_jax import _checks, _chunks
+from snmf_jax import _checks, _chunks, _resume
 # default=str on every write: free-form dataset metadata must not make an export fail.
 from snmf_jax._io import write_json
 from snmf_jax.activations._store import (DOCUMENTS, FORMAT, FORMAT_VERSION, MANIFEST,
@@ -128,16 +128,11 @@ class StoreWriter:
                     "refusing to delete it")
         if mpath.exists():
             manifest = read_manifest(self.path)
-            if manifest["settings"] != settings:
-                old = manifest["settings"]
-                diff = [f"{k}: stored {old.get(k)!r} != requested {settings.get(k)!r}"
-                        for k in sorted(set(old) | set(settings))
-                        if old.get(k) != settings.get(k)]
-                raise ValueError(
-                    f"the activation store at {str(self.path)!r} was written with "
-                    "different settings, so it cannot be resumed:\n  "
-                    + "\n  ".join(diff)
-                    + "\nUse another `out` directory or pass overwrite=True.")
+            _resume.refuse_resume(
+                f"the activation store at {str(self.path)!r}", manifest["settings"], settings,
+                kind="settings", saved_as="stored",
+                remedy="it cannot be resumed; use another `out` directory or pass "
+                       "overwrite=True")
             for c in manifest["chunks"]:
                 try:
                     _chunks.check_entry(self.path, c, hash_bytes=False)

@@ -25,12 +25,13 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from snmf_jax import _digest, _io
+from snmf_jax import _digest, _io, _resume
 from snmf_jax.factorize import _solver
 from snmf_jax.factorize._loop import FitState
 
 CHECKPOINT_FILE = "snmf_checkpoint.safetensors"
 _CKPT_FORMAT = "snmf_jax.checkpoint/1"
+_REMEDY = "delete it or choose another checkpoint_dir"
 
 
 def array_identity(x, codes_init=None) -> dict[str, Any]:
@@ -65,25 +66,6 @@ def source_identity(src, codes_init=None) -> dict[str, Any]:
         ident["codes_init"] = (_digest.array_sha256(codes_init) if hasattr(codes_init, "shape")
                                else source_identity(codes_init)["chunks_sha256"])
     return ident
-
-
-def describe_mismatch(saved: dict, now: dict) -> str | None:
-    """None when equal, else 'key: checkpoint A vs now B, ...' (content keys
-    are named as 'content')."""
-    keys = sorted(set(saved) | set(now))
-    diff = [k for k in keys if saved.get(k) != now.get(k)]
-    if not diff:
-        return None
-    parts = []
-    for k in diff:
-        if k in ("sha256", "chunks_sha256", "codes_init", "chunk_bounds_sha256"):
-            what = {"codes_init": "codes_init content",
-                    "chunk_bounds_sha256": "chunking"}.get(k, "content")
-            parts.append(f"{what} differs (checkpoint {str(saved.get(k))[:12]} vs "
-                         f"now {str(now.get(k))[:12]})")
-        else:
-            parts.append(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}")
-    return ", ".join(parts)
 
 
 def check_directory(checkpoint_dir) -> Path | None:
@@ -132,24 +114,16 @@ class Checkpointer:
         if not isinstance(saved_id, dict):
             raise ValueError(f"checkpoint {self.path} was written for different data "
                              "(by an older version, without a data identity); delete it")
-        detail = describe_mismatch(saved_id, self.data_id)
-        if detail:
-            raise ValueError(
-                f"checkpoint {self.path} was written for different data ({detail}); "
-                "delete it or choose another checkpoint_dir")
+        _resume.refuse_resume(f"checkpoint {self.path}", saved_id, self.data_id, kind="data",
+                              remedy=_REMEDY)
         saved = _io.parse_json(meta.get("settings", "null"), f"{self.path} (header)")
         if not isinstance(saved, dict):
             raise ValueError(f"{self.path}: no settings in its header; delete it")
         # Every setting either side records must match (a key only one side has
         # is a difference too); max_iter may grow: a longer budget continues
         # the same trajectory, checked against the iterations done below.
-        keys = sorted((set(saved) | set(self.settings)) - {"max_iter"})
-        diff = {k: (saved.get(k), self.settings.get(k)) for k in keys
-                if saved.get(k) != self.settings.get(k)}
-        if diff:
-            detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"checkpoint {self.path} was written with other settings ({detail}); "
-                             "delete it or choose another checkpoint_dir")
+        _resume.refuse_resume(f"checkpoint {self.path}", saved, self.settings, kind="settings",
+                              remedy=_REMEDY, ignore=("max_iter",))
         a = _io.verified_arrays(self.path, meta.get("arrays_sha256"))
         missing = [k for k in (*(f"solver.{f}" for f in _solver.SNMFState._fields),
                                *(f for f in FitState._fields if f != "solver"), "losses")

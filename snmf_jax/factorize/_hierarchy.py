@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from snmf_jax import _checks, _digest, _io
+from snmf_jax import _checks, _digest, _io, _resume
 from snmf_jax.factorize import _checkpoint
 from snmf_jax.factorize._fit import fit
 from snmf_jax.factorize._options import FitOptions
@@ -295,18 +295,13 @@ def _check_manifest(root: Path, data_id: str, settings: dict) -> None:
     have = _io.read_json(path)
     if have.get("format") != _CKPT_FORMAT:
         raise ValueError(f"{path} is not a hierarchical SNMF checkpoint")
-    mismatch = _checkpoint.describe_mismatch(have.get("data") or {}, data_id)
-    if mismatch:
-        raise ValueError(f"checkpoint {root} was written for different data ({mismatch}); "
-                         f"delete it or choose another checkpoint_dir")
+    remedy = "delete it or choose another checkpoint_dir"
+    _resume.refuse_resume(f"checkpoint {root}", have.get("data") or {}, data_id, kind="data",
+                          remedy=remedy)
     # Fine-tune settings do not change the greedy levels a checkpoint holds.
     keep = lambda s: {k: v for k, v in s.items() if not k.startswith("finetune")}
     saved, now = keep(have.get("settings", {})), keep(json.loads(json.dumps(settings)))
-    diff = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now)
-            if saved.get(k) != now.get(k)}
-    if diff:
-        detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise ValueError(f"checkpoint {root} was written with other settings ({detail})")
+    _resume.refuse_resume(f"checkpoint {root}", saved, now, kind="settings", remedy=remedy)
 
 
 def _save_level(root: Path | None, level: int, res: SNMFResult, input_id: str | None,
