@@ -26,7 +26,26 @@ from snmf_jax._io import write_safetensors
 MANIFEST = "manifest.json"
 
 
-_OWN = re.compile(r"^(chunk-\d{6}\.safetensors|manifest\.json|\..*\.tmp)$")
+_CHUNK_FILE = r"chunk-\d{6}\.safetensors"
+
+
+def own_files(*names: str) -> re.Pattern:
+    """The one "files we wrote" pattern of a chunked folder: chunk files, the
+    given file names, and the temp files `_io.atomic_open` leaves while writing
+    any of them (".<name>.<random>.tmp"). Folder removal deletes only what this
+    matches, so a user's file that merely sits there is refused, not deleted.
+
+    Args:
+      names: the folder's other files (manifest.json, documents.json, ...).
+
+    Returns:
+      A compiled pattern to `fullmatch`/`match` a file name against.
+    """
+    ours = "|".join([_CHUNK_FILE, *map(re.escape, names)])
+    return re.compile(rf"^(?:{ours}|\.(?:{ours})\..*\.tmp)$")
+
+
+_OWN = own_files(MANIFEST)
 
 
 def remove_chunk_folder(path: str | os.PathLike) -> None:

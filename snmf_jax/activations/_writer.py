@@ -21,8 +21,7 @@ from snmf_jax._io import write_json
 from snmf_jax.activations._store import (DOCUMENTS, FORMAT, FORMAT_VERSION, MANIFEST,
                                          STORE_DTYPES, ActivationStore, read_manifest)
 
-_OWN_FILE = re.compile(r"^(chunk-\d{6}\.safetensors|\.(chunk-\d{6}\.safetensors|"
-                       r"manifest\.json|documents\.json)\..*\.tmp)$")
+_OWN_FILE = _chunks.own_files(MANIFEST, DOCUMENTS)
 
 
 def remove_store_files(path: Path) -> None:
