@@ -115,8 +115,8 @@ def spans(bounds: np.ndarray, start: int, stop: int) -> list[tuple[int, slice]]:
     return out
 
 
-def read_rows(chunk: Callable[[int], np.ndarray], bounds: np.ndarray, start: int, stop: int,
-              width: int, dtype) -> np.ndarray:
+def read_range(chunk: Callable[[int], np.ndarray], bounds: np.ndarray, start: int, stop: int,
+               width: int, dtype) -> np.ndarray:
     """Rows [start, stop) of a chunked matrix, reading only the chunks involved."""
     parts = [chunk(i)[sl] for i, sl in spans(bounds, start, stop)]
     if not parts:

@@ -306,8 +306,8 @@ class ActivationStore:
         Reads only the chunks that overlap the range.
         """
         layer = self._layer(layer)
-        return _chunks.read_rows(lambda i: self.chunk(i, layer, dtype), self.chunk_bounds,
-                                 start, stop, self.d, self.dtype if dtype is None else dtype)
+        return _chunks.read_range(lambda i: self.chunk(i, layer, dtype), self.chunk_bounds,
+                                  start, stop, self.d, self.dtype if dtype is None else dtype)
 
     def provenance_rows(self, start: int, stop: int) -> Provenance:
         """Provenance of rows [start, stop), across chunks."""

@@ -22,7 +22,7 @@ import numpy as np
 from snmf_jax import _chunks, _progress
 from snmf_jax.factorize import _inits, _loop, _solver, _validate
 from snmf_jax.factorize._codes import CodesStore
-from snmf_jax.factorize._sources import RowSource, read_rows
+from snmf_jax.factorize._sources import RowSource, gather_rows
 
 
 def version(step: int) -> str:
@@ -128,7 +128,7 @@ def initialize(src: RowSource, config: _solver.SNMFConfig, init: str, seed: int,
         make = lambda x, lo, hi: _jit_block(_inits.svd_codes)(x, proj)
     else:
         rows = _inits.kmeans_seed_rows(key, int(src.n_rows), k)
-        cent = jnp.asarray(read_rows(src, rows), dtype)
+        cent = jnp.asarray(gather_rows(src, rows), dtype)
         feats = cent = _inits.kmeans_plan(_reducer(src, pool, dtype, progress), cent)
         make = lambda x, lo, hi: _jit_block(_inits.kmeans_codes)(x, cent)
 

@@ -69,7 +69,7 @@ class CodesStore:
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Codes of rows [start, stop), (stop - start, K)."""
-        return _chunks.read_rows(self.chunk, self.chunk_bounds, start, stop, self.d, np.float32)
+        return _chunks.read_range(self.chunk, self.chunk_bounds, start, stop, self.d, np.float32)
 
     def to_numpy(self) -> np.ndarray:
         """All codes, (n_rows, K)."""
