@@ -94,8 +94,7 @@ def _check_layers(layers, n_layers: int) -> tuple[int, ...]:
     single = _checks.is_int(layers)
     seq = (int(layers),) if single else tuple(layers) if isinstance(
         layers, (list, tuple, range)) else None
-    if seq is None or not seq or any(isinstance(x, bool) or not isinstance(
-            x, (int, np.integer)) for x in seq):
+    if seq is None or not seq or any(not _checks.is_int(x) for x in seq):
         raise ValueError(
             f"layers must be an int or a non-empty list of ints; got {layers!r}")
     seq = tuple(int(x) for x in seq)

@@ -188,7 +188,7 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
     levels = len(ranks)
     sparsities = _per_level(sparsity, levels, "sparsity")
     for i, p in enumerate(sparsities):  # upper levels are checked here, before level 0 runs
-        if not isinstance(p, (float, int, np.floating)) or isinstance(p, bool) or not 0 < p <= 1:
+        if not _checks.is_real(p) or not 0 < p <= 1:
             raise ValueError(f"sparsity (keep-fraction) of level {i} must be in (0, 1]; got {p!r}")
     sparsities = [float(p) for p in sparsities]
     for name, v in (("restarts", restarts), ("level0_restarts", level0_restarts)):

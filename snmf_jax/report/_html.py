@@ -48,7 +48,7 @@ def _num(v, where: str, default: float | None = None) -> float | None:
     """A finite float (None or non-finite: `default`); anything else is an error."""
     if v is None:
         return default
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+    if not _checks.is_real(v):
         raise ValueError(f"report {where} must be a number; got {v!r:.60}")
     v = float(v)
     return v if math.isfinite(v) else default
