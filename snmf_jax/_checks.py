@@ -13,17 +13,23 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["integer", "real", "finite_arrays", "finite_array", "token_ids", "concrete", "matrix",
+__all__ = ["is_int", "is_real", "integer", "real", "finite_arrays", "finite_array", "token_ids", "concrete", "matrix",
            "json_able"]
 
 
-def _is_int(v) -> bool:
+def is_int(v) -> bool:
+    """An int or NumPy integer; a bool is never an int here (True is not a count)."""
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def is_real(v) -> bool:
+    """An int, float or NumPy number that is not a bool (finiteness is checked apart)."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
 def integer(name: str, v: Any, *, lo: int | None = None, hi: int | None = None) -> int:
     """An int (not a bool, not a float) in [lo, hi]; returns it as int."""
-    if not _is_int(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+    if not is_int(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
         rng = ("" if lo is None and hi is None else
                f" >= {lo}" if hi is None else f" <= {hi}" if lo is None else f" in [{lo}, {hi}]")
         raise ValueError(f"{name} must be an int{rng}; got {v!r}")
@@ -33,8 +39,7 @@ def integer(name: str, v: Any, *, lo: int | None = None, hi: int | None = None) 
 def real(name: str, v: Any, *, lo: float | None = None, hi: float | None = None,
          lo_open: bool = False, hi_open: bool = False) -> float:
     """A finite real number (not a bool) within the given bounds; returns a float."""
-    ok = (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-          and math.isfinite(float(v)))
+    ok = is_real(v) and math.isfinite(float(v))
     if ok and lo is not None:
         ok = v > lo if lo_open else v >= lo
     if ok and hi is not None:

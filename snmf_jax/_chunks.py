@@ -13,7 +13,6 @@ would leave the folder.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -21,12 +20,32 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from snmf_jax import _checks, _digest
 from snmf_jax._io import write_safetensors
 
 MANIFEST = "manifest.json"
 
 
-_OWN = re.compile(r"^(chunk-\d{6}\.safetensors|manifest\.json|\..*\.tmp)$")
+_CHUNK_FILE = r"chunk-\d{6}\.safetensors"
+
+
+def own_files(*names: str) -> re.Pattern:
+    """The one "files we wrote" pattern of a chunked folder: chunk files, the
+    given file names, and the temp files `_io.atomic_open` leaves while writing
+    any of them (".<name>.<random>.tmp"). Folder removal deletes only what this
+    matches, so a user's file that merely sits there is refused, not deleted.
+
+    Args:
+      names: the folder's other files (manifest.json, documents.json, ...).
+
+    Returns:
+      A compiled pattern to `fullmatch`/`match` a file name against.
+    """
+    ours = "|".join([_CHUNK_FILE, *map(re.escape, names)])
+    return re.compile(rf"^(?:{ours}|\.(?:{ours})\..*\.tmp)$")
+
+
+_OWN = own_files(MANIFEST)
 
 
 def remove_chunk_folder(path: str | os.PathLike) -> None:
@@ -61,7 +80,7 @@ def check_entries(manifest_path: str | os.PathLike, entries: Any) -> list:
                          f"{type(entries).__name__}")
     for i, c in enumerate(entries):
         rows = c.get("rows") if isinstance(c, dict) else c
-        if not (isinstance(c, dict) and isinstance(rows, int) and not isinstance(rows, bool)
+        if not (isinstance(c, dict) and _checks.is_int(rows)
                 and rows >= 1):
             raise ValueError(f"{manifest_path}: chunk entry {i} must be an object with rows "
                              f">= 1; got {rows!r}")
@@ -82,7 +101,7 @@ def spans(bounds: np.ndarray, start: int, stop: int) -> list[tuple[int, slice]]:
     """(chunk index, local row slice) pairs covering rows [start, stop)."""
     n = int(bounds[-1])
     for name, v in (("start", start), ("stop", stop)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+        if not _checks.is_int(v):
             raise TypeError(f"rows: {name} must be an int row index; got {v!r}")
     if not 0 <= start <= stop <= n:
         raise IndexError(f"rows({start}, {stop}) out of range for a store of {n} rows")
@@ -96,8 +115,8 @@ def spans(bounds: np.ndarray, start: int, stop: int) -> list[tuple[int, slice]]:
     return out
 
 
-def read_rows(chunk: Callable[[int], np.ndarray], bounds: np.ndarray, start: int, stop: int,
-              width: int, dtype) -> np.ndarray:
+def read_range(chunk: Callable[[int], np.ndarray], bounds: np.ndarray, start: int, stop: int,
+               width: int, dtype) -> np.ndarray:
     """Rows [start, stop) of a chunked matrix, reading only the chunks involved."""
     parts = [chunk(i)[sl] for i, sl in spans(bounds, start, stop)]
     if not parts:
@@ -146,15 +165,6 @@ def chunk_path(folder: str | os.PathLike, entry: Mapping[str, Any]) -> Path:
                        "chunk file name", "the store folder")
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_entry(folder: str | os.PathLike, entry: Mapping[str, Any], *,
                 hash_bytes: bool) -> Path:
     """Checks a listed chunk exists with the recorded size (and SHA-256)."""
@@ -167,6 +177,6 @@ def check_entry(folder: str | os.PathLike, entry: Mapping[str, Any], *,
         raise ValueError(f"{path}: listed in the manifest but missing or of the wrong size "
                          f"({size} bytes; the manifest says {entry.get('bytes')}); the store "
                          "is damaged")
-    if hash_bytes and file_sha256(path) != entry.get("sha256"):
+    if hash_bytes and _digest.file_sha256(path) != entry.get("sha256"):
         raise ValueError(f"{path}: SHA-256 does not match the manifest; the chunk is corrupt")
     return path

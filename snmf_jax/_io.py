@@ -7,18 +7,20 @@ renamed over the target, so a reader (or a crash) never sees half a file.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import stat
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from safetensors.numpy import load, load_file
 from safetensors import SafetensorError, safe_open
+
+# Digests live in _digest; these two are re-exported for callers of _io.
+from snmf_jax._digest import arrays_digest, sha256_bytes, sha256_pieces
 
 __all__ = ["atomic_open", "atomic_write_bytes", "write_json", "read_json", "write_safetensors",
            "save_arrays", "load_arrays", "parse_json", "verified_arrays", "reading_safetensors", "load_bytes", "read_metadata", "read_shape",
@@ -73,9 +75,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         f.write(data)
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Writes `obj` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def write_json(path: str | os.PathLike, obj: Any, *,
+               default: Callable[[Any], Any] | None = None) -> None:
+    """Writes `obj` as JSON, atomically: the one JSON file format of the package.
+
+    Indented, keys sorted (files diff cleanly), UTF-8 rather than \\u escapes (a
+    document text stays its own size, under the readers' MAX_JSON_BYTES), and
+    a final newline.
+
+    Args:
+      path: the file to write.
+      obj: a JSON-able value.
+      default: called on values json cannot encode (e.g. `str` for free-form
+        dataset metadata that must not make an export fail); None: they raise.
+    """
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=default)
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 def _not_regular(path, mode: int) -> ValueError:
@@ -198,13 +213,12 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
         header["__metadata__"] = dict(metadata)
     hb = json.dumps(header, separators=(",", ":")).encode()
     hb += b" " * (-len(hb) % 8)  # tensor data starts 8-byte aligned
-    digest = hashlib.sha256()
+    pieces = (len(hb).to_bytes(8, "little"), hb,
+              *(memoryview(a).cast("B") for a in arrays if a.size))
     with atomic_open(path) as f:
-        for piece in (len(hb).to_bytes(8, "little"), hb,
-                      *(memoryview(a).cast("B") for a in arrays if a.size)):
+        for piece in pieces:
             f.write(piece)
-            digest.update(piece)
-    return digest.hexdigest()
+    return sha256_pieces(pieces)
 
 
 def save_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
@@ -239,10 +253,6 @@ def read_shape(path: str | os.PathLike, name: str) -> list[int]:
         return list(f.get_slice(name).get_shape())
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def verified_arrays(path: str | os.PathLike, digest: str | None) -> dict[str, np.ndarray]:
     """Every array of a safetensors file, checked against the SHA-256 its
     writer recorded (`arrays_digest`); a missing or different digest fails
@@ -255,14 +265,3 @@ def verified_arrays(path: str | os.PathLike, digest: str | None) -> dict[str, np
         raise ValueError(f"{path}: the arrays do not match the SHA-256 recorded in its "
                          "header; the file is corrupt")
     return arrays
-
-
-def arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
-    """SHA-256 over named arrays (names, dtypes, shapes and bytes, sorted by
-    name): recorded in checkpoint and result headers, verified on load."""
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(np.asarray(arrays[name]))
-        h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()

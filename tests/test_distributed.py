@@ -58,7 +58,7 @@ def test_process_checkpointer_alternates_slots(tmp_path):
     again = D.ProcessCheckpointer(tmp_path, {"a": 1}, {"id": 1})
     fs, losses = again.restore()
     assert len(losses) == 30 and int(fs.solver.step) == 30
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match="different settings"):
         D.ProcessCheckpointer(tmp_path, {"a": 2}, {"id": 1}).restore()
 
 

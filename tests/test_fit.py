@@ -187,7 +187,7 @@ def test_checkpoint_for_other_data_or_settings_is_refused(tmp_path):
     before = (tmp_path / F.CHECKPOINT_FILE).read_bytes()
     with pytest.raises(ValueError, match="written for different data"):
         sj.fit(x + 1, rank=4, max_iter=10, checkpoint_dir=tmp_path, progress=False)
-    with pytest.raises(ValueError, match=r"other settings \(rank: checkpoint 4 vs now 3"):
+    with pytest.raises(ValueError, match=r"different settings \(rank: checkpoint 4 vs now 3"):
         sj.fit(x, rank=3, max_iter=10, checkpoint_dir=tmp_path, progress=False)
     # A refused resume leaves the saved state untouched.
     assert (tmp_path / F.CHECKPOINT_FILE).read_bytes() == before

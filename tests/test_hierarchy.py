@@ -80,7 +80,7 @@ def test_checkpoint_resume_and_refusal(tmp_path):
     shutil.rmtree(tmp_path / "ck" / "level-1")
     h3 = fit_hierarchical(pl.X, [4, 2], **kw)
     np.testing.assert_array_equal(h3.links[0], h1.links[0])
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match="different settings"):
         fit_hierarchical(pl.X, [4, 1], **kw)
     with pytest.raises(ValueError, match="different data"):
         fit_hierarchical(pl.X + 1, [4, 2], **kw)

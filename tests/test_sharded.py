@@ -90,7 +90,7 @@ def test_checkpoint_resumes_on_another_mesh_and_refuses_other_data(tmp_path):
     other = sj.fit(x, 4, mesh=_mesh(3), checkpoint_dir=tmp_path, **{**KW, "max_iter": 40})
     np.testing.assert_array_equal(other.losses[:20], full.losses[:20])
     np.testing.assert_allclose(other.losses, full.losses, rtol=1e-5)
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match="different settings"):
         sj.fit(x, 4, mesh=_mesh(), checkpoint_dir=tmp_path, **{**KW, "sparsity": 0.5})
     with pytest.raises(ValueError, match=r"different data \(content differs"):
         sj.fit(x[::-1].copy(), 4, mesh=_mesh(), checkpoint_dir=tmp_path, **KW)

@@ -32,7 +32,6 @@ plus 12 bytes per token for the token ids and offsets of the plan.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from typing import Any, Sequence
 
@@ -41,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 # length_buckets and tokenize_with_offsets are public through this module too.
+from snmf_jax import _checks, _digest, _progress
 from snmf_jax.activations._plan import (_Plan, _plan, length_buckets,  # noqa: F401
                                         tokenize_with_offsets)
 from snmf_jax.activations._readers import read_dataset
@@ -78,13 +78,12 @@ def _leaf_heads(params):
 
 def _params_digest(params) -> str:
     """Cheap fingerprint of the weights: paths, shapes, dtypes, leading values."""
-    h = hashlib.sha256()
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    for (path, leaf), head in zip(leaves, _leaf_heads(params)):
-        h.update(jax.tree_util.keystr(path).encode())
-        h.update(str((tuple(leaf.shape), str(leaf.dtype))).encode())
-        h.update(np.asarray(head).tobytes())
-    return h.hexdigest()
+    return _digest.sha256_pieces(
+        piece for (path, leaf), head in zip(leaves, _leaf_heads(params))
+        for piece in (jax.tree_util.keystr(path).encode(),
+                      str((tuple(leaf.shape), str(leaf.dtype))).encode(),
+                      np.asarray(head).tobytes()))
 
 
 # ---------------------------------------------------------------------------
@@ -92,11 +91,10 @@ def _params_digest(params) -> str:
 
 
 def _check_layers(layers, n_layers: int) -> tuple[int, ...]:
-    single = isinstance(layers, (int, np.integer)) and not isinstance(layers, bool)
+    single = _checks.is_int(layers)
     seq = (int(layers),) if single else tuple(layers) if isinstance(
         layers, (list, tuple, range)) else None
-    if seq is None or not seq or any(isinstance(x, bool) or not isinstance(
-            x, (int, np.integer)) for x in seq):
+    if seq is None or not seq or any(not _checks.is_int(x) for x in seq):
         raise ValueError(
             f"layers must be an int or a non-empty list of ints; got {layers!r}")
     seq = tuple(int(x) for x in seq)
@@ -168,13 +166,13 @@ def export_activations(model, data: Any, layers: int | Sequence[int], *,
     layer_seq = _check_layers(layers, config.n_layers)
     for name, v in (("batch_size", batch_size), ("chunk_rows", chunk_rows),
                     ("min_bucket", min_bucket)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        if not _checks.is_int(v) or v < 1:
             raise ValueError(f"{name} must be a positive int; got {v!r}")
     if dtype not in STORE_DTYPES:
         raise ValueError(f"dtype must be one of {STORE_DTYPES}; got {dtype!r}")
     if max_length is None:
         max_length = config.max_position
-    if not isinstance(max_length, (int, np.integer)) or not 1 <= max_length <= config.max_position:
+    if not _checks.is_int(max_length) or not 1 <= max_length <= config.max_position:
         raise ValueError(
             f"max_length must be an int in [1, {config.max_position}] (the model's "
             f"context); got {max_length!r}")
@@ -227,7 +225,7 @@ def export_activations(model, data: Any, layers: int | Sequence[int], *,
         provenance["labels"] = ("int32", ())
     settings = {
         "model": name,
-        "config": hashlib.sha256(repr(config).encode()).hexdigest(),
+        "config": _digest.sha256_bytes(repr(config).encode()),
         "params": _params_digest(as_arrays(model.params)),
         "layers": list(layer_seq), "site": site, "dtype": dtype,
         "chunk_rows": int(chunk_rows), "batch_size": int(batch_size),
@@ -265,7 +263,6 @@ def _run(model, plan: _Plan, layers: tuple[int, ...], site: str,
 
     sink(row_start, {layer: (m, d) float32}, {provenance name: (m, ...)}).
     """
-    from tqdm.auto import tqdm
     params, config = model.params, model.config
     put = jnp.asarray
     rows_per_batch = batch_size
@@ -278,9 +275,9 @@ def _run(model, plan: _Plan, layers: tuple[int, ...], site: str,
             mesh, jax.sharding.PartitionSpec(axis)))  # rows split over the data axis
     capture = tuple((l, site) for l in layers)
     pad = pad_id if pad_id is not None else (config.pad_token_id or 0)
-    bar = tqdm(total=plan.n_rows, unit="tok", disable=not progress, dynamic_ncols=True,
-               desc=f"export {getattr(model, 'name', '') or 'model'} "
-                    f"L{','.join(map(str, layers))} {site}")
+    bar = _progress.bar(plan.n_rows, unit="tok", progress=progress,
+                        desc=f"export {getattr(model, 'name', '') or 'model'} "
+                             f"L{','.join(map(str, layers))} {site}")
     bar.update(min(skip_rows, plan.n_rows))
     try:
         for batch in plan.batches:

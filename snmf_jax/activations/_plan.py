@@ -7,11 +7,12 @@ batches and can resume (see `_export`).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import warnings
 from typing import NamedTuple, Sequence
 
 import numpy as np
+
+from snmf_jax import _digest
 
 
 # ---------------------------------------------------------------------------
@@ -161,8 +162,7 @@ def _plan(tokenized, *, max_length: int, batch_size: int, drop_id: int | None,
         rows = int(sum(lengths[i] - first[i] for i in docs))
         batches.append(_Batch(buckets[bkt], tuple(docs), row, rows))
         row += rows
-    h = hashlib.sha256()
-    for (ids, _), f in zip(tokens, first):
-        h.update(np.asarray([len(ids), f], "<i8").tobytes())
-        h.update(ids.astype("<i4").tobytes())
-    return _Plan(tokens, first, tuple(batches), row, buckets, h.hexdigest())
+    digest = _digest.sha256_pieces(
+        piece for (ids, _), f in zip(tokens, first)
+        for piece in (np.asarray([len(ids), f], "<i8").tobytes(), ids.astype("<i4").tobytes()))
+    return _Plan(tokens, first, tuple(batches), row, buckets, digest)

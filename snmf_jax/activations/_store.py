@@ -34,7 +34,6 @@ Reading never writes, so any number of processes can read a store at once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -42,8 +41,9 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
-from snmf_jax import _chunks
-from snmf_jax._io import (MAX_JSON_BYTES, atomic_write_bytes, parse_json, read_bytes, read_json,
+from snmf_jax import _checks
+from snmf_jax import _chunks, _digest
+from snmf_jax._io import (MAX_JSON_BYTES, parse_json, read_bytes, read_json,
                           reading_safetensors)
 from snmf_jax.activations._activations import Activations, context_text, token_text
 
@@ -52,14 +52,6 @@ FORMAT_VERSION = 1
 MANIFEST = _chunks.MANIFEST
 DOCUMENTS = "documents.json"
 STORE_DTYPES = ("float32", "float16")
-
-
-def write_json(path: Path, obj: Any) -> None:
-    # default=str: free-form dataset metadata must not make an export fail.
-    atomic_write_bytes(path, json.dumps(obj, indent=1, ensure_ascii=False,
-                                         default=str).encode())
-
-
 
 
 def read_manifest(path: Path) -> dict:
@@ -93,7 +85,7 @@ def check_manifest_fields(m: dict, mpath: Path) -> None:
         return ValueError(f"{mpath}: {what}; got {got!r}")
 
     def is_int(v, lo):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+        return _checks.is_int(v) and v >= lo
 
     for key in ("layers", "d", "dtype", "chunk_rows", "chunks", "complete"):
         if key not in m:
@@ -204,7 +196,7 @@ class ActivationStore:
         another store: the SHA-256 over the chunk digests of the manifest (no
         data is read), the layer, site, model and row count."""
         digests = [c.get("sha256") for c in self._chunks]
-        return {"sha256": hashlib.sha256(json.dumps(digests).encode()).hexdigest(),
+        return {"sha256": _digest.sha256_json(digests),
                 "layer": self._layer(layer), "site": self.site, "model": self.model_name,
                 "n_rows": self.n_rows}
 
@@ -248,7 +240,7 @@ class ActivationStore:
         return layer
 
     def _file(self, i: int) -> Path:
-        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+        if not _checks.is_int(i):
             raise TypeError(f"chunk index must be an int; got {i!r}")
         if not -self.num_chunks <= i < self.num_chunks:
             raise IndexError(
@@ -314,8 +306,8 @@ class ActivationStore:
         Reads only the chunks that overlap the range.
         """
         layer = self._layer(layer)
-        return _chunks.read_rows(lambda i: self.chunk(i, layer, dtype), self.chunk_bounds,
-                                 start, stop, self.d, self.dtype if dtype is None else dtype)
+        return _chunks.read_range(lambda i: self.chunk(i, layer, dtype), self.chunk_bounds,
+                                  start, stop, self.d, self.dtype if dtype is None else dtype)
 
     def provenance_rows(self, start: int, stop: int) -> Provenance:
         """Provenance of rows [start, stop), across chunks."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from typing import Any, Iterable, Mapping, Sequence
+
+from snmf_jax import _digest
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -73,16 +74,16 @@ class TextDataset:
         Two datasets with the same fingerprint give the same export; metadata
         does not count.
         """
-        h = hashlib.sha256()
-        h.update(f"n={len(self.texts)}\n".encode())
-        for t in self.texts:
-            b = t.encode("utf-8", "surrogatepass")
-            h.update(len(b).to_bytes(8, "little"))
-            h.update(b)
-        if self.labels is not None:
-            h.update(json.dumps([list(self.labels), list(self.label_names)],
-                                ensure_ascii=False).encode())
-        return h.hexdigest()
+        def pieces():
+            yield f"n={len(self.texts)}\n".encode()
+            for t in self.texts:
+                b = t.encode("utf-8", "surrogatepass")
+                yield len(b).to_bytes(8, "little")  # length-framed: no two splits collide
+                yield b
+            if self.labels is not None:
+                yield json.dumps([list(self.labels), list(self.label_names)],
+                                 ensure_ascii=False).encode()
+        return _digest.sha256_pieces(pieces())
 
 
 def from_texts(texts: Iterable[str], labels: Sequence[str] | Sequence[int] | None = None,

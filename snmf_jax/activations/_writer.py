@@ -15,13 +15,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from snmf_jax import _checks, _chunks
+from snmf_jax import _checks, _chunks, _resume
+# default=str on every write: free-form dataset metadata must not make an export fail.
+from snmf_jax._io import write_json
 from snmf_jax.activations._store import (DOCUMENTS, FORMAT, FORMAT_VERSION, MANIFEST,
-                                         STORE_DTYPES, ActivationStore, read_manifest,
-                                         write_json)
+                                         STORE_DTYPES, ActivationStore, read_manifest)
 
-_OWN_FILE = re.compile(r"^(chunk-\d{6}\.safetensors|\.(chunk-\d{6}\.safetensors|"
-                       r"manifest\.json|documents\.json)\..*\.tmp)$")
+_OWN_FILE = _chunks.own_files(MANIFEST, DOCUMENTS)
 
 
 def remove_store_files(path: Path) -> None:
@@ -127,16 +127,11 @@ class StoreWriter:
                     "refusing to delete it")
         if mpath.exists():
             manifest = read_manifest(self.path)
-            if manifest["settings"] != settings:
-                old = manifest["settings"]
-                diff = [f"{k}: stored {old.get(k)!r} != requested {settings.get(k)!r}"
-                        for k in sorted(set(old) | set(settings))
-                        if old.get(k) != settings.get(k)]
-                raise ValueError(
-                    f"the activation store at {str(self.path)!r} was written with "
-                    "different settings, so it cannot be resumed:\n  "
-                    + "\n  ".join(diff)
-                    + "\nUse another `out` directory or pass overwrite=True.")
+            _resume.refuse_resume(
+                f"the activation store at {str(self.path)!r}", manifest["settings"], settings,
+                kind="settings", saved_as="stored",
+                remedy="it cannot be resumed; use another `out` directory or pass "
+                       "overwrite=True")
             for c in manifest["chunks"]:
                 try:
                     _chunks.check_entry(self.path, c, hash_bytes=False)
@@ -150,7 +145,7 @@ class StoreWriter:
                     f"{MANIFEST}; choose an empty or new directory")
             self.path.mkdir(parents=True, exist_ok=True)
             if documents is not None:
-                write_json(self.path / DOCUMENTS, dict(documents))
+                write_json(self.path / DOCUMENTS, dict(documents), default=str)
             self.manifest = {
                 "format": FORMAT, "format_version": FORMAT_VERSION,
                 **dict(info or {}),
@@ -160,7 +155,7 @@ class StoreWriter:
                                for k, v in self.provenance.items()},
                 "settings": settings, "complete": False, "chunks": [],
             }
-            write_json(mpath, self.manifest)
+            write_json(mpath, self.manifest, default=str)
         self.rows_done = sum(c["rows"] for c in self.manifest["chunks"])
         self._buf: dict[str, np.ndarray] | None = None
         self._fill = 0
@@ -234,7 +229,7 @@ class StoreWriter:
 
     def _commit_chunk(self, entry: dict) -> None:
         self.manifest["chunks"].append(entry)
-        write_json(self.path / MANIFEST, self.manifest)
+        write_json(self.path / MANIFEST, self.manifest, default=str)
 
     def finish(self) -> "ActivationStore":
         """Writes the last chunk, marks the store complete and opens it."""
@@ -245,7 +240,7 @@ class StoreWriter:
                     f"store at {self.path} received {self.rows_done} rows; expected "
                     f"{self.n_rows}")
             self.manifest["complete"] = True
-            write_json(self.path / MANIFEST, self.manifest)
+            write_json(self.path / MANIFEST, self.manifest, default=str)
         self._buf = None
         return ActivationStore(self.path)
 

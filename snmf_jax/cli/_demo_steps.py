@@ -15,7 +15,6 @@ exists):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from snmf_jax import _io
+from snmf_jax import _digest, _io
 from snmf_jax._text import printable
 
 STEER_FILE = "steered.json"
@@ -133,17 +132,16 @@ def clarity(codes: np.ndarray, store, k: int = 10) -> Clarity:
     return Clarity(label, purity, auc, order, tuple(tokens))
 
 
-def _digest(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a, np.float32).tobytes()).hexdigest()
-
-
 def steer_step(model, result, layer: int, picks: Sequence[int], labels: Sequence[str],
                *, kl: float, prompts: Sequence[str], max_new_tokens: int, out: Path,
                judge_examples: dict | None, progress: bool = True) -> dict:
     """Calibrated steered samples of `picks` (and judge scores), reused when
     `steered.json` records the same features, picks and settings."""
     from snmf_jax import steer
-    key = {"features_sha256": _digest(result.features), "picks": [int(p) for p in picks],
+    # array_sha256 covers the shape: features of another shape with the same
+    # bytes must not reuse these samples.
+    features = np.asarray(result.features, np.float32)
+    key = {"features_sha256": _digest.array_sha256(features), "picks": [int(p) for p in picks],
            "kl": float(kl), "prompts": list(prompts), "max_new_tokens": int(max_new_tokens),
            "judge": "offline_judge 0-2" if judge_examples is not None else False}
     path = out / STEER_FILE

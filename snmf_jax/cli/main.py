@@ -31,6 +31,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+from snmf_jax import _checks
 from snmf_jax._text import printable
 from snmf_jax.cli import demo, doctor, evaluate, export, fit, hierarchy, interpret, steer
 
@@ -116,9 +117,9 @@ def _check_value(where: str, key: str, value, action: argparse.Action):
         if isinstance(v, (dict, list)):
             fail("a string or number" + (" (or a list of them)" if many else ""))
         t = action.type
-        if t is int and (isinstance(v, bool) or not isinstance(v, int)):
+        if t is int and not _checks.is_int(v):
             fail("an integer")
-        if t is float and (isinstance(v, bool) or not isinstance(v, (int, float))):
+        if t is float and not _checks.is_real(v):
             fail("a number")
         if t in (None, str) and not isinstance(v, str):
             fail("a string")

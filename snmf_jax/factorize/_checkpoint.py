@@ -17,7 +17,6 @@ carries the SHA-256 of its arrays, verified on load.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -26,38 +25,21 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from snmf_jax import _io
+from snmf_jax import _digest, _io, _resume
 from snmf_jax.factorize import _solver
 from snmf_jax.factorize._loop import FitState
 
 CHECKPOINT_FILE = "snmf_checkpoint.safetensors"
 _CKPT_FORMAT = "snmf_jax.checkpoint/1"
-_BLOCK_BYTES = 1 << 24  # rows hashed per block: bounded host temporaries
-
-
-def _hash_rows(h, x) -> None:
-    """Feeds the bytes of x (n, ...) to h, a block of rows at a time."""
-    n = x.shape[0]
-    row_bytes = max(1, int(np.prod(x.shape[1:])) * np.dtype(x.dtype).itemsize)
-    step = max(1, _BLOCK_BYTES // row_bytes)
-    for i in range(0, n, step):
-        h.update(np.ascontiguousarray(np.asarray(x[i:i + step])).tobytes())
-
-
-def content_hash(x) -> str:
-    """SHA-256 of an array's shape, dtype and bytes (numpy, memmap or jax)."""
-    h = hashlib.sha256()
-    h.update(json.dumps([list(x.shape), str(np.dtype(x.dtype))]).encode())
-    _hash_rows(h, x)
-    return h.hexdigest()
+_REMEDY = "delete it or choose another checkpoint_dir"
 
 
 def array_identity(x, codes_init=None) -> dict[str, Any]:
     """Identity of in-memory data (and of explicit initial codes)."""
     ident = {"kind": "array", "shape": [int(v) for v in x.shape],
-             "dtype": str(np.dtype(x.dtype)), "sha256": content_hash(x)}
+             "dtype": str(np.dtype(x.dtype)), "sha256": _digest.array_sha256(x)}
     if codes_init is not None:
-        ident["codes_init"] = content_hash(codes_init)
+        ident["codes_init"] = _digest.array_sha256(codes_init)
     return ident
 
 
@@ -71,37 +53,19 @@ def source_identity(src, codes_init=None) -> dict[str, Any]:
     chunks = manifest.get("chunks", []) if isinstance(manifest, dict) else []
     digests = [c.get("sha256") for c in chunks]
     if not (digests and all(digests) and len(digests) == src.num_chunks):
-        digests = [hashlib.sha256(np.ascontiguousarray(src.chunk(i), np.float32).tobytes())
-                   .hexdigest() for i in range(src.num_chunks)]
+        # float32 bytes only (a persisted layout, kept so written checkpoints
+        # resume): each chunk's shape is fixed by chunk_bounds_sha256 and d below.
+        digests = [_digest.sha256_bytes(np.ascontiguousarray(src.chunk(i), np.float32).tobytes())
+                   for i in range(src.num_chunks)]
     ident = {"kind": "chunks", "rows": [0, int(src.n_rows)], "d": int(src.d),
-             "chunk_bounds_sha256": hashlib.sha256(json.dumps(
-                 [int(v) for v in src.chunk_bounds]).encode()).hexdigest(),
-             "chunks_sha256": hashlib.sha256(json.dumps(digests).encode()).hexdigest(),
+             "chunk_bounds_sha256": _digest.sha256_json([int(v) for v in src.chunk_bounds]),
+             "chunks_sha256": _digest.sha256_json(digests),
              "layer": getattr(src, "layer", None),
              "site": (manifest or {}).get("site") if isinstance(manifest, dict) else None}
     if codes_init is not None:
-        ident["codes_init"] = (content_hash(codes_init) if hasattr(codes_init, "shape")
+        ident["codes_init"] = (_digest.array_sha256(codes_init) if hasattr(codes_init, "shape")
                                else source_identity(codes_init)["chunks_sha256"])
     return ident
-
-
-def describe_mismatch(saved: dict, now: dict) -> str | None:
-    """None when equal, else 'key: checkpoint A vs now B, ...' (content keys
-    are named as 'content')."""
-    keys = sorted(set(saved) | set(now))
-    diff = [k for k in keys if saved.get(k) != now.get(k)]
-    if not diff:
-        return None
-    parts = []
-    for k in diff:
-        if k in ("sha256", "chunks_sha256", "codes_init", "chunk_bounds_sha256"):
-            what = {"codes_init": "codes_init content",
-                    "chunk_bounds_sha256": "chunking"}.get(k, "content")
-            parts.append(f"{what} differs (checkpoint {str(saved.get(k))[:12]} vs "
-                         f"now {str(now.get(k))[:12]})")
-        else:
-            parts.append(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}")
-    return ", ".join(parts)
 
 
 def check_directory(checkpoint_dir) -> Path | None:
@@ -136,7 +100,7 @@ class Checkpointer:
         arrays["losses"] = np.asarray(losses, dtype=np.float64)
         meta = {"format": _CKPT_FORMAT, "settings": json.dumps(self.settings, sort_keys=True),
                 "data": json.dumps(self.data_id, sort_keys=True),
-                "arrays_sha256": _io.arrays_digest(arrays)}
+                "arrays_sha256": _digest.arrays_digest(arrays)}
         _io.save_arrays(self.path, arrays, meta)
 
     def restore(self) -> tuple[FitState, list[float]] | None:
@@ -150,24 +114,16 @@ class Checkpointer:
         if not isinstance(saved_id, dict):
             raise ValueError(f"checkpoint {self.path} was written for different data "
                              "(by an older version, without a data identity); delete it")
-        detail = describe_mismatch(saved_id, self.data_id)
-        if detail:
-            raise ValueError(
-                f"checkpoint {self.path} was written for different data ({detail}); "
-                "delete it or choose another checkpoint_dir")
+        _resume.refuse_resume(f"checkpoint {self.path}", saved_id, self.data_id, kind="data",
+                              remedy=_REMEDY)
         saved = _io.parse_json(meta.get("settings", "null"), f"{self.path} (header)")
         if not isinstance(saved, dict):
             raise ValueError(f"{self.path}: no settings in its header; delete it")
         # Every setting either side records must match (a key only one side has
         # is a difference too); max_iter may grow: a longer budget continues
         # the same trajectory, checked against the iterations done below.
-        keys = sorted((set(saved) | set(self.settings)) - {"max_iter"})
-        diff = {k: (saved.get(k), self.settings.get(k)) for k in keys
-                if saved.get(k) != self.settings.get(k)}
-        if diff:
-            detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"checkpoint {self.path} was written with other settings ({detail}); "
-                             "delete it or choose another checkpoint_dir")
+        _resume.refuse_resume(f"checkpoint {self.path}", saved, self.settings, kind="settings",
+                              remedy=_REMEDY, ignore=("max_iter",))
         a = _io.verified_arrays(self.path, meta.get("arrays_sha256"))
         missing = [k for k in (*(f"solver.{f}" for f in _solver.SNMFState._fields),
                                *(f for f in FitState._fields if f != "solver"), "losses")

@@ -18,12 +18,11 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
-from snmf_jax import _chunks
+from snmf_jax import _chunks, _progress
 from snmf_jax.factorize import _inits, _loop, _solver, _validate
 from snmf_jax.factorize._codes import CodesStore
-from snmf_jax.factorize._sources import RowSource, read_rows
+from snmf_jax.factorize._sources import RowSource, gather_rows
 
 
 def version(step: int) -> str:
@@ -90,8 +89,8 @@ class _Prefetch:
 def _passes(src: RowSource, pool, desc: str, progress: bool):
     """Iterates (i, lo, hi, chunk) over the source, prefetching one ahead."""
     b = src.chunk_bounds
-    bar = tqdm(total=src.num_chunks, desc=desc, unit="chunk", leave=False,
-               disable=not progress, dynamic_ncols=True)
+    bar = _progress.bar(src.num_chunks, desc=desc, unit="chunk", leave=False,
+                        progress=progress)
     try:
         for i, x in _Prefetch(pool, src.chunk, src.num_chunks):
             yield i, int(b[i]), int(b[i + 1]), x
@@ -129,7 +128,7 @@ def initialize(src: RowSource, config: _solver.SNMFConfig, init: str, seed: int,
         make = lambda x, lo, hi: _jit_block(_inits.svd_codes)(x, proj)
     else:
         rows = _inits.kmeans_seed_rows(key, int(src.n_rows), k)
-        cent = jnp.asarray(read_rows(src, rows), dtype)
+        cent = jnp.asarray(gather_rows(src, rows), dtype)
         feats = cent = _inits.kmeans_plan(_reducer(src, pool, dtype, progress), cent)
         make = lambda x, lo, hi: _jit_block(_inits.kmeans_codes)(x, cent)
 
@@ -178,8 +177,8 @@ def iterate(src: RowSource, fs: _loop.FitState, config: _solver.SNMFConfig,
     # The I/O thread also moves the chunk to the device, overlapping compute.
     read = lambda i: (jax.device_put(np.asarray(src.chunk(i), dtype)),
                       jax.device_put(cur.chunk(i)))
-    bar = tqdm(total=src.num_chunks, desc=f"snmf it {step + 1}", unit="chunk", leave=False,
-               disable=not progress, dynamic_ncols=True)
+    bar = _progress.bar(src.num_chunks, desc=f"snmf it {step + 1}", unit="chunk",
+                        leave=False, progress=progress)
     try:
         for i, (x, c) in _Prefetch(pool, read, src.num_chunks):
             codes, acc_gram, acc_cross, loss = _chunk_update(

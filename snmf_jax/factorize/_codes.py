@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from snmf_jax import _chunks, _io
+from snmf_jax import _checks
+from snmf_jax import _chunks, _digest, _io
 
 CODES_FORMAT = "snmf_jax.codes/2"
 
@@ -37,10 +38,10 @@ class CodesStore:
             got = m.get("format") if isinstance(m, dict) else type(m).__name__
             raise ValueError(f"{mpath}: format {got!r}; expected {CODES_FORMAT!r}")
         rank = m.get("rank")
-        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        if not _checks.is_int(rank) or rank < 1:
             raise ValueError(f"{mpath}: rank must be an int >= 1; got {rank!r}")
         step = m.get("step")
-        if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 0):
+        if step is not None and (not _checks.is_int(step) or step < 0):
             raise ValueError(f"{mpath}: step must be null or an int >= 0; got {step!r}")
         if m.get("store") is not None and not isinstance(m["store"], dict):
             raise ValueError(f"{mpath}: store must be null or an object; got {m['store']!r}")
@@ -57,7 +58,7 @@ class CodesStore:
         entry = self._chunks[i]
         path = _chunks.chunk_path(self.path, entry)
         data = path.read_bytes()
-        if _io.sha256_bytes(data) != entry.get("sha256"):
+        if _digest.sha256_bytes(data) != entry.get("sha256"):
             raise ValueError(f"{path}: SHA-256 does not match {self.path / _chunks.MANIFEST}; "
                              "the codes chunk is corrupt")
         codes = _io.load_bytes(data)["codes"]
@@ -68,7 +69,7 @@ class CodesStore:
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Codes of rows [start, stop), (stop - start, K)."""
-        return _chunks.read_rows(self.chunk, self.chunk_bounds, start, stop, self.d, np.float32)
+        return _chunks.read_range(self.chunk, self.chunk_bounds, start, stop, self.d, np.float32)
 
     def to_numpy(self) -> np.ndarray:
         """All codes, (n_rows, K)."""
@@ -99,7 +100,7 @@ class CodesStore:
                 f = path / _chunks.chunk_name(i)
                 rows = int(_io.read_shape(f, "codes")[0])
                 entries.append({"file": f.name, "rows": rows, "bytes": f.stat().st_size,
-                                "sha256": _chunks.file_sha256(f)})
+                                "sha256": _digest.file_sha256(f)})
                 i += 1
         _io.write_json(path / _chunks.MANIFEST,
                        {"format": CODES_FORMAT, "rank": int(rank), "chunks": list(entries),

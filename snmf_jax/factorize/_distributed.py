@@ -28,6 +28,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from snmf_jax import _checks
 from snmf_jax.factorize import _checkpoint, _loop
 
 log = logging.getLogger("snmf_jax")
@@ -50,9 +51,9 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int, *,
         mesh of several devices per process on one machine).
       initialization_timeout: seconds to wait for all processes to join.
     """
-    if not (isinstance(num_processes, int) and num_processes >= 1):
+    if not (_checks.is_int(num_processes) and num_processes >= 1):
         raise ValueError(f"num_processes must be an int >= 1; got {num_processes!r}")
-    if not (isinstance(process_id, int) and 0 <= process_id < num_processes):
+    if not (_checks.is_int(process_id) and 0 <= process_id < num_processes):
         raise ValueError(f"process_id must be in [0, {num_processes}); got {process_id!r}")
     if ":" not in str(coordinator_address):
         raise ValueError(f"coordinator_address must be 'host:port'; got {coordinator_address!r}")

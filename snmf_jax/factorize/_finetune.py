@@ -29,6 +29,7 @@ import numpy as np
 import optax
 from jax import lax
 
+from snmf_jax import _checks
 from snmf_jax.factorize._hierarchy_result import HierarchicalResult
 
 
@@ -87,7 +88,7 @@ def finetune_hierarchy(x, h: HierarchicalResult, *, steps: int = 300,
     if len(level_weights) != levels or min(level_weights) < 0 or max(level_weights) <= 0:
         raise ValueError(f"level_weights must be {levels} nonnegative numbers, not all 0; "
                          f"got {level_weights}")
-    if not isinstance(steps, (int, np.integer)) or steps < 1:
+    if not _checks.is_int(steps) or steps < 1:
         raise ValueError(f"steps must be an int >= 1; got {steps!r}")
     x = jnp.asarray(np.asarray(x), h.features[0].dtype)
     if x.shape != (h.codes.shape[0], h.features[0].shape[1]):

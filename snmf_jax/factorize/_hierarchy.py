@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from snmf_jax import _checks, _io
+from snmf_jax import _checks, _digest, _io, _resume
 from snmf_jax.factorize import _checkpoint
 from snmf_jax.factorize._fit import fit
 from snmf_jax.factorize._options import FitOptions
@@ -88,7 +88,7 @@ def check_ranks(ranks: Sequence[int], d: int | None = None) -> list[int]:
         raise ValueError("ranks must name at least one level; got []")
     out = []
     for i, r in enumerate(ranks):
-        if not isinstance(r, (int, np.integer)) or isinstance(r, bool) or r < 1:
+        if not _checks.is_int(r) or r < 1:
             raise ValueError(f"ranks[{i}] must be an int >= 1; got {r!r}")
         if i and r > out[-1]:
             raise ValueError(f"ranks[{i}] = {r} exceeds ranks[{i - 1}] = {out[-1]}: level {i} "
@@ -188,16 +188,16 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
     levels = len(ranks)
     sparsities = _per_level(sparsity, levels, "sparsity")
     for i, p in enumerate(sparsities):  # upper levels are checked here, before level 0 runs
-        if not isinstance(p, (float, int, np.floating)) or isinstance(p, bool) or not 0 < p <= 1:
+        if not _checks.is_real(p) or not 0 < p <= 1:
             raise ValueError(f"sparsity (keep-fraction) of level {i} must be in (0, 1]; got {p!r}")
     sparsities = [float(p) for p in sparsities]
     for name, v in (("restarts", restarts), ("level0_restarts", level0_restarts)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+        if not _checks.is_int(v) or v < 1:
             raise ValueError(f"{name} must be an int >= 1; got {v!r}")
     bad = [i for i in upper_inits if i not in _INITS]
     if bad or not upper_inits:
         raise ValueError(f"upper_inits must be a non-empty list from {_INITS}; got {upper_inits!r}")
-    if not isinstance(finetune_steps, (int, np.integer)) or finetune_steps < 0:
+    if not _checks.is_int(finetune_steps) or finetune_steps < 0:
         raise ValueError(f"finetune_steps must be an int >= 0; got {finetune_steps!r}")
     _checks.real("finetune_lr", finetune_lr, lo=0, lo_open=True)
     # The per-level fit options, checked by the one FitOptions validator before level 0.
@@ -219,8 +219,8 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
     root = None
     if checkpoint_dir is not None:
         root = Path(checkpoint_dir)
-        data_id = ({"kind": "level0", "codes": _checkpoint.content_hash(level0.codes),
-                    "features": _checkpoint.content_hash(level0.features)}
+        data_id = ({"kind": "level0", "codes": _digest.array_sha256(level0.codes),
+                    "features": _digest.array_sha256(level0.features)}
                    if level0 is not None else _data_id(x, layer))
         _check_manifest(root, data_id, settings)
 
@@ -246,7 +246,7 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
     # Upper levels, each from the features of the level below.
     for i in range(1, levels):
         below = features[-1]
-        input_id = _checkpoint.content_hash(below)
+        input_id = _digest.array_sha256(below)
         saved = _restore_level(root, i, input_id)
         if saved is not None:
             res, w = saved, np.asarray(saved.codes)  # saved with the folded links as codes
@@ -269,7 +269,7 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
     if finetune_steps:
         from snmf_jax.factorize._finetune import finetune_hierarchy  # pylint: disable=g-import-not-at-top
         done = None if root is None else root / "finetuned"
-        greedy_id = _checkpoint.content_hash(result.link_product(levels - 1))
+        greedy_id = _digest.array_sha256(result.link_product(levels - 1))
         if done is not None and (done / "hierarchy.safetensors").is_file():
             tuned = HierarchicalResult.load(done)
             ft = tuned.metadata.get("finetune", {})
@@ -295,18 +295,13 @@ def _check_manifest(root: Path, data_id: str, settings: dict) -> None:
     have = _io.read_json(path)
     if have.get("format") != _CKPT_FORMAT:
         raise ValueError(f"{path} is not a hierarchical SNMF checkpoint")
-    mismatch = _checkpoint.describe_mismatch(have.get("data") or {}, data_id)
-    if mismatch:
-        raise ValueError(f"checkpoint {root} was written for different data ({mismatch}); "
-                         f"delete it or choose another checkpoint_dir")
+    remedy = "delete it or choose another checkpoint_dir"
+    _resume.refuse_resume(f"checkpoint {root}", have.get("data") or {}, data_id, kind="data",
+                          remedy=remedy)
     # Fine-tune settings do not change the greedy levels a checkpoint holds.
     keep = lambda s: {k: v for k, v in s.items() if not k.startswith("finetune")}
     saved, now = keep(have.get("settings", {})), keep(json.loads(json.dumps(settings)))
-    diff = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now)
-            if saved.get(k) != now.get(k)}
-    if diff:
-        detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise ValueError(f"checkpoint {root} was written with other settings ({detail})")
+    _resume.refuse_resume(f"checkpoint {root}", saved, now, kind="settings", remedy=remedy)
 
 
 def _save_level(root: Path | None, level: int, res: SNMFResult, input_id: str | None,

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from snmf_jax import _io
+from snmf_jax import _checks
+from snmf_jax import _digest, _io
 from snmf_jax._checks import finite_arrays as check_finite_arrays
 
 FORMAT = "snmf_jax.hierarchy/1"
@@ -132,7 +133,7 @@ class HierarchicalResult:
             arrays["finetune_losses"] = np.asarray(self.finetune_losses, np.float64)
         check_finite_arrays(arrays, "the hierarchical result")
         info = {"format": FORMAT, "ranks": list(self.ranks), "settings": self.settings,
-                "metadata": self.metadata, "arrays_sha256": _io.arrays_digest(arrays)}
+                "metadata": self.metadata, "arrays_sha256": _digest.arrays_digest(arrays)}
         _io.save_arrays(path / _ARRAYS, arrays, {"snmf_jax": json.dumps(info)})
         _io.write_json(path / _INFO, info)
         return path
@@ -154,7 +155,7 @@ class HierarchicalResult:
         check_finite_arrays(a, file)
         ranks = info.get("ranks")
         if not (isinstance(ranks, list) and ranks and all(
-                isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks)):
+                _checks.is_int(r) and r >= 1 for r in ranks)):
             raise ValueError(f"{file}: header field ranks must be a non-empty list of ints "
                              f">= 1; got {ranks!r}")
         levels = len(ranks)

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
-from tqdm.auto import tqdm
 
+from snmf_jax import _progress
 from snmf_jax.factorize import _solver, _threads
 
 log = logging.getLogger("snmf_jax")
@@ -140,8 +140,7 @@ def drive(run: Callable[[FitState, int], tuple[FitState, Array, Array]],
       (final FitState, all losses).
     """
     step = len(losses)
-    bar = tqdm(total=max_iter, initial=step, disable=not progress, desc="snmf",
-               unit="it", dynamic_ncols=True)
+    bar = _progress.bar(max_iter, initial=step, progress=progress, desc="snmf")
     # Every iteration's feature solve calls CPU LAPACK; see _threads.
     with _threads.limit_blas_threads(), contextlib.closing(bar):
         while step < max_iter and not bool(fs.done):

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from snmf_jax import _checks
 from snmf_jax.factorize import _solver
 from snmf_jax.factorize._loop import StopRule
 
@@ -26,14 +27,6 @@ TOL_MODES = ("relative", "absolute")
 def _opt(default, help: str, **cli) -> Any:  # pylint: disable=redefined-builtin
     """A field whose metadata carries its CLI help (and choices / type)."""
     return dataclasses.field(default=default, metadata={"help": help, **cli})
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,31 +66,31 @@ class FitOptions:
     chunk_size: int = _opt(25, "iterations per device call between host updates")
 
     def __post_init__(self):
-        if not _is_int(self.rank):
+        if not _checks.is_int(self.rank):
             raise TypeError(f"rank must be an int; got {type(self.rank).__name__}")
         # The range of rank depends on the data: `check_shape`.
-        if not (_is_real(self.sparsity) and 0 < self.sparsity <= 1):
+        if not (_checks.is_real(self.sparsity) and 0 < self.sparsity <= 1):
             raise ValueError(f"sparsity (keep-fraction) must be in (0, 1]; got {self.sparsity!r}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}; got {self.init!r}")
-        if not _is_int(self.seed) or not -2 ** 63 <= self.seed < 2 ** 63:
+        if not _checks.is_int(self.seed) or not -2 ** 63 <= self.seed < 2 ** 63:
             raise ValueError(f"seed must be an int in [-2**63, 2**63) (a PRNG seed is 64-bit); "
                              f"got {self.seed!r}")
-        if not _is_int(self.max_iter) or self.max_iter < 1:
+        if not _checks.is_int(self.max_iter) or self.max_iter < 1:
             raise ValueError(f"max_iter must be an int >= 1; got {self.max_iter!r}")
-        if self.patience is not None and (not _is_int(self.patience) or self.patience < 1):
+        if self.patience is not None and (not _checks.is_int(self.patience) or self.patience < 1):
             raise ValueError(f"patience must be None or an int >= 1; got {self.patience!r}")
-        if not (_is_real(self.tol) and self.tol >= 0 and math.isfinite(self.tol)):
+        if not (_checks.is_real(self.tol) and self.tol >= 0 and math.isfinite(self.tol)):
             raise ValueError(f"tol must be a finite number >= 0; got {self.tol!r}")
         if self.tol_mode not in TOL_MODES:
             raise ValueError(f"tol_mode must be 'relative' or 'absolute'; got {self.tol_mode!r}")
         for name in ("reg", "mu_eps"):
             v = getattr(self, name)
-            if not (_is_real(v) and v > 0 and math.isfinite(v)):
+            if not (_checks.is_real(v) and v > 0 and math.isfinite(v)):
                 raise ValueError(f"{name} must be a finite number > 0; got {v!r}")
         for name in ("checkpoint_every", "chunk_size"):
             v = getattr(self, name)
-            if not _is_int(v) or v < 1:
+            if not _checks.is_int(v) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1; got {v!r}")
 
     def check_shape(self, n: int, d: int) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from snmf_jax import _io
+from snmf_jax import _checks
+from snmf_jax import _digest, _io
 from snmf_jax._checks import finite_arrays as check_finite_arrays
 
 FORMAT = "snmf_jax.result/1"
@@ -74,7 +75,7 @@ class SNMFResult:
         if self.codes is not None:
             arrays["codes"] = self.codes
         check_finite_arrays(arrays, "the result")
-        info = {**self._info(), "arrays_sha256": _io.arrays_digest(arrays)}
+        info = {**self._info(), "arrays_sha256": _digest.arrays_digest(arrays)}
         _io.save_arrays(path / _ARRAYS, arrays, {"snmf_jax": json.dumps(info)})
         _io.write_json(path / _INFO, info)
         return path
@@ -140,7 +141,7 @@ def check_header(info: dict, arrays: dict, file) -> None:
                float(codes.min()) if codes.size else None)
     n = losses.shape[0] if losses.ndim == 1 else 0
     best = info.get("best_iter")
-    ok = isinstance(best, int) and not isinstance(best, bool) and (
+    ok = _checks.is_int(best) and (
         1 <= best <= n if n else best == 0)
     _field(file, "best_iter", ok, f"an int in [1, {n}] (the 1-based best iteration)"
            if n else "0 (no iterations)", best)
@@ -152,8 +153,7 @@ def check_header(info: dict, arrays: dict, file) -> None:
     _field(file, "metadata", isinstance(meta, dict), "an object", meta)
     # The provenance readers act on: the layer, site and store it was fitted on.
     layer = meta.get("layer")
-    _field(file, "metadata.layer", layer is None or (isinstance(layer, int) and not isinstance(
-        layer, bool) and layer >= 0), "null or an int >= 0", layer)
+    _field(file, "metadata.layer", layer is None or (_checks.is_int(layer) and layer >= 0), "null or an int >= 0", layer)
     _field(file, "metadata.site", meta.get("site") is None or isinstance(meta["site"], str),
            "null or a string", meta.get("site"))
     _field(file, "metadata.store", meta.get("store") is None or isinstance(meta["store"], dict),

@@ -129,7 +129,7 @@ def as_source(obj, *, layer: int | None = None, chunk_rows: int | None = None) -
                     f"chunk(i)), a store path or a 2-D array; got {type(obj).__name__}")
 
 
-def read_rows(src: RowSource, rows: np.ndarray) -> np.ndarray:
+def gather_rows(src: RowSource, rows: np.ndarray) -> np.ndarray:
     """Rows of the source by global index, reading each chunk involved once."""
     b = np.asarray(src.chunk_bounds)
     which = _chunks.locate(b, rows)

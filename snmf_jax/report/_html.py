@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Mapping
 
+from snmf_jax import _checks
 from snmf_jax._io import atomic_write_bytes
 from snmf_jax.report._data import FORMAT
 
@@ -38,7 +39,7 @@ _BLOB_RE = re.compile("[<>&\u2028\u2029]")
 
 
 def _int(v, where: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+    if not _checks.is_int(v):
         raise ValueError(f"report {where} must be an integer; got {v!r:.60}")
     return int(v)
 
@@ -47,7 +48,7 @@ def _num(v, where: str, default: float | None = None) -> float | None:
     """A finite float (None or non-finite: `default`); anything else is an error."""
     if v is None:
         return default
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+    if not _checks.is_real(v):
         raise ValueError(f"report {where} must be a number; got {v!r:.60}")
     v = float(v)
     return v if math.isfinite(v) else default

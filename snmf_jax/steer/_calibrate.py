@@ -23,9 +23,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
-from snmf_jax import _checks
+from snmf_jax import _checks, _progress
 from snmf_jax.models import SitePatch, embed, run_blocks, unembed
 from snmf_jax.steer._directions import Directions
 from snmf_jax.steer._generate import encode_prompts, left_pad
@@ -308,7 +307,7 @@ def calibrate_signs(model, directions: Directions, *, signs: Sequence[int] = (1,
                               stream=stream if share_prefix else None, config=config,
                               layer=layer, site=site, where=where, replace=mode == "replace")
     steps = 0
-    with tqdm(total=max_steps, desc="calibrate", disable=not progress, leave=False) as bar:
+    with _progress.bar(max_steps, desc="calibrate", progress=progress, leave=False) as bar:
         for steps in range(1, max_steps + 1):
             alphas = jnp.asarray(np.concatenate([state.alpha, np.zeros(pad)]), jnp.float32)
             kls = [kl_fn(vec[i * chunk:(i + 1) * chunk], alphas[i * chunk:(i + 1) * chunk])

@@ -1,0 +1,34 @@
+"""`bar`: the one progress-bar setup of the package (tqdm).
+
+Every long loop (fit iterations, chunk passes, export, calibration) takes a
+`progress` flag; this is the one place that turns it into a tqdm bar, so the
+look (auto backend, width that follows the terminal) and `progress=False`
+(a disabled bar: no output at all, same calls) are decided once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["bar"]
+
+
+def bar(total: int, *, desc: str, progress: bool = True, unit: str = "it",
+        initial: int = 0, leave: bool = True) -> Any:
+    """A tqdm bar, disabled (prints nothing) when `progress` is False.
+
+    Args:
+      total: the number of steps.
+      desc: the label shown before the bar.
+      progress: show it; False returns a disabled bar with the same methods.
+      unit: what one step is ("it", "chunk", "tok").
+      initial: steps already done (a resumed run).
+      leave: keep the finished bar on screen.
+
+    Returns:
+      The tqdm bar (use as a context manager or close it).
+    """
+    # Imported here: tqdm.auto probes for notebooks, which costs import time.
+    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+    return tqdm(total=total, desc=desc, unit=unit, initial=initial, leave=leave,
+                disable=not progress, dynamic_ncols=True)
