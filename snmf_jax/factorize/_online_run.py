@@ -58,6 +58,9 @@ def run(plan, opts, *, held_out, held_out_every, features_init, codes, checkpoin
         if plan.d is not None and phi.shape != (k, plan.d):
             raise ValueError(f"checkpoint {ckpt.path} holds features of shape {phi.shape}; "
                              f"this fit needs ({k}, {plan.d})")
+        if iterable and plan.n_rows is None and pos.get("rows_per_pass"):
+            plan.n_rows = int(pos["rows_per_pass"])
+            plan.batches_per_pass = -(-plan.n_rows // opts.batch_size)
         log.info("resuming online SNMF from %s at batch %d", ckpt.path, pos["batches"])
     else:
         phi = a = b = None
@@ -71,9 +74,8 @@ def run(plan, opts, *, held_out, held_out_every, features_init, codes, checkpoin
         r = _encode.encode_loss(held_out, np.asarray(phi), batch_size=opts.batch_size,
                                 iters=opts.eval_iters, mu_eps=opts.mu_eps)
         rows = int(sum(batch_rows))
-        held_hist.append({"batches": t, "rows_seen": rows,
-                          "passes": rows / plan.n_rows if plan.n_rows else None,
-                          "mean_loss": r.mean_loss, "fve": r.fve, "n_rows": r.n_rows})
+        held_hist.append({"batches": t, "rows_seen": rows, "mean_loss": r.mean_loss,
+                          "fve": r.fve, "n_rows": r.n_rows})
         log.info("online SNMF batch %d: held-out loss %.6g, FVE %.4f", t, r.mean_loss, r.fve)
 
     def save(digest):
@@ -82,6 +84,7 @@ def run(plan, opts, *, held_out, held_out_every, features_init, codes, checkpoin
         ckpt.save({"features": np.asarray(phi), "a": np.asarray(a), "b": np.asarray(b),
                    "w": w, "losses": losses, "batch_rows": batch_rows,
                    "position": {"batches": t, "pass": e, "in_pass": j,
+                                "rows_per_pass": plan.n_rows,
                                 **({"digest": digest.hexdigest()} if digest else {})},
                    "held_out": held_hist})
 
@@ -148,8 +151,9 @@ def run(plan, opts, *, held_out, held_out_every, features_init, codes, checkpoin
                     is None:
                 raise ValueError(f"checkpoint {ckpt.path}: the source ended before the "
                                  "checkpoint's position; resume with the same stream of rows")
-            if iterable and plan.n_rows is None:
-                plan.n_rows = int(sum(batch_rows))
+            if iterable and plan.n_rows is None and j:
+                plan.n_rows = int(sum(batch_rows[-j:]))  # this pass's batches
+                plan.batches_per_pass = j
             e, j = e + 1, 0
             if held_out_every is None:
                 evaluate()
@@ -168,6 +172,8 @@ def _result(plan, opts, phi, losses, batch_rows, held_hist, settings, codes, dev
         for s in range(0, len(rows), plan.batches_per_pass):
             r = rows[s:s + plan.batches_per_pass]
             per_pass.append(float(np.sum(per_batch[s:s + len(r)] * r) / max(r.sum(), 1)))
+    for h in held_hist:
+        h["passes"] = h["rows_seen"] / plan.n_rows if plan.n_rows else None
     meta = {**metadata, "online": {
         "batches": int(t), "rows_seen": int(rows.sum()), "pass_mean_loss": per_pass,
         "held_out": held_hist,

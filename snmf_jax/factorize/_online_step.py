@@ -73,11 +73,18 @@ def compiled_step(config: _solver.SNMFConfig, iters: int, mesh: Mesh | None):
 
 @functools.partial(jax.jit, static_argnames=("k",))
 def kmeans_pp(x, key, *, k: int):
-    """k-means++ seeding (D² sampling, Arthur & Vassilvitskii 2007): (k, d) rows of x."""
-    sq = jnp.sum(x * x, axis=1)  # (n,)
+    """Greedy k-means++ seeding: (k, d) rows of x.
 
-    def dist(c):
-        return jnp.maximum(sq - 2 * (x @ c) + c @ c, 0)
+    D² sampling (Arthur & Vassilvitskii, 2007) with 2 + ⌊ln k⌋ candidates per
+    centre, keeping the one that lowers the total squared distance most (the
+    greedy variant scikit-learn uses: plain D² sampling too often puts two
+    centres in one cluster and none in another).
+    """
+    sq = jnp.sum(x * x, axis=1)  # (n,)
+    trials = 2 + int(np.log(k))
+
+    def dist(c):  # (..., d) centres -> (..., n) squared distances
+        return jnp.maximum(sq - 2 * (c @ x.T) + jnp.sum(c * c, -1)[..., None], 0)
 
     first = jax.random.randint(jax.random.fold_in(key, 0), (), 0, x.shape[0])
     cent = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[first])
@@ -85,11 +92,12 @@ def kmeans_pp(x, key, *, k: int):
     def body(i, carry):
         cent, d2 = carry
         logits = jnp.where(d2 > 0, jnp.log(jnp.maximum(d2, 1e-30)), -jnp.inf)
-        # All rows equal to a chosen centre: fall back to a uniform draw.
+        # Every row on a chosen centre already: fall back to a uniform draw.
         logits = jnp.where(jnp.any(d2 > 0), logits, jnp.zeros_like(d2))
-        j = jax.random.categorical(jax.random.fold_in(key, i), logits)
-        c = x[j]
-        return cent.at[i].set(c), jnp.minimum(d2, dist(c))
+        cand = jax.random.categorical(jax.random.fold_in(key, i), logits, shape=(trials,))
+        new = jnp.minimum(d2[None], dist(x[cand]))  # (trials, n)
+        best = jnp.argmin(jnp.sum(new, axis=1))
+        return cent.at[i].set(x[cand[best]]), new[best]
 
     cent, _ = lax.fori_loop(1, k, body, (cent, dist(x[first])))
     return cent
