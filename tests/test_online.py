@@ -265,3 +265,28 @@ def test_sharded_matches_single_device_on_8_devices(tmp_path):
     c = fit_online(x, 4, mesh=mesh, checkpoint_dir=ck, checkpoint_every=4, **kw)
     np.testing.assert_allclose(c.features, a.features, rtol=1e-3,
                                atol=1e-4 * np.abs(a.features).max())
+
+
+def test_cli_fit_online_writes_features_and_codes(tmp_path, capsys):
+    import json
+    from snmf_jax.cli import main
+    x = _data(300)
+    _write_store(tmp_path / "acts", x, 128)
+    out = tmp_path / "out"
+    assert main(["fit", str(tmp_path / "acts"), "--rank", "4", "--sparsity", "0.1", "--online",
+                 "--passes", "2", "--batch-size", "64", "--codes", "--no-progress",
+                 "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["rows_seen"] == 600 and summary["batches"] == 10
+    r = sj.SNMFResult.load(out)
+    ref = fit_online(tmp_path / "acts", 4, batch_size=64, passes=2, **KW)
+    np.testing.assert_array_equal(r.features, ref.features)
+    assert r.settings["init"] == "kmeans" and r.settings["online"]
+    np.testing.assert_allclose(CodesStore(out / "codes").to_numpy(),
+                               encode(x, r.features, batch_size=64), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="passes must be an int >= 1"):
+        main(["--debug", "fit", str(tmp_path / "acts"), "--rank", "4", "--online",
+              "--passes", "0", "--out", str(tmp_path / "o2")])
+    with pytest.raises(ValueError, match="--codes applies to --online"):
+        main(["--debug", "fit", str(tmp_path / "acts"), "--rank", "4", "--codes",
+              "--out", str(tmp_path / "o3")])
