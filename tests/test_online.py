@@ -49,12 +49,11 @@ def _write_store(path, x, chunk_rows):
 
 def _nnls_by_long_mu(x, phi, iters=3000):
     """Reference codes: the solver's own update run to convergence from ones."""
+    import jax
     import jax.numpy as jnp
     p, q = jnp.asarray(x) @ jnp.asarray(phi).T, jnp.asarray(phi) @ jnp.asarray(phi).T
-    c = jnp.ones(p.shape, jnp.float32)
-    for _ in range(iters):
-        c = _solver.multiplicative_update(c, p, q, 1e-9)
-    return np.asarray(c)
+    step = lambda _, c: _solver.multiplicative_update(c, p, q, 1e-9)
+    return np.asarray(jax.lax.fori_loop(0, iters, step, jnp.ones(p.shape, jnp.float32)))
 
 
 def test_encode_solves_the_nonnegative_least_squares_codes():
@@ -290,3 +289,28 @@ def test_cli_fit_online_writes_features_and_codes(tmp_path, capsys):
     with pytest.raises(ValueError, match="--codes applies to --online"):
         main(["--debug", "fit", str(tmp_path / "acts"), "--rank", "4", "--codes",
               "--out", str(tmp_path / "o3")])
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path):
+    """The multi-process launch of `snmf-jax fit` (2 processes x 2 CPU devices):
+    every process reads the same batches and keeps its devices' rows; the
+    statistics are summed by one psum per batch. Resumed from the per-process
+    checkpoints, it matches a single-process fit."""
+    import json
+    from test_distributed import _launch
+    x = _data(400, seed=8)
+    _write_store(tmp_path / "acts", x, 128)
+    common = [str(tmp_path / "acts"), "--rank", "4", "--sparsity", "0.1", "--online",
+              "--batch-size", "60", "--local-devices", "2", "--no-progress",
+              "--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "4",
+              "--out", str(tmp_path / "out")]
+    _launch(common + ["--passes", "1"], 2, timeout=300)
+    outs = _launch(common + ["--passes", "2"], 2, timeout=300)
+    assert json.loads(outs[0].strip().splitlines()[-1])["rows_seen"] == 800
+    got = sj.SNMFResult.load(tmp_path / "out")
+    ref = fit_online(tmp_path / "acts", 4, batch_size=60, passes=2, **KW)
+    assert got.settings["devices"] == 4
+    np.testing.assert_array_equal(got.features != 0, ref.features != 0)
+    np.testing.assert_allclose(got.features, ref.features, rtol=1e-3,
+                               atol=1e-4 * np.abs(ref.features).max())

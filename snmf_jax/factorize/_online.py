@@ -167,7 +167,7 @@ def fit_online(source, rank: int | None = None, *, layer: int | None = None,
       rank: K.
       layer: the layer of a multi-layer store.
       held_out: rows never trained on (array or store): after every pass
-        (or every `held_out_every` batches) and at the start, their loss with
+        (or every `held_out_every` batches), their loss with
         codes re-solved by `encode` is recorded in
         `result.metadata["online"]["held_out"]`.
       held_out_every: batches between held-out evaluations (None: per pass).

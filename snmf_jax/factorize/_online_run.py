@@ -12,7 +12,8 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from snmf_jax.factorize import _encode, _online_batches, _online_step, _threads
+from snmf_jax.factorize import (_distributed, _encode, _online_batches, _online_step,
+                                _threads)
 from snmf_jax.factorize._result import SNMFResult
 
 log = logging.getLogger("snmf_jax")
@@ -49,8 +50,17 @@ def run(plan, opts, *, held_out, held_out_every, features_init, codes, checkpoin
     state = None
     if checkpoint_dir is not None:
         plan.track = iterable
+        if jax.process_count() > 1:  # each process its own file (the folder may be shared)
+            checkpoint_dir = (Path(checkpoint_dir) /
+                              f"process-{jax.process_index():05d}-of-{jax.process_count():05d}")
         ckpt = _online_step.OnlineCheckpointer(checkpoint_dir, settings, plan.identity())
         state = ckpt.restore()
+        at = _distributed.allgather_ints([-1 if state is None else
+                                          int(state["position"]["batches"])])[:, 0]
+        if len(set(at.tolist())) > 1:
+            raise ValueError(f"the processes' checkpoints under {checkpoint_dir} are at "
+                             f"batches {at.tolist()} (a crash between their writes); "
+                             "delete them to restart, or restore the older ones")
     if state is not None:
         phi, a, b, w = state["features"], state["a"], state["b"], state["w"]
         losses, batch_rows = state["losses"], state["batch_rows"]
@@ -108,7 +118,6 @@ def run(plan, opts, *, held_out, held_out_every, features_init, codes, checkpoin
                 a, b = np.zeros((k, k), np.float32), np.zeros((k, d), np.float32)
                 phi, a, b = devices.rep(phi), devices.rep(a), devices.rep(b)
                 gen = itertools.chain(taken, gen)
-                evaluate()
             elif not hasattr(phi, "sharding"):
                 phi, a, b = devices.rep(phi), devices.rep(a), devices.rep(b)
             pass_loss = pass_sq = 0.0
