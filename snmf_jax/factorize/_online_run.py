@@ -6,7 +6,6 @@ import hashlib
 import itertools
 import logging
 from pathlib import Path
-from typing import Any
 
 import jax
 import numpy as np
