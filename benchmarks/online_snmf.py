@@ -197,8 +197,8 @@ def main():
     held = view(store, range(n_train, n_chunks), views / "heldout")
     common = ["--rank", str(a.rank), "--sparsity", str(a.sparsity), "--passes", str(a.passes),
               "--batch-size", str(a.batch_size), "--held", str(held)]
-    res = {"command": "python benchmarks/online_snmf.py " + " ".join(
-               shlex.quote(x) for x in sys.argv[1:]),
+    res = {"command": " ".join(["python benchmarks/online_snmf.py"]
+                               + [shlex.quote(x) for x in sys.argv[1:]]),
            "store": str(store), "model": m["model"], "site": m["site"], "layer": m["layers"],
            "d": m["d"], "store_rows": sum(rows), "held_out_rows": sum(rows[n_train:]),
            "rank": a.rank, "sparsity": a.sparsity, "passes": a.passes,
@@ -302,12 +302,11 @@ def report(res: dict, out: Path) -> None:
               label="online: peak RSS MiB")
     ax2b.plot([r["rows"] for r in res["batch"]], [r["peak_rss_mib"] for r in res["batch"]],
               marker="^", ls="", color="tab:olive", label="batch: peak RSS MiB")
-    ax2.set_xscale("log")
     ax2.set_xlabel("training rows")
     ax2.set_ylabel("wall seconds")
     ax2b.set_ylabel("peak RSS MiB")
-    ax2.legend(loc="upper left", fontsize=7)
-    ax2b.legend(loc="lower right", fontsize=7)
+    ax2.legend(loc="upper center", fontsize=7)
+    ax2b.legend(loc="center right", fontsize=7)
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=110)
 
