@@ -9,7 +9,8 @@ from snmf_jax import (activations, baselines, evaluate, factorize, interpret, mo
 from snmf_jax.activations import (Activations, ActivationStore, TextDataset,
                                   export_activations, load_concepts, read_dataset)
 from snmf_jax.factorize import (FitOptions, HierarchicalResult, SNMFConfig, SNMFResult,
-                                SNMFState, fit, fit_hierarchical, fit_sharded, fit_streaming)
+                                SNMFState, encode, fit, fit_hierarchical, fit_online,
+                                fit_sharded, fit_streaming)
 from snmf_jax.models import load_model
 
 __version__ = "0.1.0"
@@ -19,5 +20,5 @@ __all__ = [
     "steer",
     "Activations", "ActivationStore", "TextDataset", "export_activations", "load_concepts",
     "read_dataset", "FitOptions", "SNMFConfig", "SNMFResult", "SNMFState", "fit", "fit_sharded",
-    "fit_streaming", "HierarchicalResult", "fit_hierarchical", "load_model", "__version__",
+    "fit_streaming", "fit_online", "encode", "HierarchicalResult", "fit_hierarchical", "load_model", "__version__",
 ]

@@ -14,7 +14,7 @@ __all__ = ["bar"]
 
 
 def bar(total: int, *, desc: str, progress: bool = True, unit: str = "it",
-        initial: int = 0, leave: bool = True) -> Any:
+        initial: int = 0, leave: bool = True, unit_scale: bool = False) -> Any:
     """A tqdm bar, disabled (prints nothing) when `progress` is False.
 
     Args:
@@ -24,6 +24,7 @@ def bar(total: int, *, desc: str, progress: bool = True, unit: str = "it",
       unit: what one step is ("it", "chunk", "tok").
       initial: steps already done (a resumed run).
       leave: keep the finished bar on screen.
+      unit_scale: show counts as 1.2M rather than 1200000 (rows, tokens).
 
     Returns:
       The tqdm bar (use as a context manager or close it).
@@ -31,4 +32,4 @@ def bar(total: int, *, desc: str, progress: bool = True, unit: str = "it",
     # Imported here: tqdm.auto probes for notebooks, which costs import time.
     from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
     return tqdm(total=total, desc=desc, unit=unit, initial=initial, leave=leave,
-                disable=not progress, dynamic_ncols=True)
+                disable=not progress, dynamic_ncols=True, unit_scale=unit_scale)

@@ -48,10 +48,27 @@ def register(subparsers) -> None:
     g.add_argument("--process-id", type=int, default=None)
     g.add_argument("--local-devices", type=int, default=None,
                    help="CPU devices per process (testing on one machine)")
+    o = p.add_argument_group("online (mini-batches, a few passes; see docs/guides/online.md)")
+    o.add_argument("--online", action="store_true",
+                   help="fit from mini-batches (fit_online): memory independent of the rows; "
+                        "--init picks the features of the first batches (default kmeans), "
+                        "--checkpoint-every counts batches, --max-iter/--patience/--tol "
+                        "do not apply")
+    o.add_argument("--passes", type=int, default=1, help="passes over the rows")
+    o.add_argument("--batch-size", type=int, default=4096, help="rows per mini-batch")
+    o.add_argument("--forget", type=float, default=1.0,
+                   help="forgetting exponent rho: old statistics scaled by (1 - 1/t)^rho")
+    o.add_argument("--code-iters", type=int, default=10,
+                   help="multiplicative code updates per mini-batch")
+    o.add_argument("--codes", action="store_true",
+                   help="also write every row's codes for the final features to OUT/codes "
+                        "(one more pass)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a result already at --out (default: refuse)")
-    p.set_defaults(func=run)
+    # The batch fits start from random codes, the online fit from k-means++
+    # centroids; None lets `run` pick the default of the fit chosen.
+    p.set_defaults(func=run, init=None)
 
 
 def _source(args):
@@ -68,7 +85,24 @@ def _load_all(src) -> np.ndarray:
     return np.concatenate([np.asarray(src.chunk(i), np.float32) for i in range(src.num_chunks)])
 
 
+def _online_options(args):
+    from snmf_jax.factorize import _online  # pylint: disable=g-import-not-at-top
+    return _online.OnlineOptions(
+        rank=args.rank, sparsity=args.sparsity, batch_size=args.batch_size,
+        passes=args.passes, init=args.init or "kmeans", seed=args.seed, forget=args.forget,
+        code_iters=args.code_iters, reg=args.reg, mu_eps=args.mu_eps,
+        checkpoint_every=args.checkpoint_every)
+
+
 def run(args) -> int:
+    if args.online:
+        online = _online_options(args)  # checked before any work
+        if args.streaming or args.shard:
+            raise ValueError("--online streams its own mini-batches; drop --streaming/--shard "
+                             "(--online with --coordinator or --local-devices shards each batch)")
+    elif args.codes:
+        raise ValueError("--codes applies to --online (the other fits always write codes)")
+    args.init = args.init or "random"
     opts = _options.from_args(args)  # every option checked before any work
     from snmf_jax import _checks, _outputs  # pylint: disable=g-import-not-at-top
     from snmf_jax.factorize._result import FILES  # pylint: disable=g-import-not-at-top
@@ -107,7 +141,14 @@ def run(args) -> int:
     kw = dict(options=opts, progress=not args.no_progress and jax.process_index() == 0,
               metadata=metadata)
     t0 = time.perf_counter()
-    if args.streaming:
+    if args.online:
+        from snmf_jax.factorize import _distributed, _online  # pylint: disable=g-import-not-at-top
+        mesh = _distributed.global_mesh() if (multi or args.local_devices) else None
+        result = _online.fit_online(
+            src, mesh=mesh, checkpoint_dir=args.checkpoint_dir,
+            codes=(out / "codes") if args.codes and jax.process_index() == 0 else False,
+            **{**kw, "options": online})
+    elif args.streaming:
         result = _streaming.fit_streaming(
             src, checkpoint_dir=args.checkpoint_dir or out / "stream", **kw)
     elif multi:
@@ -132,9 +173,15 @@ def run(args) -> int:
     seconds = time.perf_counter() - t0
     if jax.process_index() == 0:
         result.save(out)
-        print(json.dumps({"out": str(out), "loss": result.loss, "best_iter": result.best_iter,
-                          "n_iter": result.n_iter, "converged": result.converged,
-                          "seconds": round(seconds, 3)}))
+        summary = {"out": str(out), "loss": result.loss, "best_iter": result.best_iter,
+                   "n_iter": result.n_iter, "converged": result.converged,
+                   "seconds": round(seconds, 3)}
+        if args.online:
+            info = result.metadata["online"]
+            summary = {"out": str(out), "batches": info["batches"],
+                       "rows_seen": info["rows_seen"], "pass_mean_loss": info["pass_mean_loss"],
+                       "seconds": round(seconds, 3)}
+        print(json.dumps(summary))
     if multi:
         from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
         _distributed.barrier("snmf-jax fit: done")

@@ -214,6 +214,28 @@ def scaled_features(gram: Array, cross: Array, config: SNMFConfig) -> tuple[Arra
     return phi * norms[:, None], norms
 
 
+def multiplicative_update(codes: Array, p: Array, q: Array, mu_eps: float) -> Array:
+    """Step 4: one Ding–Li–Jordan update of codes for fixed features.
+
+    C ← C ⊙ sqrt((P⁺ + C Q⁻) / (P⁻ + C Q⁺ + ε)), with P = XΦᵀ and Q = ΦΦᵀ.
+    The batch iteration, the online fit and `encode` all step codes with it.
+
+    Args:
+      codes: (n, K) current codes, >= 0 (an exact zero stays zero).
+      p: (n, K) XΦᵀ.
+      q: (K, K) ΦΦᵀ.
+      mu_eps: epsilon of the denominator.
+
+    Returns:
+      (n, K) updated codes.
+    """
+    p_pos, p_neg = jnp.maximum(p, 0), jnp.maximum(-p, 0)
+    q_pos, q_neg = jnp.maximum(q, 0), jnp.maximum(-q, 0)
+    numer = p_pos + codes @ q_neg
+    denom = p_neg + codes @ q_pos + jnp.asarray(mu_eps, codes.dtype)
+    return codes * jnp.sqrt(numer / denom)
+
+
 def update(x: Array, state: SNMFState, config: SNMFConfig,
            *, axis_name: str | None = None,
            prepared: tuple[Array, Array] | None = None) -> SNMFState:
@@ -235,7 +257,6 @@ def update(x: Array, state: SNMFState, config: SNMFConfig,
     Returns:
       The next SNMFState.
     """
-    dtype = x.dtype
     if prepared is None:
         prepared = scaled_features(state.gram, state.cross, config)
     phi, norms = prepared
@@ -243,11 +264,7 @@ def update(x: Array, state: SNMFState, config: SNMFConfig,
 
     p = _project(x, phi)  # (n, K)
     q = phi @ phi.T  # (K, K)
-    p_pos, p_neg = jnp.maximum(p, 0), jnp.maximum(-p, 0)
-    q_pos, q_neg = jnp.maximum(q, 0), jnp.maximum(-q, 0)
-    numer = p_pos + codes @ q_neg
-    denom = p_neg + codes @ q_pos + jnp.asarray(config.mu_eps, dtype)
-    codes = codes * jnp.sqrt(numer / denom)
+    codes = multiplicative_update(codes, p, q, config.mu_eps)
 
     new_gram = _psum(_gram(codes), axis_name)
     new_cross = _psum(_cross(codes, x), axis_name)
