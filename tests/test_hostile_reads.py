@@ -197,3 +197,13 @@ def test_regular_small_json_still_reads(tmp_path):
     link = tmp_path / "link.json"
     link.symlink_to(path)
     assert _io.read_json(path) == _io.read_json(link) == {"a": [1, 2]}
+
+
+def test_config_file_that_is_a_fifo_is_refused_without_blocking(tmp_path, capsys):
+    """`--config` on a FIFO would block forever in read_text; it is one line now."""
+    from snmf_jax.cli import main
+    fifo = tmp_path / "run.toml"
+    os.mkfifo(fifo)
+    assert main(["--config", str(fifo), "fit", "x", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "config file" in err and "not a regular file" in err, err

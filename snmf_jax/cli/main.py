@@ -29,9 +29,9 @@ import argparse
 import os
 import sys
 import tomllib
-from pathlib import Path
 
 from snmf_jax import _checks
+from snmf_jax import _io
 from snmf_jax._text import printable
 from snmf_jax.cli import demo, doctor, evaluate, export, fit, hierarchy, interpret, steer
 
@@ -140,11 +140,13 @@ def apply_config(sub: argparse.ArgumentParser, command: str, path: str,
                  commands) -> None:
     """Sets `sub`'s defaults from the [command] table of the TOML file `path`."""
     try:
-        # utf-8-sig: a byte-order mark (editors on Windows write one) is not TOML.
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8-sig"))
+        # A regular file of bounded size (a FIFO would block, /dev/zero never
+        # ends); utf-8-sig: a byte-order mark (editors on Windows write one) is not TOML.
+        raw = _io.read_bytes(path, 1 << 20, "config file")
+        data = tomllib.loads(raw.decode("utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path!r} does not exist") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+    except (OSError, ValueError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"config file {path!r} is not valid TOML: {_one_line(e)}") from None
     for name, table in data.items():
         if name not in commands:
