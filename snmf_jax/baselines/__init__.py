@@ -8,7 +8,7 @@
     sae = load_sae("path/to/a/saelens/folder")
 """
 
-from snmf_jax.baselines._diffmean import diffmean, diffmean_directions
+from snmf_jax.baselines._diffmean import diffmean, diffmean_directions, diffmean_texts
 from snmf_jax.baselines._metrics import SAEMetrics, sae_metrics
 from snmf_jax.baselines._sae import (ARCHITECTURES, SAEConfig, SparseAutoencoder, decode,
                                      encode, encode_pre, init_params)
@@ -18,7 +18,7 @@ from snmf_jax.baselines._train import (TrainConfig, TrainResult, make_optimizer,
                                        make_train_step, train_sae)
 
 __all__ = [
-    "diffmean", "diffmean_directions", "SAEMetrics", "sae_metrics", "ARCHITECTURES",
+    "diffmean", "diffmean_directions", "diffmean_texts", "SAEMetrics", "sae_metrics", "ARCHITECTURES",
     "SAEConfig", "SparseAutoencoder", "decode", "encode", "encode_pre", "init_params",
     "load_sae", "save_sae", "iter_minibatches", "TrainConfig", "TrainResult",
     "make_optimizer", "make_train_step", "train_sae",

@@ -109,8 +109,7 @@ def offline_judge(model, data, config: SteeringConfig, *, n_unsteered: int = 24
         examples.setdefault(data.label_names[l], []).append(t)
     natural = access.generate_texts(model, config.prompt, n=n_unsteered,
                                     max_new_tokens=config.max_new_tokens, seed=config.seed + 999,
-                                    top_k=config.top_k, top_p=config.top_p,
-                                    temperature=config.temperature)
+                                    **config.sampling)
     natural += list(data.texts)[:: max(1, len(data.texts) // 48)]
     emb = SentenceEmbedder()
     return OfflineJudge(ConceptJudge(emb, examples),
