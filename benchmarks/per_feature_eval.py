@@ -96,7 +96,10 @@ def score_and_write(model, run, args, info, docs):
     scores = score_per_feature(run, judge)
     steer = run.config.steering
     summary = per_feature_summary(scores, steer.signs, steer.targets, seed=args.seed)
-    info = {**info, "judge": judge_name, "judge_seconds": round(time.time() - t0, 1)}
+    from snmf_jax.models._presets import PRESETS
+    preset = PRESETS.get(args.model)
+    info = {**info, "judge": judge_name, "judge_seconds": round(time.time() - t0, 1),
+            "model_file": preset.description if preset else args.model}
     title = f"{args.model} L{run.layer}: per-feature protocol ({args.features} features/method)"
     write_per_feature(args.out, args.name, run, scores, summary, info=info, title=title)
     print(f"wrote {args.out}/{args.name}.json/.md/.png (judge {time.time() - t0:.0f}s)",
@@ -150,8 +153,6 @@ def main():
     info: dict = {"model": args.model, "command": command,
                   "corpus": "benchmarks/sae_corpus.py documents(): WordNet glosses + Debian "
                             "fortunes"}
-    if "gemma" in args.model:
-        info["quantization"] = "Q4_K_M GGUF (not the bf16 weights the paper used)"
     t0 = time.time()
     docs = corpus_prefix(model.tokenizer, args.snmf_tokens)
     hid = sj.export_activations(model, from_texts(docs), args.layer, site="mlp_hidden",

@@ -113,6 +113,7 @@ class Judge02:
         return np.array([2 * min(len(set(t)) / 26, 1) for t in texts])
 
 
+@pytest.mark.slow
 def test_per_feature_protocol_end_to_end(tiny_inv, tmp_path):  # noqa: F811
     from snmf_jax.baselines import SAEConfig, TrainConfig, train_sae
     from snmf_jax.factorize import fit
@@ -157,3 +158,26 @@ def test_per_feature_protocol_end_to_end(tiny_inv, tmp_path):  # noqa: F811
     assert (tmp_path / "tiny_L1.png").read_bytes()[:4] == b"\x89PNG"
     again = score_per_feature(run_from_json(json.loads(json.dumps(run_to_json(run)))), Judge02())
     np.testing.assert_array_equal(again[1].concept_out, scores[1].concept_out)
+
+
+def test_evaluate_cli_defaults_to_the_per_feature_protocol(tmp_path, capsys):
+    from snmf_jax import cli
+    from snmf_jax.cli.evaluate import _configs
+    p = cli.build_parser()
+    args = p.parse_args(["evaluate", "--model", "m", "--layer", "3", "--out", str(tmp_path)])
+    methods, cfg = _configs(args)
+    assert args.protocol == "per-feature" and methods == ("snmf", "sae", "diffmean")
+    assert (args.rank, args.sparsity, args.max_iter, args.patience) == (100, 0.01, 2000, 1500)
+    assert cfg.n_features == 40 and cfg.steering.targets == PER_FEATURE_TARGETS
+    assert cfg.steering.sampling == OFFICIAL and cfg.steering.minus_alpha == "reuse"
+    args = p.parse_args(["evaluate", "--model", "m", "--layer", "3", "--out", str(tmp_path),
+                         "--protocol", "matching", "--sampler", "top-k-and-top-p"])
+    compare, steer = _configs(args)
+    assert compare.sparsity == 0.05 and steer.sampling["top_p"] == 0.3
+    ev = ["evaluate", "--model", "no-such-model", "--layer", "1", "--out", str(tmp_path / "v")]
+    for argv, fragment in ((ev + ["--methods", "sae"], "include snmf"),
+                           (ev + ["--sae", str(tmp_path / "nope")], "nope"),
+                           (ev + ["--features", "0"], "--features")):
+        assert cli.main(argv) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0], err
