@@ -115,7 +115,7 @@ def test_scores_and_summary_follow_definitions(run):
 def test_judge_out_of_range_is_an_error(run):
     class Bad(StubJudge):
         def fluency(self, texts):
-            return np.full(len(texts), 2.0)
+            return np.full(len(texts), 2.5)  # above the official 0–2 scale
 
     with pytest.raises(ValueError, match="fluency scores must be finite and in"):
         score_steering(run, Bad())

@@ -143,7 +143,7 @@ def steer_step(model, result, layer: int, picks: Sequence[int], labels: Sequence
     from snmf_jax import steer
     key = {"features_sha256": _digest(result.features), "picks": [int(p) for p in picks],
            "kl": float(kl), "prompts": list(prompts), "max_new_tokens": int(max_new_tokens),
-           "judge": judge_examples is not None}
+           "judge": "offline_judge 0-2" if judge_examples is not None else False}
     path = out / STEER_FILE
     if path.is_file():
         try:
@@ -167,7 +167,7 @@ def steer_step(model, result, layer: int, picks: Sequence[int], labels: Sequence
                for i, k in enumerate(picks)}
     scores: dict[int, dict[str, Any]] = {}
     if judge_examples is not None:
-        scores = _judge(samples, labels, base_texts, judge_examples, picks)
+        scores = _judge(model, samples, labels, base_texts, judge_examples, picks)
     rec = {"format": "snmf-jax/demo-steered", "key": key, "unsteered": base_texts,
            "samples": {str(k): v for k, v in samples.items()},
            "scores": {str(k): v for k, v in scores.items()}}
@@ -175,18 +175,19 @@ def steer_step(model, result, layer: int, picks: Sequence[int], labels: Sequence
     return _io.read_json(path)
 
 
-def _judge(samples: dict, labels, base_texts, examples: dict, picks) -> dict:
-    """Concept (MiniLM, calibrated) and fluency probabilities of each sample."""
-    from snmf_jax.evaluate import ConceptJudge, FluencyJudge, SentenceEmbedder, harmonic_mean
+def _judge(model, samples: dict, labels, base_texts, examples: dict, picks) -> dict:
+    """Concept and fluency scores (0–2) of each sample by `evaluate.offline_judge`:
+    each label judged against its concept's sentences; fluency calibrated on the
+    model's own unsteered text, with its log-probability as a feature."""
+    from snmf_jax.evaluate import harmonic_mean, offline_judge
     t0 = time.perf_counter()
-    concept = ConceptJudge(SentenceEmbedder(), examples)
-    fluency = FluencyJudge([t for v in examples.values() for t in v])
+    judge = offline_judge(model, concepts=examples)
     scores = {}
     for k, label in zip(picks, labels):
         texts = [s["text"] for s in samples[int(k)]]
-        c = concept.score(texts, label)
-        c0 = concept.score(base_texts, label)
-        f = fluency.score(texts)
+        c = judge.concept(texts, label)
+        c0 = judge.concept(base_texts, label)
+        f = judge.fluency(texts)
         for s, ci, fi in zip(samples[int(k)], c, f):
             s["score"] = round(float(ci), 3)
         scores[int(k)] = {"concept": round(float(c.mean()), 3),
@@ -194,7 +195,7 @@ def _judge(samples: dict, labels, base_texts, examples: dict, picks) -> dict:
                           "fluency": round(float(f.mean()), 3),
                           "harmonic": round(float(harmonic_mean(c, f).mean()), 3)}
     _say(f"      judged {len(picks)} features in {time.perf_counter() - t0:.0f} s "
-         f"(concept AUROC of the judge, cross-fitted: {concept.crossfit_auroc:.2f})")
+         "(offline judge, scores 0-2)")
     return scores
 
 

@@ -1,6 +1,9 @@
 """Evaluation: the offline judge (MiniLM concept score, calibrated fluency), an
 OpenAI-compatible LLM judge, and concept detection.
 
+    judge = offline_judge(model)                            # the default judge, 0–2 scale
+    judge.concept(texts, "cooking"), judge.fluency(texts)   # (n,) each
+
     emb = SentenceEmbedder()                                # offline MiniLM
     concept = ConceptJudge(emb, {"cooking": [...], "astronomy": [...]})
     concept.score(texts, "cooking")                         # (n,) probabilities
@@ -28,6 +31,9 @@ from snmf_jax.evaluate._steering import (PAPER_TARGETS, LLMSteeringJudge, Offlin
                                           feature_context_examples, run_records, score_steering,
                                           steering_generations, steering_summary,
                                           summary_markdown)
+from snmf_jax.evaluate._describe import Description, as_description
+from snmf_jax.evaluate._judge import (CONCEPT_FEATURES, concept_calibration_set,
+                                      fit_concept_models, offline_judge)
 from snmf_jax.evaluate._offline_judge import (FEATURES, ConceptJudge, FluencyJudge,
                                               FluencyReport, corrupt, harmonic_mean,
                                               text_features)
@@ -42,6 +48,8 @@ __all__ = [
     "LLMSteeringJudge", "OfflineJudge", "ScoredRun", "SteeringConfig", "SteeringRun",
     "SteeringSpec", "feature_context_examples", "run_records", "score_steering",
     "steering_generations", "steering_summary", "summary_markdown",
+    "offline_judge", "Description", "as_description", "CONCEPT_FEATURES",
+    "concept_calibration_set", "fit_concept_models",
 ]
 
 # The per-feature protocol (the paper's causal evaluation; docs/evaluation/protocol.md).

@@ -95,25 +95,19 @@ class Comparison:
 
 def offline_judge(model, data, config: SteeringConfig, *, n_unsteered: int = 24
                   ) -> OfflineJudge:
-    """The offline MiniLM judge for a labelled dataset.
-
-    Concept: a `ConceptJudge` on the dataset's sentences per concept (or
-    `examples`). Fluency: a `FluencyJudge` calibrated on the model's own
-    unsteered continuations of the prompt (sampled as `config` says) plus the
-    dataset's sentences, with the model's log-probability as a feature.
-    """
+    """`evaluate.offline_judge(model)` with the dataset's concepts registered by
+    name (each judged against its example sentences) and fluency calibrated on
+    the model's unsteered continuations sampled as `config` says plus a sample
+    of the dataset's sentences."""
+    from snmf_jax.evaluate._judge import offline_judge as default_judge
     examples: dict = {}
-    from snmf_jax.evaluate._minilm import SentenceEmbedder
-    from snmf_jax.evaluate._offline_judge import ConceptJudge, FluencyJudge
     for t, l in zip(data.texts, data.labels):
         examples.setdefault(data.label_names[l], []).append(t)
-    natural = access.generate_texts(model, config.prompt, n=n_unsteered,
-                                    max_new_tokens=config.max_new_tokens, seed=config.seed + 999,
-                                    **config.sampling)
-    natural += list(data.texts)[:: max(1, len(data.texts) // 48)]
-    emb = SentenceEmbedder()
-    return OfflineJudge(ConceptJudge(emb, examples),
-                        FluencyJudge(natural, logprob_fn=access.lm_logprob_fn(model)))
+    return default_judge(model, concepts=examples,
+                         natural=list(data.texts)[:: max(1, len(data.texts) // 48)],
+                         n_unsteered=n_unsteered, prompt=config.prompt,
+                         max_new_tokens=config.max_new_tokens, seed=config.seed,
+                         **config.sampling)
 
 
 def _train_sae(model, tr, corpus, *, layer: int, config: CompareConfig):
@@ -239,10 +233,7 @@ def compare_methods(model, data, *, layer: int, config: CompareConfig = CompareC
             ex = feature_context_examples(np.asarray(snmf.codes), tr, range(k))
             feats = [int(n.split()[-1]) for n in ex]
             if len(ex) >= 2:
-                from snmf_jax.evaluate._minilm import SentenceEmbedder
-                from snmf_jax.evaluate._offline_judge import ConceptJudge
-                ujudge = OfflineJudge(ConceptJudge(SentenceEmbedder(), ex), judge.fluency_judge) \
-                    if isinstance(judge, OfflineJudge) else judge
+                ujudge = judge.with_concepts(ex) if isinstance(judge, OfflineJudge) else judge
                 spec = SteeringSpec("snmf-unsupervised", access.snmf_directions(
                     model, np.asarray(snmf.features), layer=layer, indices=feats), tuple(ex))
                 scored.append(score_steering(steering_generations(model, spec, steering), ujudge))

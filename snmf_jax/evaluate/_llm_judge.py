@@ -2,24 +2,40 @@
 
 Prompts are plain text files with {placeholders} (snmf_jax/evaluate/prompts/:
 concept.txt {concept} {text}; fluency.txt {text}; describe_input.txt
-{contexts}; describe_output.txt {tokens}). Pass `prompts_dir=` to use your own
-(e.g. the paper's exact rubrics); a missing file falls back to ours.
+{contexts}; describe_output.txt {tokens}). concept.txt and fluency.txt are
+the official scorers' prompts verbatim (experiments/causal/
+output_score_llm_judge.py and input_score_llm_judge.py use the same two;
+their {sentence_fragment} is our {text}). Pass `prompts_dir=` to use your
+own; a missing file falls back to ours.
+
+Descriptions: a string goes into {concept} as it is; example texts or tokens
+(`_describe.as_description`) are written out as a numbered list of passages
+or a quoted token list (`Description.for_llm`), so the LLM judge takes the
+same descriptions as the offline judge. `LLMSteeringJudge` gives it the judge
+protocol (arrays of 0–2 scores).
 
 Rating protocol: temperature 0; the reply should end with "Rating: [[n]]"; the
-last such rating counts (a line "Rating: n", a bare number as the whole
+last such rating counts (the official scorer takes the first "Rating: n" or
+"Rating: [[n]]"; the prompt asks for one rating after the explanation, so
+they agree unless a reply rates twice) (a line "Rating: n", a bare number as the whole
 reply, or a line holding only a whole number are accepted too). A reply with
 no valid rating is asked again once, with the reply and a reminder of the
 format added to the conversation (at temperature 0 the same request would get
-the same reply); a second failure scores 0.
+the same reply; the official scorer repeats the identical request); a
+second failure scores 0, as in the official scorer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
+import numpy as np
+
+from snmf_jax.evaluate._describe import as_description
 from snmf_jax.evaluate._llm_client import LLMClient
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
@@ -92,7 +108,7 @@ def load_prompts(prompts_dir: str | os.PathLike | None = None) -> dict[str, str]
         path = Path(prompts_dir) / f"{name}.txt" if prompts_dir is not None else None
         if path is None or not path.is_file():
             path = PROMPTS_DIR / f"{name}.txt"
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8").rstrip("\n")  # sent as the official ones end
         missing = [p for p in needed if p not in text]
         if missing:
             raise ValueError(f"prompt template {str(path)!r} lacks placeholder(s) {missing}")
@@ -139,8 +155,10 @@ class LLMJudge:
                         {"role": "user", "content": RETRY}]
         return Rating(0.0, False, self.attempts, reply)
 
-    def concept(self, texts: Sequence[str], concept: str) -> list[Rating]:
-        """Concept-presence ratings (0-2) of texts for one concept description."""
+    def concept(self, texts: Sequence[str], concept) -> list[Rating]:
+        """Concept-presence ratings (0-2) of texts for one description (a string,
+        or a sequence of example texts or tokens)."""
+        concept = as_description(concept).for_llm()
         prompts = [_fill(self.prompts["concept"], concept=concept, text=t) for t in texts]
         return self.client.map(self._rate, prompts)
 
@@ -181,3 +199,18 @@ class LLMJudge:
         for i, kind, text in results:
             out[i][kind] = text
         return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LLMSteeringJudge:
+    """An `LLMJudge` under the judge protocol of `offline_judge`: `concept(texts,
+    description)` and `fluency(texts)` return (n,) float64 ratings on 0–2."""
+
+    judge: LLMJudge
+
+    def concept(self, texts: Sequence[str], description) -> np.ndarray:
+        return np.array([r.score for r in self.judge.concept(list(texts), description)],
+                        np.float64)
+
+    def fluency(self, texts: Sequence[str]) -> np.ndarray:
+        return np.array([r.score for r in self.judge.fluency(list(texts))], np.float64)

@@ -247,8 +247,23 @@ class FluencyJudge:
 
 
 def harmonic_mean(concept: np.ndarray, fluency: np.ndarray) -> np.ndarray:
-    """Per-text harmonic mean of two scores, 0 where either is 0 (the paper's aggregate)."""
+    """Per-text harmonic mean 2cf / (c + f) of concept and fluency scores on the
+    official 0–2 scale, 0 where either is 0 (as the official scorer does).
+
+    Args:
+      concept, fluency: broadcastable arrays of scores in [0, 2].
+
+    Raises:
+      ValueError: a score is NaN, infinite or outside [0, 2] (a judge on
+        another scale, or a failed one, must not be averaged silently).
+    """
     c, f = np.asarray(concept, np.float64), np.asarray(fluency, np.float64)
+    for name, a in (("concept", c), ("fluency", f)):
+        if a.size and not np.all(np.isfinite(a)):
+            raise ValueError(f"harmonic_mean: {name} scores must be finite; got "
+                             f"{int((~np.isfinite(a)).sum())} NaN/Inf of {a.size}")
+        if a.size and (a.min() < 0 or a.max() > 2):
+            raise ValueError(f"harmonic_mean: {name} scores must lie in [0, 2] (the official "
+                             f"scale); got [{a.min():.4g}, {a.max():.4g}]")
     with np.errstate(divide="ignore", invalid="ignore"):
-        h = np.where((c > 0) & (f > 0), 2 * c * f / (c + f), 0.0)
-    return h
+        return np.where((c > 0) & (f > 0), 2 * c * f / (c + f), 0.0)

@@ -4,7 +4,7 @@ For each method (SNMF, SAE, DiffMean) and concept, one unit direction at the
 method's site. Per sign (+α along it, −α against it) α is calibrated to each
 KL target on the prompt "I think that" (KL of the next-token distribution);
 the direction is then added at every position while sampling continuations.
-Each continuation is judged for concept presence and fluency (both in [0, 1]);
+Each continuation is judged for concept presence and fluency (both 0–2);
 per text the harmonic mean (0 when either is 0); per (method, sign, target)
 the mean ± standard error over concepts and samples. Targets that no α
 reaches are kept (steered at the largest KL found) and counted as
@@ -24,6 +24,7 @@ from typing import Mapping, Protocol, Sequence
 import numpy as np
 
 from snmf_jax.evaluate import _model_access as access
+from snmf_jax.evaluate import _judge, _llm_judge
 from snmf_jax.evaluate._offline_judge import harmonic_mean
 
 PAPER_TARGETS = (0.025, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5)
@@ -132,38 +133,17 @@ class SteeringRun:
 
 
 class Judge(Protocol):
-    """Scores in [0, 1]: concept presence of texts for one concept, and fluency."""
+    """Scores on the official 0–2 scale: concept presence of texts for one
+    description (a string, or example texts / tokens), and fluency."""
 
-    def concept(self, texts: Sequence[str], concept: str) -> np.ndarray: ...
+    def concept(self, texts: Sequence[str], concept) -> np.ndarray: ...
 
     def fluency(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class OfflineJudge:
-    """The offline MiniLM judge: a `ConceptJudge` and a `FluencyJudge`."""
-
-    concept_judge: object
-    fluency_judge: object
-
-    def concept(self, texts, concept):
-        return np.asarray(self.concept_judge.score(list(texts), concept), np.float64)
-
-    def fluency(self, texts):
-        return np.asarray(self.fluency_judge.score(list(texts)), np.float64)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class LLMSteeringJudge:
-    """An `LLMJudge` as a steering judge: its 0–2 ratings divided by 2."""
-
-    judge: object
-
-    def concept(self, texts, concept):
-        return np.array([r.score for r in self.judge.concept(list(texts), concept)]) / 2.0
-
-    def fluency(self, texts):
-        return np.array([r.score for r in self.judge.fluency(list(texts))]) / 2.0
+# The judges are defined once, in _judge.py (offline) and _llm_judge.py (LLM).
+OfflineJudge = _judge.OfflineJudge
+LLMSteeringJudge = _llm_judge.LLMSteeringJudge
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -290,8 +270,8 @@ def score_steering(run: SteeringRun, judge: Judge) -> ScoredRun:
         texts = [t for s in range(n_s) for tt in run.texts[s][f] for t in tt]
         con[:, f] = np.asarray(judge.concept(texts, c), np.float64).reshape(n_s, n_t, n)
     for name, a in (("concept", con), ("fluency", flu)):
-        if not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 1:
-            raise ValueError(f"judge {name} scores must be finite and in [0, 1]")
+        if not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 2:
+            raise ValueError(f"judge {name} scores must be finite and in [0, 2]")
     return ScoredRun(run, con, flu, harmonic_mean(con, flu))
 
 
