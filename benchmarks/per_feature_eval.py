@@ -106,6 +106,36 @@ def score_and_write(model, run, args, info, docs):
           flush=True)
 
 
+def headline(out: Path) -> str:
+    """One markdown table over every record in `out`: per run and method, the harmonic
+    mean (input- and output-centric descriptions) unsteered, at 0.5 nats, at the
+    largest target and pooled over targets, and SNMF − DiffMean (paired)."""
+    def cell(d):
+        return f"{d['mean']:.2f} [{d['lo']:.2f}, {d['hi']:.2f}]"
+    lines = ["| run | method | features | desc. | unsteered | KL 0.5 | KL 4 | all targets | "
+             "SNMF − DiffMean, all targets |", "|---|---|---|---|---|---|---|---|---|"]
+    for f in sorted(out.glob("*.json")):
+        b = json.loads(f.read_text())
+        if b.get("protocol") != "per-feature":
+            continue
+        bs = b["bootstrap"]
+        rows = {(r["method"], r["sign"], r["target"], r["metric"]): r for r in bs["rows"]}
+        un = {(u["method"], u["metric"]): u for u in bs["unsteered"]}
+        pr = {(p["sign"], p["target"], p["metric"]): p for p in bs["paired"]}
+        hi = max(b["targets"])
+        for m in b["methods"]:
+            n = len(next(x for x in b["per_method"] if x["method"] == m)["features"])
+            for kind in ("in", "out"):
+                metric = f"harmonic_{kind}"
+                d = pr.get((0, "all", metric)) if m == "snmf" else None
+                lines.append(f"| {f.stem} | {m} | {n} | {kind}put | {cell(un[(m, metric)])} | "
+                             f"{cell(rows[(m, 0, 0.5, metric)])} | "
+                             f"{cell(rows[(m, 0, hi, metric)])} | "
+                             f"{cell(rows[(m, 0, 'all', metric)])} | "
+                             f"{cell(d) if d else ''} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
@@ -129,7 +159,11 @@ def main():
     ap.add_argument("--sae-k", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rescore", default=None, help="a --full file: re-judge its texts")
+    ap.add_argument("--headline", action="store_true",
+                    help="print one table over every record in --out and stop")
     args = ap.parse_args()
+    if args.headline:
+        return print(headline(Path(args.out)))
     args.name = args.name or f"{args.model.replace('-', '_')}_L{args.layer}"
     full = Path(args.full or f"/tmp/per_feature/{args.name}.full.json")
 
