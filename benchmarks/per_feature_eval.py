@@ -76,10 +76,11 @@ class StandInJudge:
         return 2 * np.asarray(self.flu.score(list(texts)), np.float64)
 
 
-def make_judge(model, docs):
+def make_judge(model, docs, max_new_tokens: int = 50):
     import snmf_jax.evaluate as ev
-    if hasattr(ev, "offline_judge"):
-        return ev.offline_judge(model), "snmf_jax.evaluate.offline_judge (offline, 0-2)"
+    if hasattr(ev, "offline_judge"):  # fluency calibrated on texts as long as the judged ones
+        return (ev.offline_judge(model, max_new_tokens=max_new_tokens),
+                "snmf_jax.evaluate.offline_judge (offline, 0-2)")
     from snmf_jax.evaluate._model_access import generate_texts
     natural = generate_texts(model, "I think that", n=24, max_new_tokens=50, seed=999)
     natural += [d[:400] for d in docs[:24]]
@@ -92,7 +93,7 @@ def score_and_write(model, run, args, info, docs):
     from snmf_jax.evaluate._per_feature_outputs import write_per_feature
     from snmf_jax.evaluate._per_feature_stats import per_feature_summary
     t0 = time.time()
-    judge, judge_name = make_judge(model, docs)
+    judge, judge_name = make_judge(model, docs, run.config.steering.max_new_tokens)
     scores = score_per_feature(run, judge)
     steer = run.config.steering
     summary = per_feature_summary(scores, steer.signs, steer.targets, seed=args.seed)
