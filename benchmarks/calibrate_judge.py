@@ -1,94 +1,133 @@
-"""Measure the offline judge's calibration on held-out texts (the README's figures).
+"""The offline judge on data it was not calibrated on (the docs' figures).
 
-    python benchmarks/calibrate_judge.py [--no-lm] [--samples 48] [--out FILE.json]
+    python benchmarks/calibrate_judge.py [--no-lm] [--samples 24] [--out FILE.json]
 
-Concept score: the package's 35-concept set and the paper's 20-concept set,
-each concept's sentences split 2:1 into calibration / held-out; AUROC per
-concept of the held-out sentences against the other concepts' held-out sentences.
-Fluency: SmolLM2-135M's own unsteered generations after "I think that" (the
-paper's sampling) plus the concept sentences, split in half; AUROC of the
-held-out natural texts against fresh corruptions of them, with and without
-the LM log-probability feature.
+Calibration (what `evaluate.offline_judge` fits on): the package's concept
+sentences (concept score, `concept_calibration_set`), and for fluency 48 of
+them plus the LM's own unsteered continuations of "I think that" (top-k 30,
+temperature 1), each with two corruptions.
+
+Validation, disjoint from all of it (checked by text, case and spacing
+ignored; the run stops if any text is shared):
+
+1. snmf_jax/data/judge_validation.json: 220 labelled texts written for the
+   package (fluent on/off-topic, injected concept, loops, word salad), each
+   with the description it is judged against (phrase, lexical phrase,
+   example passages, tokens). Concept AUROC: label >= 1 vs 0; fluency
+   AUROC: label 2 vs 0. Judged without an LM and with SmolLM2-135M.
+2. The paper's 20-concept sentences (when ../shared/data/paper is present):
+   each concept described by 4 of its sentences ("examples"; its other
+   sentences positive) or by its own LLM-written name ("names", e.g.
+   "elements related to wedding themes and preparations"; all its sentences
+   positive); other concepts' sentences negative.
+3. Fluency on fresh unsteered SmolLM2 continuations (another seed, none
+   equal to a calibration text) against corruptions of them.
 """
 
 import argparse
 import json
 import time
-from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
-from snmf_jax.activations import load_concepts, read_dataset
-from snmf_jax.evaluate._minilm import SentenceEmbedder
-from snmf_jax.evaluate._offline_judge import ConceptJudge, FluencyJudge
+from snmf_jax import _io
+from snmf_jax.evaluate import offline_judge
+from snmf_jax.evaluate._calibrate import roc_auc
+from snmf_jax.evaluate._judge_validation import (calibration_overlap, load_validation,
+                                                 validation_report)
+
+# The shared data folder sits beside the main checkout (../shared) or beside the
+# folder of worktrees (../../shared).
+_REPO = Path(__file__).resolve().parents[1]
+PAPER = next((p for p in (_REPO.parent / "shared", _REPO.parents[1] / "shared")
+              if (p / "data/paper/final_dataset_20_concepts.json").is_file()),
+             _REPO.parent / "shared") / "data/paper/final_dataset_20_concepts.json"
 
 
-def split(groups, frac=2 / 3, seed=0):
-    rng = np.random.default_rng(seed)
-    a, b = {}, {}
-    for c, v in groups.items():
-        idx = rng.permutation(len(v))
-        k = int(round(frac * len(v)))
-        a[c], b[c] = [v[i] for i in idx[:k]], [v[i] for i in idx[k:]]
-    return a, b
+def check_disjoint(judge, texts, what):
+    shared = calibration_overlap(judge.calibration_texts(), [{"text": t} for t in texts])
+    if shared:
+        raise SystemExit(f"{what}: {len(shared)} texts are in the calibration set, e.g. "
+                         f"{shared[0]!r}")
+    return len(texts)
 
 
-def groups_of(ds):
-    g = defaultdict(list)
+def paper_concepts(judge, path):
+    from snmf_jax.activations import read_dataset
+    ds = read_dataset(str(path))
+    groups = {}
     for t, l in zip(ds.texts, ds.labels):
-        g[ds.label_names[l]].append(t)
-    return dict(g)
+        groups.setdefault(ds.label_names[l], []).append(t)
+    check_disjoint(judge, ds.texts, "paper-20")
+    out = {}
+    for mode in ("examples", "names"):
+        rng = np.random.default_rng(0)
+        aucs, own, other = [], [], []
+        for c, v in groups.items():
+            idx = rng.permutation(len(v))
+            # 4 sentences as the description, or the concept's own LLM-written name
+            desc, pos = ([v[i] for i in idx[:4]], [v[i] for i in idx[4:]]) \
+                if mode == "examples" else (c.strip(), list(v))
+            neg = [t for d, w in groups.items() if d != c for t in w]
+            s = judge.concept(pos + neg, desc)
+            y = np.r_[np.ones(len(pos)), np.zeros(len(neg))].astype(bool)
+            aucs.append(roc_auc(s, y))
+            own.append(s[y].mean())
+            other.append(s[~y].mean())
+        out[mode] = {"concepts": len(groups), "auroc_mean": float(np.mean(aucs)),
+                     "auroc_min": float(np.min(aucs)), "mean_score_own": float(np.mean(own)),
+                     "mean_score_other": float(np.mean(other))}
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--samples", type=int, default=48)
+    ap.add_argument("--samples", type=int, default=24, help="unsteered continuations")
     ap.add_argument("--no-lm", action="store_true")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     args = ap.parse_args()
-    emb = SentenceEmbedder()
-    out = {}
-    paper = "../shared/data/paper/final_dataset_20_concepts.json"
-    for name, ds in (("package-35", load_concepts()), ("paper-20", read_dataset(paper))):
-        cal, held = split(groups_of(ds))
-        judge = ConceptJudge(emb, cal)
-        au = judge.auroc(held)
-        p = judge.score([t for v in held.values() for t in v])
-        own = np.array([[c == d for d in judge.names] for c, v in held.items() for _ in v])
-        out[name] = {"concepts": len(au), "crossfit_auroc": judge.crossfit_auroc,
-                     "held_out_auroc_mean": float(np.mean(list(au.values()))),
-                     "held_out_auroc_min": float(np.min(list(au.values()))),
-                     "mean_p_own": float(p[own].mean()), "mean_p_other": float(p[~own].mean())}
-        print(name, json.dumps(out[name]), flush=True)
-
-    natural = [t for v in groups_of(load_concepts()).values() for t in v]
-    logprob = None
+    items = load_validation()
+    out = {"validation_texts": len(items)}
+    t0 = time.time()
+    judges = {"no_lm": offline_judge()}
+    print(f"judge without LM built in {time.time() - t0:.0f}s", flush=True)
+    model = None
     if not args.no_lm:
         from snmf_jax.models import load_model
-        from snmf_jax.evaluate._model_access import generate_texts, lm_logprob_fn
         model = load_model("smollm2-135m", progress=False)
         t0 = time.time()
-        gens = generate_texts(model, "I think that", n=args.samples, seed=0)
-        print(f"generated {len(gens)} in {time.time() - t0:.1f}s; e.g. {gens[0]!r}", flush=True)
-        natural = gens + natural
-        logprob = lm_logprob_fn(model)
-    rng = np.random.default_rng(1)
-    idx = rng.permutation(len(natural))
-    cal = [natural[i] for i in idx[::2]]
-    held = [natural[i] for i in idx[1::2]]
-    for use_lm in ([True, False] if logprob else [False]):
-        judge = FluencyJudge(cal, logprob_fn=logprob if use_lm else None)
-        rep = judge.report(held)
-        key = "fluency_with_lm" if use_lm else "fluency_without_lm"
-        out[key] = rep._asdict()
-        if not args.no_lm:
-            out[key]["unsteered_mean"] = float(judge.score(gens[1::2]).mean())
-        print(key, json.dumps(out[key]), flush=True)
+        judges["smollm2-135m"] = offline_judge(model, n_unsteered=args.samples)
+        print(f"judge with SmolLM2-135M built in {time.time() - t0:.0f}s", flush=True)
+    for name, judge in judges.items():
+        check_disjoint(judge, [it["text"] for it in items], "judge_validation.json")
+        t0 = time.time()
+        out[f"validation_{name}"] = validation_report(judge, items)
+        print(name, f"({time.time() - t0:.0f}s)", json.dumps(out[f"validation_{name}"]),
+              flush=True)
+    out["calibration_overlap"] = 0  # check_disjoint stops the run otherwise
+    if PAPER.is_file():
+        out["paper-20"] = paper_concepts(judges["no_lm"], PAPER)
+        print("paper-20", json.dumps(out["paper-20"]), flush=True)
+    if model is not None:
+        from snmf_jax.evaluate._model_access import generate_texts
+        judge = judges["smollm2-135m"]
+        cal = {" ".join(t.lower().split()) for t in judge.calibration_texts()}
+        gens = generate_texts(model, "I think that", n=2 * args.samples, seed=12345, top_k=30,
+                              top_p=1.0, temperature=1.0)
+        fresh = list(dict.fromkeys(g for g in gens if " ".join(g.lower().split()) not in cal))
+        check_disjoint(judge, fresh, "fresh generations")
+        for key, j in (("with_lm", judge.fluency_judge), ("without_lm",
+                                                         judges["no_lm"].fluency_judge)):
+            rep = j.report(fresh)._asdict()
+            rep["unsteered_mean_score"] = float(2 * j.score(fresh).mean())
+            rep["n_texts"] = len(fresh)
+            out[f"fluency_fresh_generations_{key}"] = rep
+            print(key, json.dumps(rep), flush=True)
+    out["command"] = ("python benchmarks/calibrate_judge.py" + (" --no-lm" if args.no_lm else "")
+                      + f" --samples {args.samples}" + (f" --out {args.out}" if args.out else ""))
     if args.out:
-        out["command"] = "python benchmarks/calibrate_judge.py" + (
-            " --no-lm" if args.no_lm else "") + f" --samples {args.samples}"
-        with open(args.out, "w") as f:
-            json.dump(out, f, indent=2)
+        _io.write_json(Path(args.out), out)
 
 
 if __name__ == "__main__":

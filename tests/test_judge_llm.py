@@ -232,3 +232,30 @@ def test_config_errors():
         LLMConfig(base_url="127.0.0.1:8080")
     with pytest.raises(ValueError, match="concurrency"):
         LLMConfig(concurrency=0)
+
+
+def test_official_rubric_and_description_types(serve):
+    """The prompts are the official scorers' (experiments/causal/*_score_llm_judge.py),
+    filled with a string as it is and with tokens / example texts written out; the
+    steering adapter returns the 0–2 ratings as arrays."""
+    import numpy as np
+    from snmf_jax.evaluate._llm_judge import LLMSteeringJudge
+    p = load_prompts()
+    assert p["concept"].startswith("Please act as an impartial judge and evaluate whether the "
+                                   "specified concept is presented in the sentence fragment")
+    assert p["concept"].endswith("[Sentence Fragment Start]\n{text}\n[Sentence Fragment End]")
+    assert "0 indicates the sentence is not fluent and highly unnatural" in p["fluency"]
+    s = serve((200, "Clear. Rating: [[2]]", 0), (200, "Rating: [[1]]", 0),
+              (200, "Rating: [[0]]", 0), (200, "Rating: [[1]]", 0))
+    judge = LLMSteeringJudge(LLMJudge(_client(s.url, concurrency=1)))
+    got = judge.concept(["x"], "the article 'A'")
+    assert got.dtype == np.float64 and got.tolist() == [2.0]
+    assert judge.concept(["y"], [" dog", " puppy"]).tolist() == [1.0]
+    assert judge.concept(["z"], ["The dog barked at the door.", "A puppy chewed my shoe."]
+                         ).tolist() == [0.0]
+    assert judge.fluency(["w"]).tolist() == [1.0]
+    sent = [r["messages"][0]["content"] for r in s.requests]
+    assert "[Concept Start]\nthe article 'A'\n[Concept End]" in sent[0]
+    assert "' dog', ' puppy'" in sent[1]
+    assert "1. The dog barked at the door.\n2. A puppy chewed my shoe." in sent[2]
+    assert sent[3].endswith("[Sentence Fragment Start]\nw\n[Sentence Fragment End]")

@@ -43,6 +43,17 @@ def test_harmonic_mean_zero_when_either_zero():
     np.testing.assert_allclose(harmonic_mean([0, 1, 2, 1], [1, 0, 2, 0.5]), [0, 0, 2, 2 / 3])
 
 
+@pytest.mark.parametrize("c, f, match", [
+    ([1.0, np.nan], [1.0, 1.0], "concept scores must be finite"),
+    ([1.0, 1.0], [np.inf, 1.0], "fluency scores must be finite"),
+    ([2.5, 1.0], [1.0, 1.0], r"concept scores must lie in \[0, 2\]"),
+    ([1.0, 1.0], [1.0, -0.1], r"fluency scores must lie in \[0, 2\]"),
+])
+def test_harmonic_mean_refuses_nan_and_off_scale(c, f, match):
+    with pytest.raises(ValueError, match=match):
+        harmonic_mean(c, f)
+
+
 # --- fluency features -----------------------------------------------------------
 
 def test_features_punish_repetition():

@@ -2,18 +2,17 @@
 OpenAI-compatible LLM judge, and concept detection.
 
     judge = offline_judge(model)                            # the default judge, 0–2 scale
-    judge.concept(texts, "cooking"), judge.fluency(texts)   # (n,) each
-
-    emb = SentenceEmbedder()                                # offline MiniLM
-    concept = ConceptJudge(emb, {"cooking": [...], "astronomy": [...]})
-    concept.score(texts, "cooking")                         # (n,) probabilities
-    fluency = FluencyJudge(unsteered_texts, logprob_fn=lm_logprob_fn(model))
-    fluency.score(texts)                                    # (n,) probabilities
-    judge = LLMJudge(LLMClient(LLMConfig(base_url="http://127.0.0.1:8080/v1", model="m")))
-    judge.concept(texts, "cooking"), judge.fluency(texts)  # Rating(score 0-2, ...)
+    judge.concept(texts, "cooking")                         # (n,); or example texts / tokens
+    judge.fluency(texts)                                    # (n,)
+    llm = LLMJudge(LLMClient(LLMConfig(base_url="http://127.0.0.1:8080/v1", model="m")))
+    llm.concept(texts, "cooking"), llm.fluency(texts)       # Rating(score 0-2, ...)
+    LLMSteeringJudge(llm)                                   # the same calls as offline_judge
     with serve_gguf("model.gguf") as url: ...               # a local llama.cpp server
     run = steering_generations(model, SteeringSpec("snmf", dirs, concepts), SteeringConfig())
-    rows = steering_summary([score_steering(run, OfflineJudge(concept, fluency))])
+    rows = steering_summary([score_steering(run, judge)])
+
+Components of the offline judge: `SentenceEmbedder` (MiniLM), `FluencyJudge`,
+`ConceptJudge` (a concept-set-relative score, kept for concept sets).
 """
 
 from snmf_jax.evaluate._calibrate import Logistic, fit_logistic, roc_auc

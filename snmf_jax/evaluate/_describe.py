@@ -17,7 +17,8 @@ Lexical evidence of a text for a description (`lexical_features`):
 coverage = distinct targets found in the text / min(3, number of targets),
 capped at 1 (three different target words count as full coverage, so a
 75-token vocabulary list is not diluted); density = share of the text's
-words that are targets. Words match after lowercasing and stripping one
+words that are targets (punctuation marks count as words only when one is a
+target). Words match after lowercasing and stripping one
 common English suffix (-s, -es, -ed, -ing, -ly) and then a final e, so
 "cooks" matches "cooking" and "recipe" matches "recipes".
 """
@@ -157,7 +158,8 @@ def lexical_features(texts: Sequence[str], description) -> np.ndarray:
         return out
     full = min(3, len(targets))
     for i, t in enumerate(texts):
-        st = [stem(w) for w in words(t)]
+        # punctuation marks count as words only where one is a target
+        st = [x for x in (stem(w) for w in words(t)) if x[0].isalnum() or x in targets]
         if not st:
             continue
         hits = [w in targets for w in st]

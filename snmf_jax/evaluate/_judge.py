@@ -151,6 +151,16 @@ class OfflineJudge:
         self.concepts = {str(k): as_description(v) for k, v in (concepts or {}).items()}
         self._emb: dict[str, np.ndarray] = {}
 
+    def calibration_texts(self) -> list[str]:
+        """Every text the judge was fitted on: the concept calibration's texts and
+        description strings, and the fluency calibration's natural texts and
+        their corruptions (a validation set must share none of them)."""
+        out = []
+        for t, d, _ in concept_calibration_set():
+            out.append(t)
+            out += [d] if isinstance(d, str) else list(d)
+        return out + list(getattr(self.fluency_judge, "calibration_texts", ()))
+
     def with_concepts(self, concepts: Mapping[str, object]) -> "OfflineJudge":
         """The same judge (shared calibration and cache) with named descriptions."""
         out = OfflineJudge(self.embedder, self.concept_models, self.fluency_judge,

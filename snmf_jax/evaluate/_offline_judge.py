@@ -218,6 +218,7 @@ class FluencyJudge:
         bad, _ = corrupt(natural, seed)
         bad2, _ = corrupt(natural, seed + 1)
         texts = list(natural) + bad + bad2
+        self.calibration_texts = tuple(texts)  # to prove a validation set disjoint
         y = np.r_[np.ones(len(natural)), np.zeros(len(bad) + len(bad2))].astype(bool)
         X = self.features(texts)
         cols = list(range(len(FEATURES))) if logprob_fn is not None else list(

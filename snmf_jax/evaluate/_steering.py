@@ -12,7 +12,7 @@ unreachable, not dropped.
 
     spec = SteeringSpec("snmf", dirs, concepts=("cooking", ...))
     run = steering_generations(model, spec, SteeringConfig())
-    scored = score_steering(run, OfflineJudge(concept_judge, fluency_judge))
+    scored = score_steering(run, offline_judge(model))
     rows = steering_summary([scored])
 """
 
