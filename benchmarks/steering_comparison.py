@@ -1,13 +1,19 @@
-"""SNMF vs SAE vs DiffMean: held-out concept detection and causal steering on a real model.
+"""The supervised MATCHING comparison (kept as the second table; the paper's causal
+evaluation is the per-feature protocol, `per_feature_eval.py`): SNMF vs SAE vs
+DiffMean, one direction matched per labelled concept, held-out concept detection
+and steering on a real model.
 
     python benchmarks/steering_comparison.py --model smollm2-135m --layers 10 24 \
         --samples 2 --out benchmarks/results/steering_smollm2
 
 Datasets: the paper's 20-concept set (read from ../shared/data/paper/, never
 copied) and the package's own concept set (`sj.load_concepts()`); --concepts N
-keeps the first N of each (0: all). Steering follows the paper's protocol
-(`SteeringConfig` defaults: both signs, KL targets 0.025 ... 0.5, 50 new tokens,
-top-k 30, top-p 0.3, T = 1) except --samples per (sign, target).
+keeps the first N of each (0: all). Steering: both signs, KL targets 0.025 ...
+0.5, 50 new tokens, T = 1, --samples per (sign, target), and --sampler: "top-k"
+(top-k 30, the official runs' effective sampler; the default now) or
+"top-k-and-top-p" (top-k 30 and top-p 0.3, near-greedy, which the committed
+steering_smollm2 / steering_gemma3 results were sampled with). −α is calibrated
+on its own (the official code reuses +α's magnitude).
 
 The SAE: per layer, one TopK SAE trained on an offline English corpus
 (`sae_corpus.documents()`: WordNet glosses + Debian's fortunes, the first
@@ -159,6 +165,7 @@ def main():
     ap.add_argument("--signs", default="+-", choices=("+", "-", "+-"))
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=50)
+    ap.add_argument("--sampler", default="top-k", choices=("top-k", "top-k-and-top-p"))
     ap.add_argument("--corpus-tokens", type=int, default=200_000)
     ap.add_argument("--sae-tokens", type=int, default=1_000_000)
     ap.add_argument("--sae-batch", type=int, default=2048)
@@ -188,7 +195,8 @@ def main():
             "package": sj.load_concepts}
     signs = {"+": (1,), "-": (-1,), "+-": (1, -1)}[args.signs]
     steer = SteeringConfig(targets=tuple(args.targets or PAPER_TARGETS), signs=signs,
-                           n_samples=args.samples, max_new_tokens=args.max_new_tokens)
+                           n_samples=args.samples, max_new_tokens=args.max_new_tokens,
+                           sampler=args.sampler)
     if args.unsteered_only:
         return add_unsteered(args, model, {k: cut(v(), args.concepts) for k, v in sets.items()
                                            if k in args.datasets}, steer)

@@ -9,7 +9,7 @@
 """
 
 from snmf_jax.baselines._architectures import Architecture, register_architecture
-from snmf_jax.baselines._diffmean import diffmean, diffmean_directions
+from snmf_jax.baselines._diffmean import diffmean, diffmean_directions, diffmean_texts
 from snmf_jax.baselines._metrics import SAEMetrics, sae_metrics
 from snmf_jax.baselines._sae import (ARCHITECTURES, SAEConfig, SparseAutoencoder, decode,
                                      encode, encode_pre, init_params)
@@ -19,8 +19,8 @@ from snmf_jax.baselines._train import (TrainConfig, TrainResult, make_optimizer,
                                        make_train_step, train_sae)
 
 __all__ = [
-    "diffmean", "diffmean_directions", "SAEMetrics", "sae_metrics", "ARCHITECTURES",
-    "Architecture", "register_architecture",
+    "diffmean", "diffmean_directions", "diffmean_texts", "SAEMetrics", "sae_metrics",
+    "ARCHITECTURES", "Architecture", "register_architecture",
     "SAEConfig", "SparseAutoencoder", "decode", "encode", "encode_pre", "init_params",
     "load_sae", "save_sae", "iter_minibatches", "TrainConfig", "TrainResult",
     "make_optimizer", "make_train_step", "train_sae",

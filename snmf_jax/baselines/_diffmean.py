@@ -64,3 +64,48 @@ def diffmean_directions(acts: Activations, concepts: Sequence[str] | None = None
                          f"expected some of {list(acts.label_names)}")
     D = np.stack([diffmean(acts.X, acts.labels == index[n]) for n in names])
     return names, D
+
+
+def diffmean_texts(model, positives: Sequence[Sequence[str]], negatives: Sequence[Sequence[str]],
+                   *, layer: int, site: str = "mlp_out", batch_size: int = 16) -> np.ndarray:
+    """One DiffMean direction per (positive texts, negative texts) pair, the way the
+    official `experiments/baselines/diffmean.py` computes it: every token of every
+    text at `site` (default mlp_out, the official runs' mode), the token-weighted
+    mean of the positive texts minus that of the negative ones, unit-normalised.
+
+    One difference: the official code keeps the BOS row where the tokenizer adds
+    one (Gemma); the export here drops it (BOS rows are outliers that say nothing
+    about the texts). SmolLM2's tokenizer adds no BOS, so there the two agree.
+
+    Args:
+      model: a Model.
+      positives: F lists of activating texts (e.g. each SNMF feature's
+        top-activating contexts).
+      negatives: F lists of neutral texts.
+      layer: block index.
+      site: activation site.
+      batch_size: texts per forward pass.
+
+    Returns:
+      (F, d) float32 unit rows.
+    """
+    from snmf_jax.activations import export_activations, from_texts
+    if len(positives) != len(negatives) or not len(positives):
+        raise ValueError(f"diffmean_texts: need one negative set per positive set; got "
+                         f"{len(positives)} and {len(negatives)}")
+    empty = [i for i, (p, q) in enumerate(zip(positives, negatives)) if not p or not q]
+    if empty:
+        raise ValueError(f"diffmean_texts: sets {empty} have no positive or no negative texts")
+    texts, owner = [], []  # owner[j] = (set, +1 | -1) of text j
+    for i, (p, q) in enumerate(zip(positives, negatives)):
+        texts += list(p) + list(q)
+        owner += [(i, 1)] * len(p) + [(i, -1)] * len(q)
+    acts = export_activations(model, from_texts(texts), layer, site=site,
+                              batch_size=batch_size, progress=False)
+    doc_set = np.array([o[0] for o in owner])[acts.doc_ids]  # (n,) set of each token
+    doc_pos = np.array([o[1] for o in owner])[acts.doc_ids] > 0  # (n,) positive side
+    out = []
+    for i in range(len(positives)):
+        rows = doc_set == i
+        out.append(diffmean(acts.X[rows], doc_pos[rows]))
+    return np.stack(out)

@@ -1,4 +1,10 @@
-"""`snmf-jax evaluate`: SNMF against SAE and DiffMean on one model, layer and dataset."""
+"""`snmf-jax evaluate`: SNMF against SAE and DiffMean on one model, layer and corpus.
+
+Default: the per-feature protocol (the paper's causal evaluation: every sampled
+feature steered and judged against its own description). `--protocol matching`
+runs the older supervised comparison (one direction matched per labelled
+concept), kept as a second table.
+"""
 
 from __future__ import annotations
 
@@ -7,44 +13,65 @@ import contextlib
 import shlex
 import sys
 
-from snmf_jax.evaluate._compare import METHODS
 from snmf_jax.cli._llm_args import add_llm_args, check_llm_args, llm_judge
-from snmf_jax.evaluate._steering import PAPER_TARGETS
+from snmf_jax.evaluate._compare import METHODS
+
+# Per protocol: (rank, sparsity, max_iter, patience, minus_alpha) when not given.
+_DEFAULTS = {"per-feature": (100, 0.01, 2000, 1500, "reuse"),
+             "matching": (None, 0.05, 200, None, "calibrate")}
 
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Adds the `evaluate` subcommand."""
     p = subparsers.add_parser(
-        "evaluate", help="concept detection and causal steering: SNMF vs SAE vs DiffMean",
-        description="Fits SNMF, trains a TopK SAE and computes DiffMean directions on a "
-                    "labelled concept dataset, matches one direction per concept on a training "
-                    "split, then scores held-out concept detection (S_CD, ROC-AUC) and/or "
-                    "steering (KL-calibrated, judged for concept and fluency). Writes "
-                    "results.md, results.json and steering.png to --out.")
+        "evaluate", help="causal steering: SNMF vs SAE vs DiffMean, per feature",
+        description="Per-feature protocol (default): fits SNMF on --dataset (the corpus) at "
+                    "the paper's settings, reads an SAE (--sae) or trains a TopK SAE on the "
+                    "same corpus, samples --features usable features of each, builds a "
+                    "DiffMean direction per SNMF feature from its top contexts, steers each "
+                    "at every KL target and sign and judges each text against the feature's "
+                    "own description (0-2). Writes per_feature.md/.json/.png to --out. "
+                    "--protocol matching: the older supervised comparison on a labelled "
+                    "--dataset (results.md, results.json, steering.png).")
     p.add_argument("--model", required=True, help="preset name, HF folder or .gguf file")
     p.add_argument("--layer", type=int, required=True, help="block index")
+    p.add_argument("--protocol", default="per-feature", choices=("per-feature", "matching"))
     p.add_argument("--dataset", default="concepts",
-                   help="labelled concept data: 'concepts' (the package's) or a .json file of "
-                        "{prompt, label} records (e.g. the paper's 20 concepts)")
+                   help="per-feature: the corpus (any dataset: 'concepts', a .json/.jsonl/"
+                        "text file); matching: labelled {prompt, label} data")
     p.add_argument("--concepts", type=int, default=0,
-                   help="keep only the first N concepts (0: all)")
+                   help="matching: keep only the first N concepts (0: all)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated subset of snmf,sae,diffmean")
-    p.add_argument("--no-steer", action="store_true", help="concept detection only")
-    p.add_argument("--rank", type=int, default=None, help="SNMF rank (default 2 x concepts)")
-    p.add_argument("--sparsity", type=float, default=0.05)
-    p.add_argument("--max-iter", type=int, default=200)
+    p.add_argument("--features", type=int, default=40, help="per-feature: features per method")
+    p.add_argument("--sae", default=None,
+                   help="an SAE folder (ours or SAELens) at this layer's mlp_out "
+                        "(default: train a TopK SAE on the corpus)")
+    p.add_argument("--no-steer", action="store_true", help="matching: concept detection only")
+    p.add_argument("--rank", type=int, default=None,
+                   help="SNMF rank (per-feature 100; matching 2 x concepts)")
+    p.add_argument("--sparsity", type=float, default=None, help="per-feature 0.01; matching 0.05")
+    p.add_argument("--max-iter", type=int, default=None, help="per-feature 2000; matching 200")
+    p.add_argument("--patience", type=int, default=None,
+                   help="per-feature 1500 (the official scripts'); matching: none")
     p.add_argument("--sae-width", type=int, default=None, help="default 8 x d_model")
     p.add_argument("--sae-k", type=int, default=32)
     p.add_argument("--sae-tokens", type=int, default=300_000, help="SAE token-steps")
-    p.add_argument("--targets", type=float, nargs="+", default=list(PAPER_TARGETS),
-                   help="KL targets (nats)")
+    p.add_argument("--targets", type=float, nargs="+", default=None,
+                   help="KL targets in nats (per-feature: the paper's seven plus 1 2 4; "
+                        "matching: the paper's seven)")
     p.add_argument("--signs", default="+-", choices=("+", "-", "+-"))
     p.add_argument("--samples", type=int, default=8, help="samples per sign and target")
     p.add_argument("--max-new-tokens", type=int, default=50)
+    p.add_argument("--sampler", default="top-k", choices=("top-k", "top-k-and-top-p"),
+                   help="top-k: top-k 30 at temperature 1 (what the official runs sampled); "
+                        "top-k-and-top-p: also top-p 0.3 (near-greedy)")
+    p.add_argument("--minus-alpha", default=None, choices=("reuse", "calibrate"),
+                   help="-alpha at +alpha's magnitude (reuse, the official code; per-feature "
+                        "default) or searched per target (calibrate; matching default)")
     p.add_argument("--unsupervised", type=int, default=0,
-                   help="also steer the first N SNMF features against their own contexts")
+                   help="matching: also steer the first N SNMF features against their contexts")
     p.add_argument("--judge", default="offline", choices=("offline", "llm"))
     add_llm_args(p, "--judge llm")
     p.add_argument("--seed", type=int, default=0)
@@ -55,10 +82,25 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _steering_config(args, targets):
+    from snmf_jax.evaluate._steering import SteeringConfig
+    signs = {"+": (1,), "-": (-1,), "+-": (1, -1)}[args.signs]
+    return SteeringConfig(targets=tuple(targets), signs=signs, n_samples=args.samples,
+                          max_new_tokens=args.max_new_tokens, sampler=args.sampler,
+                          minus_alpha=args.minus_alpha, seed=args.seed)
+
+
 def _configs(args):
     from snmf_jax.evaluate._compare import CompareConfig
-    from snmf_jax.evaluate._steering import SteeringConfig
+    from snmf_jax.evaluate._per_feature import PER_FEATURE_TARGETS, PerFeatureConfig
+    from snmf_jax.evaluate._steering import PAPER_TARGETS
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    rank, sparsity, max_iter, patience, minus = _DEFAULTS[args.protocol]
+    args.rank = rank if args.rank is None else args.rank
+    args.sparsity = sparsity if args.sparsity is None else args.sparsity
+    args.max_iter = max_iter if args.max_iter is None else args.max_iter
+    args.patience = patience if args.patience is None else args.patience
+    args.minus_alpha = args.minus_alpha or minus
     if args.layer < 0:
         raise ValueError(f"--layer must be >= 0; got {args.layer}")
     if args.concepts < 0 or args.concepts == 1:
@@ -67,20 +109,34 @@ def _configs(args):
     _check_flags(args)
     if args.judge == "llm":
         check_llm_args(args, "--judge llm")
-    for name in ("samples", "max_new_tokens", "sae_tokens", "sae_k", "max_iter"):
+    for name in ("samples", "max_new_tokens", "sae_tokens", "sae_k", "max_iter", "features"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
+    if args.patience is not None and args.patience < 1:
+        raise ValueError(f"--patience must be >= 1; got {args.patience}")
     if not 0 < args.sparsity <= 1:
         raise ValueError(f"--sparsity must be in (0, 1]; got {args.sparsity}")
+    if args.sae is not None:
+        import os
+        if not os.path.isdir(args.sae):
+            raise FileNotFoundError(f"--sae: no such folder {args.sae!r}")
     try:
+        if args.protocol == "per-feature":
+            if "snmf" not in methods:
+                raise ValueError("methods must include snmf for the per-feature protocol "
+                                 f"(DiffMean is built per SNMF feature); got {list(methods)}")
+            bad = [m for m in methods if m not in METHODS]
+            if bad:
+                raise ValueError(f"methods must be a subset of {METHODS}; got {list(methods)}")
+            steer = _steering_config(args, args.targets or PER_FEATURE_TARGETS)
+            return methods, PerFeatureConfig(n_features=args.features, seed=args.seed,
+                                             diffmean="diffmean" in methods, steering=steer)
         compare = CompareConfig(methods=methods, rank=args.rank, sparsity=args.sparsity,
                                 max_iter=args.max_iter, sae_width=args.sae_width,
                                 sae_k=args.sae_k, sae_tokens=args.sae_tokens,
                                 unsupervised=args.unsupervised, seed=args.seed)
-        signs = {"+": (1,), "-": (-1,), "+-": (1, -1)}[args.signs]
-        steering = None if args.no_steer else SteeringConfig(
-            targets=tuple(args.targets), signs=signs, n_samples=args.samples,
-            max_new_tokens=args.max_new_tokens, seed=args.seed)
+        steering = None if args.no_steer else _steering_config(args,
+                                                               args.targets or PAPER_TARGETS)
     except ValueError as e:
         raise ValueError(f"--{str(e)}") from None
     return compare, steering
@@ -121,7 +177,68 @@ def _dataset(args):
     return data
 
 
+def _feature_judge(args, model, stack):
+    if args.judge == "llm":
+        from snmf_jax.evaluate._steering import LLMFeatureJudge
+        return LLMFeatureJudge(llm_judge(args, stack)), "llm"
+    from snmf_jax.evaluate import offline_judge
+    return offline_judge(model), "offline"
+
+
+def run_per_feature(args, methods, config) -> int:
+    import time
+
+    from snmf_jax.activations import export_activations, read_dataset
+    from snmf_jax.evaluate._banks import sae_bank, snmf_bank
+    from snmf_jax.evaluate._per_feature import per_feature_generations, score_per_feature
+    from snmf_jax.evaluate._per_feature_outputs import write_per_feature
+    from snmf_jax.evaluate._per_feature_stats import per_feature_summary
+    from snmf_jax.factorize import fit
+    from snmf_jax.models import load_model
+    data = read_dataset(args.dataset)
+    model = load_model(args.model)
+    if args.layer >= model.config.n_layers:
+        raise ValueError(f"--layer must be in [0, {model.config.n_layers}); got {args.layer}")
+    t0 = time.time()
+    hid = export_activations(model, data, args.layer, site="mlp_hidden", progress=False)
+    out = export_activations(model, data, args.layer, site="mlp_out", progress=False)
+    res = fit(hid.X, args.rank, sparsity=args.sparsity, max_iter=args.max_iter,
+              patience=args.patience, seed=args.seed, progress=True)
+    banks = [snmf_bank(res, hid, layer=args.layer)]
+    info = {"model": model.name or args.model, "corpus": args.dataset,
+            "corpus_tokens": int(hid.X.shape[0]),
+            "snmf": {"rank": args.rank, "sparsity": args.sparsity, "max_iter": args.max_iter,
+                     "patience": args.patience, "iterations": int(len(res.losses))}}
+    if "sae" in methods:
+        from snmf_jax.baselines import SAEConfig, TrainConfig, load_sae, train_sae
+        if args.sae:
+            sae = load_sae(args.sae)
+            info["sae"] = {"path": args.sae}
+        else:
+            width = args.sae_width or 8 * model.config.d_model
+            sae, _ = train_sae(out.X, SAEConfig(d_in=out.X.shape[1], d_sae=width,
+                                                architecture="topk", k=args.sae_k),
+                               TrainConfig(total_tokens=args.sae_tokens, seed=args.seed))
+            info["sae"] = {"trained_on": "the corpus at mlp_out", "width": width, "k": args.sae_k}
+        banks.append(sae_bank(sae, out, layer=args.layer))
+    run = per_feature_generations(model, banks, config, neutral=out, progress=True)
+    with contextlib.ExitStack() as stack:
+        judge, judge_name = _feature_judge(args, model, stack)
+        scores = score_per_feature(run, judge)
+    steer = config.steering
+    summary = per_feature_summary(scores, steer.signs, steer.targets, seed=args.seed)
+    info.update(judge=judge_name, seconds=round(time.time() - t0, 1),
+                command="snmf-jax " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    title = f"{model.name or args.model} L{args.layer}: per-feature protocol"
+    write_per_feature(args.out, "per_feature", run, scores, summary, info=info, title=title)
+    print(f"wrote {args.out}/per_feature.md, per_feature.json, per_feature.png")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.protocol == "per-feature":
+        methods, config = _configs(args)
+        return run_per_feature(args, methods, config)
     compare, steering = _configs(args)
     data = _dataset(args)
     from snmf_jax.models import load_model

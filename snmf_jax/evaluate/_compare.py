@@ -107,8 +107,7 @@ def offline_judge(model, data, config: SteeringConfig, *, n_unsteered: int = 24
                          natural=list(data.texts)[:: max(1, len(data.texts) // 48)],
                          n_unsteered=n_unsteered, prompt=config.prompt,
                          max_new_tokens=config.max_new_tokens, seed=config.seed,
-                         top_k=config.top_k, top_p=config.top_p,
-                         temperature=config.temperature)
+                         **config.sampling)
 
 
 def _train_sae(model, tr, corpus, *, layer: int, config: CompareConfig):

@@ -57,9 +57,10 @@ def lm_logprob_fn(model, *, batch_size: int = 16, max_tokens: int = 128
 
 
 def generate_texts(model, prompt: str, *, n: int, max_new_tokens: int = 50, seed: int = 0,
-                   top_k: int = 30, top_p: float = 0.3, temperature: float = 1.0,
+                   top_k: int = 30, top_p: float = 1.0, temperature: float = 1.0,
                    patch=None) -> list[str]:
-    """n sampled continuations of `prompt` (the paper's sampling settings by default)."""
+    """n sampled continuations of `prompt` (by default the official runs' effective
+    sampler: top-k 30 at temperature 1, no nucleus filter)."""
     from snmf_jax.steer import generate
     g = generate(model, prompt, patch, max_new_tokens=max_new_tokens, temperature=temperature,
                  top_k=top_k, top_p=top_p, seed=seed, n_samples=n)

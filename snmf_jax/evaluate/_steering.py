@@ -39,7 +39,15 @@ class SteeringConfig:
       targets: KL targets (nats).
       signs: +1 and/or -1; each sign is calibrated separately.
       n_samples: continuations per (direction, sign, target).
-      max_new_tokens, top_k, top_p, temperature, seed: sampling.
+      max_new_tokens, seed: sampling length and seed.
+      sampler: "top-k" (default: the official runs' effective sampler, top-k
+        only at `temperature`; TransformerLens never applied the top-p the
+        official call also passed) or "top-k-and-top-p" (both filters;
+        near-greedy at top_p 0.3).
+      top_k, top_p, temperature: the filters (top_p only with
+        "top-k-and-top-p").
+      minus_alpha: "calibrate" (search −α for each target on its own) or
+        "reuse" (the official code: steer −α at the magnitude found for +α).
       batch_rows: generated rows (variants x samples) per generate call; a
         method's variants run in ceil(variants x samples / batch_rows) calls.
         256 is the fastest on a 2-core CPU (SmolLM2-135M: 364 tokens/s at 256
@@ -52,9 +60,11 @@ class SteeringConfig:
     signs: tuple[int, ...] = (1, -1)
     n_samples: int = 8
     max_new_tokens: int = 50
+    sampler: str = "top-k"
     top_k: int = 30
     top_p: float = 0.3
     temperature: float = 1.0
+    minus_alpha: str = "calibrate"
     seed: int = 0
     batch_rows: int = 256
 
@@ -66,6 +76,17 @@ class SteeringConfig:
         for name in ("n_samples", "max_new_tokens", "batch_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.minus_alpha not in ("calibrate", "reuse"):
+            raise ValueError(f"minus_alpha must be 'calibrate' or 'reuse'; got "
+                             f"{self.minus_alpha!r}")
+        self.sampling  # validates sampler, top_k, top_p, temperature
+
+    @property
+    def sampling(self) -> dict:
+        """{"temperature", "top_k", "top_p"} as passed to `generate`."""
+        from snmf_jax.steer import sampler_settings
+        return sampler_settings(self.sampler, top_k=self.top_k, top_p=self.top_p,
+                                temperature=self.temperature)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -125,6 +146,36 @@ OfflineJudge = _judge.OfflineJudge
 LLMSteeringJudge = _llm_judge.LLMSteeringJudge
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class LLMFeatureJudge:
+    """An `LLMJudge` as the per-feature protocol's judge (scores 0–2, the official
+    rubric). A description given as a list is first described by the LLM, as the
+    official pipeline does: items of at most three words are read as tokens of
+    a vocabulary projection (`describe_output`), longer ones as top-activating
+    contexts (`describe_input`); each description is asked for once."""
+
+    judge: object
+    _cache: dict = dataclasses.field(default_factory=dict)
+
+    def describe(self, description) -> str:
+        if isinstance(description, str):
+            return description
+        key = tuple(description)
+        if key not in self._cache:
+            short = all(len(t.split()) <= 3 for t in key)
+            self._cache[key] = (self.judge.describe_output(list(key)) if short else
+                                self.judge.describe_input(list(key)))
+        return self._cache[key]
+
+    def concept(self, texts, description):
+        return np.array([r.score for r in self.judge.concept(list(texts),
+                                                             self.describe(description))],
+                        np.float64)
+
+    def fluency(self, texts):
+        return np.array([r.score for r in self.judge.fluency(list(texts))], np.float64)
+
+
 def steering_generations(model, spec: SteeringSpec, config: SteeringConfig = SteeringConfig(),
                          *, progress: bool = False) -> SteeringRun:
     """Calibrates every (sign, direction, target) and samples its continuations.
@@ -142,8 +193,14 @@ def steering_generations(model, spec: SteeringSpec, config: SteeringConfig = Ste
       SteeringRun.
     """
     dirs = spec.directions
-    cals = access.calibrate_signs(model, dirs, signs=config.signs, targets=config.targets,
+    reuse = config.minus_alpha == "reuse" and -1 in config.signs
+    signs = (1,) if reuse else config.signs
+    cals = access.calibrate_signs(model, dirs, signs=signs, targets=config.targets,
                                   prompt=config.prompt, progress=progress)
+    if reuse:  # −α at +α's magnitude (the official code); its KL is not measured
+        c = cals[0]
+        cals = [c if s == 1 else dataclasses.replace(
+            c, sign=-1, kl=np.full_like(c.kl, np.nan)) for s in config.signs]
     alphas = np.stack([c.alphas for c in cals])  # (S, F, T)
     kl = np.stack([c.kl for c in cals])
     reachable = np.stack([c.reachable for c in cals])
@@ -158,8 +215,7 @@ def steering_generations(model, spec: SteeringSpec, config: SteeringConfig = Ste
         texts += access.generate_variants(
             model, config.prompt, access.select_directions(dirs, sub),
             scales[s:s + per_call], n_samples=config.n_samples,
-            max_new_tokens=config.max_new_tokens, seed=config.seed + s, top_k=config.top_k,
-            top_p=config.top_p, temperature=config.temperature)
+            max_new_tokens=config.max_new_tokens, seed=config.seed + s, **config.sampling)
     it = iter(texts)
     nested = [[[next(it) for _ in range(n_t)] for _ in range(n_f)] for _ in range(n_s)]
     return SteeringRun(spec.method, tuple(spec.concepts), config, alphas, kl, reachable,
@@ -183,8 +239,7 @@ def unsteered_reference(model, concepts: Sequence[str], judge: Judge,
       "fluency_se"}, means over (concept, text) pairs.
     """
     texts = access.generate_texts(model, config.prompt, n=n, max_new_tokens=config.max_new_tokens,
-                                  seed=config.seed + 7919, top_k=config.top_k,
-                                  top_p=config.top_p, temperature=config.temperature)
+                                  seed=config.seed + 7919, **config.sampling)
     flu = np.asarray(judge.fluency(texts), np.float64)  # (n,)
     con = np.stack([np.asarray(judge.concept(texts, c), np.float64) for c in concepts])  # (C, n)
     out: dict = {"n_texts": n}
@@ -247,7 +302,8 @@ def steering_summary(scored: Sequence[ScoredRun], *, label: str = "") -> list[di
                        "n_texts": int(sr.harmonic[pick, :, ti].size),
                        "unreachable": int((~r.reachable[pick, :, ti]).sum()),
                        "n_searches": int(r.reachable[pick, :, ti].size),
-                       "kl": float(r.kl[pick, :, ti].mean())}
+                       "kl": float(np.nanmean(r.kl[pick, :, ti]))
+                       if np.isfinite(r.kl[pick, :, ti]).any() else float("nan")}
                 for name in ("harmonic", "concept", "fluency"):
                     row[name], row[name + "_se"] = _mean_se(getattr(sr, name)[pick, :, ti])
                 out.append(row)

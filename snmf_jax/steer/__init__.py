@@ -24,7 +24,8 @@ from snmf_jax.steer._generate import Generation, generate, generate_tokens, left
 from snmf_jax.steer._patches import (POSITION_MODES, broadcast_patch, check_patch, combine,
                                      make_patch, position_mask, repeat_rows, site_patch,
                                      stack_patches, vmap_axes, with_positions, with_scale)
-from snmf_jax.steer._sampling import filter_logits, sample_logits, top_k_filter, top_p_filter
+from snmf_jax.steer._sampling import (SAMPLERS, filter_logits, sample_logits, sampler_settings,
+                                      top_k_filter, top_p_filter)
 from snmf_jax.steer._steer import SteeredModel, steer
 
 __all__ = [
@@ -37,5 +38,5 @@ __all__ = [
     "Calibration", "calibrate", "calibrate_both", "calibrate_signs", "batched_kl",
     "DEFAULT_TARGETS", "DEFAULT_PROMPT",
     "Generation", "generate", "generate_tokens", "top_k_filter", "top_p_filter",
-    "filter_logits", "sample_logits", "left_pad",
+    "filter_logits", "sample_logits", "left_pad", "SAMPLERS", "sampler_settings",
 ]

@@ -19,6 +19,37 @@ from snmf_jax import _checks
 
 _NEG_INF = -jnp.inf
 
+# The paper's steered texts were sampled by TransformerLens' `sample_logits`,
+# called with top_k=30 AND top_p=0.3; that function applies top-k when it is
+# given and top-p only otherwise, never both. So the official runs' effective
+# sampler is top-k 30 at temperature 1 with no nucleus filter.
+SAMPLERS = ("top-k", "top-k-and-top-p")
+OFFICIAL_TOP_K = 30
+OFFICIAL_TEMPERATURE = 1.0
+OFFICIAL_CALL_TOP_P = 0.3  # passed by the official call, never applied there
+
+
+def sampler_settings(sampler: str = "top-k", *, top_k: int = OFFICIAL_TOP_K,
+                     top_p: float = OFFICIAL_CALL_TOP_P,
+                     temperature: float = OFFICIAL_TEMPERATURE) -> dict:
+    """The (temperature, top_k, top_p) a named sampler passes to `generate`.
+
+    Args:
+      sampler: "top-k" (the official runs' effective sampler: top-k only, the
+        nucleus off) or "top-k-and-top-p" (both filters, as the official call's
+        arguments read but TransformerLens never ran them; near-greedy at
+        top_p 0.3).
+      top_k, top_p, temperature: the filters' settings.
+
+    Returns:
+      {"temperature", "top_k", "top_p"}; top_p is 1.0 (off) for "top-k".
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}; got {sampler!r}")
+    check_sampling(temperature, top_k, top_p)
+    return {"temperature": float(temperature), "top_k": int(top_k),
+            "top_p": float(top_p) if sampler == "top-k-and-top-p" else 1.0}
+
 
 # ----------------------------------------------------------------- filtering
 
