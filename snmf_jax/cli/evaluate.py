@@ -153,10 +153,13 @@ def _check_flags(args) -> None:
                             ("--seed", args.seed, -2 ** 63, 2 ** 63 - 1)):
         if v is not None:
             _checks.integer(flag, v, lo=lo, hi=hi)
-    for t in args.targets:
+    for t in args.targets or ():
         _checks.real("--targets", t, lo=0, lo_open=True)
     _outputs.check_outputs(
-        [_outputs.Output("--out", args.out, ("results.md", "results.json", "steering.png"))],
+        [_outputs.Output("--out", args.out, ("per_feature.md", "per_feature.json",
+                                              "per_feature.png")
+                         if args.protocol == "per-feature" else
+                         ("results.md", "results.json", "steering.png"))],
         inputs={"--dataset": args.dataset if args.dataset != "concepts" else None,
                 "--model": args.model}, overwrite=args.overwrite)
 

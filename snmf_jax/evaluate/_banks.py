@@ -26,7 +26,6 @@ the top 10), output-centric = its top `n_tokens` promoted (+) and suppressed
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import numpy as np
 
