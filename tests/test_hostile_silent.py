@@ -413,3 +413,11 @@ def test_labels_null_and_None_stay_distinct(tmp_path, suffix):
     data = read_dataset(str(p), label_field="label", text_field="text"
                         if suffix == ".jsonl" else None)
     assert data.labels[0] != data.labels[1]
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e12])
+def test_streaming_fit_refuses_data_outside_the_scale_band(tmp_path, scale):
+    """The in-memory fit rescales; the streaming fit, which cannot, says why."""
+    x = np.random.default_rng(0).standard_normal((64, 12)).astype(np.float32) * scale
+    with pytest.raises(ValueError, match="largest .value. is .*outside"):
+        sj.fit_streaming(x, 3, checkpoint_dir=tmp_path / "ck", max_iter=3, progress=False)

@@ -136,12 +136,13 @@ def initialize(src: RowSource, config: _solver.SNMFConfig, init: str, seed: int,
     out.mkdir(parents=True)
     gram = jnp.zeros((k, k), dtype)
     cross = jnp.zeros((k, d), dtype)
-    sqnorm = 0.0
+    sqnorm = top = 0.0
     writes: list[cf.Future] = []
     entries: list[cf.Future] = []
     for i, lo, hi, x in _passes(src, pool, "snmf init", progress):
         _check_chunk(x, i, lo, hi, d)
         x = np.asarray(x, dtype)
+        top = max(top, float(np.abs(x).max(initial=0.0)))
         c = make(x, lo, hi)
         g, b, s = _chunk_init(x, c)
         gram, cross, sqnorm = gram + g, cross + b, sqnorm + float(s)
@@ -152,6 +153,7 @@ def initialize(src: RowSource, config: _solver.SNMFConfig, init: str, seed: int,
         entries.append(writes[-1])
     for w in writes:
         w.result()
+    _validate.check_scale(top, "the streaming fit")
     CodesStore.finish(out, k, [e.result() for e in entries], step=0)
     empty = jnp.zeros((0, k), dtype)
     s = _solver.SNMFState(codes=empty, features=jnp.asarray(feats, dtype), gram=gram,

@@ -92,6 +92,19 @@ def check_codes_init(codes, n: int, rank: int, dtype) -> jax.Array:
 SCALE_BAND = (2.0 ** -4, 2.0 ** 20)
 
 
+def check_scale(top: float, fit: str) -> None:
+    """Refuses data whose largest |value| `top` lies outside `SCALE_BAND` for a
+    fit that does not rescale (the streaming fit sees X chunk by chunk, so it
+    cannot divide it by one scale before its first pass)."""
+    lo, hi = SCALE_BAND
+    if top != 0.0 and not lo <= top <= hi:
+        raise ValueError(
+            f"X's largest |value| is {top:.3g}, outside [{lo:g}, {hi:g}] where {fit} fits "
+            "as well as at unit scale (tiny data fits to a loss of ~0, huge data overflows "
+            "float32); divide the activations by a power of two near that value, or fit "
+            "them in memory with sj.fit, which rescales by itself")
+
+
 def unit_scale(x: jax.Array) -> float:
     """The power of two s to fit X / s with, so max|X / s| lands in [1, 2).
 
