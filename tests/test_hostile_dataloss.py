@@ -128,14 +128,17 @@ def test_interpret_plots_folder_with_a_users_plot_is_refused(fitted, tmp_path, c
     assert (plots / "loss.png").read_bytes() == b"mine"
 
 
-def test_evaluate_out_with_results_is_refused_before_the_model_loads(tmp_path, capsys):
+@pytest.mark.parametrize("protocol, name", [("per-feature", "per_feature.json"),
+                                            ("matching", "results.json")])
+def test_evaluate_out_with_results_is_refused_before_the_model_loads(tmp_path, capsys,
+                                                                     protocol, name):
     out = tmp_path / "ev"
     out.mkdir()
-    (out / "results.json").write_text('{"mine": 1}')
+    (out / name).write_text('{"mine": 1}')
     rc, err = run(capsys, "evaluate", "--model", tmp_path / "no-such-model", "--layer", 0,
-                  "--out", out)
-    assert one_line_error(rc, err, "--overwrite", "results.json")
-    assert (out / "results.json").read_text() == '{"mine": 1}'
+                  "--protocol", protocol, "--out", out)
+    assert one_line_error(rc, err, "--overwrite", name)
+    assert (out / name).read_text() == '{"mine": 1}'
 
 
 def test_demo_out_with_a_users_files_is_refused_before_the_model_loads(tmp_path, capsys):
