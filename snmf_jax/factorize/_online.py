@@ -36,7 +36,7 @@ from jax.sharding import Mesh
 
 from snmf_jax import _checks
 from snmf_jax.factorize import (_checkpoint, _encode, _layout, _online_batches, _online_run,
-                                _solver)
+                                _options, _solver)
 from snmf_jax.factorize._result import SNMFResult
 
 INITS = ("kmeans", "random", "svd")
@@ -113,9 +113,6 @@ class OnlineOptions:
         for k in ("passes", "checkpoint_every", "eval_iters"):
             s.pop(k)
         return {**s, "init_rows": self.sample_rows, "d": int(d), "online": True}
-
-
-FIELDS = tuple(f.name for f in dataclasses.fields(OnlineOptions))
 
 
 class _Devices:
@@ -198,7 +195,7 @@ def fit_online(source, rank: int | None = None, *, layer: int | None = None,
       first pass); metadata["online"] with rows seen, per-pass losses and
       the held-out history.
     """
-    opts = _resolve(rank, options, option_kwargs)
+    opts = _options.resolve("fit_online", rank, options, option_kwargs, OnlineOptions)
     _checks.json_able("metadata", metadata)
     _checkpoint.check_directory(checkpoint_dir)
     if held_out_every is not None:
@@ -242,19 +239,3 @@ def fit_online(source, rank: int | None = None, *, layer: int | None = None,
                            features_init=features_init, codes=codes,
                            checkpoint_dir=checkpoint_dir, devices=_Devices(mesh, opts.batch_size),
                            progress=progress, callback=callback, metadata=dict(metadata or {}))
-
-
-def _resolve(rank, options, kwargs) -> OnlineOptions:
-    unknown = sorted(set(kwargs) - set(FIELDS))
-    if unknown:
-        raise TypeError(f"fit_online() got unexpected keyword argument(s) {unknown}; the "
-                        f"online options are {list(FIELDS)}")
-    if options is not None:
-        if not isinstance(options, OnlineOptions):
-            raise TypeError(f"options must be an OnlineOptions; got {type(options).__name__}")
-        if rank is not None or kwargs:
-            raise TypeError("fit_online(): pass either options= or rank and option keywords")
-        return options
-    if rank is None:
-        raise TypeError("fit_online() needs rank (or options=)")
-    return OnlineOptions(rank=rank, **kwargs)

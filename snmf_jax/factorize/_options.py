@@ -125,32 +125,35 @@ class FitOptions:
 FIELDS = tuple(f.name for f in dataclasses.fields(FitOptions))
 
 
-def resolve(fn: str, rank, options: FitOptions | None, kwargs: dict) -> FitOptions:
-    """The FitOptions of a fit call: `options=`, or rank and option keywords.
+def resolve(fn: str, rank, options, kwargs: dict, cls=FitOptions):
+    """The options of a fit call: `options=`, or rank and option keywords.
 
     Args:
       fn: the calling function's name (for messages).
       rank: the positional rank, or None with options=.
-      options: a FitOptions, or None.
-      kwargs: the remaining keywords: FitOptions fields only.
+      options: an instance of `cls`, or None.
+      kwargs: the remaining keywords: fields of `cls` only.
+      cls: the frozen options dataclass (FitOptions; the online fit's
+        OnlineOptions).
 
     Returns:
-      The validated FitOptions.
+      The validated options.
     """
-    unknown = sorted(set(kwargs) - set(FIELDS))
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(kwargs) - set(fields))
     if unknown:
-        raise TypeError(f"{fn}() got unexpected keyword argument(s) {unknown}; the fit "
-                        f"options are {list(FIELDS)}")
+        raise TypeError(f"{fn}() got unexpected keyword argument(s) {unknown}; the "
+                        f"{cls.__name__} fields are {fields}")
     if options is not None:
-        if not isinstance(options, FitOptions):
-            raise TypeError(f"options must be a FitOptions; got {type(options).__name__}")
+        if not isinstance(options, cls):
+            raise TypeError(f"options must be a {cls.__name__}; got {type(options).__name__}")
         if rank is not None or kwargs:
             raise TypeError(f"{fn}(): pass either options= or rank and option keywords, "
                             "not both")
         return options
     if rank is None:
         raise TypeError(f"{fn}() needs rank (or options=)")
-    return FitOptions(rank=rank, **kwargs)
+    return cls(rank=rank, **kwargs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
