@@ -247,7 +247,7 @@ def test_official_rubric_and_description_types(serve):
     assert "0 indicates the sentence is not fluent and highly unnatural" in p["fluency"]
     s = serve((200, "Clear. Rating: [[2]]", 0), (200, "Rating: [[1]]", 0),
               (200, "Rating: [[0]]", 0), (200, "Rating: [[1]]", 0))
-    judge = LLMSteeringJudge(LLMJudge(_client(s.url, concurrency=1)))
+    judge = LLMSteeringJudge(LLMJudge(_client(s.url, concurrency=1)), describe_lists=False)
     got = judge.concept(["x"], "the article 'A'")
     assert got.dtype == np.float64 and got.tolist() == [2.0]
     assert judge.concept(["y"], [" dog", " puppy"]).tolist() == [1.0]
@@ -259,3 +259,28 @@ def test_official_rubric_and_description_types(serve):
     assert "' dog', ' puppy'" in sent[1]
     assert "1. The dog barked at the door.\n2. A puppy chewed my shoe." in sent[2]
     assert sent[3].endswith("[Sentence Fragment Start]\nw\n[Sentence Fragment End]")
+
+
+def test_lists_described_once_by_the_offline_judges_rule(serve):
+    """A list is first described by the LLM (as the official pipeline does): the
+    offline judge's rule (`as_description(...).kind`) picks the vocabulary
+    describer for tokens and the context describer for passages, once per list."""
+    from snmf_jax.evaluate._describe import as_description
+    from snmf_jax.evaluate._llm_judge import LLMSteeringJudge
+    tokens = [" dog", " puppy", " the big cat"]  # median 1 word: tokens for both judges
+    contexts = ["The dog barked at the door.", "A puppy chewed my shoe."]
+    assert as_description(tokens).kind == "tokens"
+    assert as_description(contexts).kind == "examples"
+    s = serve((200, "Description: dogs", 0), (200, "Rating: [[2]]", 0),
+              (200, "Rating: [[1]]", 0), (200, "Description: pets at home", 0),
+              (200, "Rating: [[0]]", 0))
+    judge = LLMSteeringJudge(LLMJudge(_client(s.url, concurrency=1)))
+    assert judge.concept(["a"], tokens).tolist() == [2.0]
+    assert judge.concept(["b"], tokens).tolist() == [1.0]  # described once
+    assert judge.concept(["c"], contexts).tolist() == [0.0]
+    sent = [r["messages"][0]["content"] for r in s.requests]
+    assert len(sent) == 5
+    assert "' dog', ' puppy', ' the big cat'" in sent[0]
+    assert "[Concept Start]\ndogs\n[Concept End]" in sent[1] and "[Concept Start]\ndogs" in sent[2]
+    assert "1. The dog barked at the door.\n2. A puppy chewed my shoe." in sent[3]
+    assert "[Concept Start]\npets at home\n[Concept End]" in sent[4]

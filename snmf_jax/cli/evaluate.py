@@ -182,8 +182,8 @@ def _dataset(args):
 
 def _feature_judge(args, model, stack):
     if args.judge == "llm":
-        from snmf_jax.evaluate._steering import LLMFeatureJudge
-        return LLMFeatureJudge(llm_judge(args, stack)), "llm"
+        from snmf_jax.evaluate import LLMSteeringJudge
+        return LLMSteeringJudge(llm_judge(args, stack)), "llm"
     from snmf_jax.evaluate import offline_judge
     return offline_judge(model), "offline"
 
@@ -250,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         judge = None
         if args.judge == "llm" and steering is not None:
-            from snmf_jax.evaluate._steering import LLMSteeringJudge
+            from snmf_jax.evaluate import LLMSteeringJudge
             judge = LLMSteeringJudge(llm_judge(args, stack))
         comp = compare_methods(model, data, layer=args.layer, config=compare, steering=steering,
                                judge=judge, progress=not args.no_progress)

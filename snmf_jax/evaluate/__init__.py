@@ -60,12 +60,10 @@ from snmf_jax.evaluate._per_feature import (PER_FEATURE_TARGETS, MethodScores, P
                                             per_feature_generations, score_per_feature)
 from snmf_jax.evaluate._per_feature_outputs import write_per_feature
 from snmf_jax.evaluate._per_feature_stats import per_feature_summary
-from snmf_jax.evaluate._steering import LLMFeatureJudge
 
 __all__ += [
     "FeatureBank", "FeatureDescription", "describe_features", "sae_bank", "sample_features",
     "snmf_bank", "Interval", "bootstrap_mean", "paired_difference", "PER_FEATURE_TARGETS",
     "MethodScores", "PerFeatureConfig", "PerFeatureRun", "per_feature_diffmean",
     "per_feature_generations", "score_per_feature", "write_per_feature", "per_feature_summary",
-    "LLMFeatureJudge",
 ]

@@ -12,7 +12,8 @@ Descriptions: a string goes into {concept} as it is; example texts or tokens
 (`_describe.as_description`) are written out as a numbered list of passages
 or a quoted token list (`Description.for_llm`), so the LLM judge takes the
 same descriptions as the offline judge. `LLMSteeringJudge` gives it the judge
-protocol (arrays of 0–2 scores).
+protocol (arrays of 0–2 scores) and, by default, first has the LLM describe a
+list in one sentence, as the official pipeline does.
 
 Rating protocol: temperature 0; the reply should end with "Rating: [[n]]"; the
 last such rating counts (the official scorer takes the first "Rating: n" or
@@ -35,7 +36,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from snmf_jax.evaluate._describe import as_description
+from snmf_jax.evaluate._describe import Description, as_description
 from snmf_jax.evaluate._llm_client import LLMClient
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
@@ -204,12 +205,35 @@ class LLMJudge:
 @dataclasses.dataclass(frozen=True, eq=False)
 class LLMSteeringJudge:
     """An `LLMJudge` under the judge protocol of `offline_judge`: `concept(texts,
-    description)` and `fluency(texts)` return (n,) float64 ratings on 0–2."""
+    description)` and `fluency(texts)` return (n,) float64 ratings on 0–2.
+
+    A description given as a list is first turned into one sentence by the LLM,
+    as the official pipeline does, and each list is described once. Whether a
+    list is a feature's vocabulary tokens (`describe_output`) or its
+    top-activating contexts (`describe_input`) is decided by the same rule the
+    offline judge uses (`as_description(...).kind`), so both judges read a
+    description the same way. With `describe_lists=False` a list is written
+    out for the judge as it is (`Description.for_llm`).
+    """
 
     judge: LLMJudge
+    describe_lists: bool = True
+    _cache: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def describe(self, description) -> str | Description:
+        """The description the judge is asked about (a string is kept as it is)."""
+        d = as_description(description)
+        if d.kind in ("text", "lexical") or not self.describe_lists:
+            return d
+        if d.items not in self._cache:
+            self._cache[d.items] = (self.judge.describe_output(list(d.items))
+                                    if d.kind == "tokens" else
+                                    self.judge.describe_input(list(d.items)))
+        return self._cache[d.items]
 
     def concept(self, texts: Sequence[str], description) -> np.ndarray:
-        return np.array([r.score for r in self.judge.concept(list(texts), description)],
+        return np.array([r.score for r in self.judge.concept(list(texts),
+                                                             self.describe(description))],
                         np.float64)
 
     def fluency(self, texts: Sequence[str]) -> np.ndarray:

@@ -146,36 +146,6 @@ OfflineJudge = _judge.OfflineJudge
 LLMSteeringJudge = _llm_judge.LLMSteeringJudge
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class LLMFeatureJudge:
-    """An `LLMJudge` as the per-feature protocol's judge (scores 0–2, the official
-    rubric). A description given as a list is first described by the LLM, as the
-    official pipeline does: items of at most three words are read as tokens of
-    a vocabulary projection (`describe_output`), longer ones as top-activating
-    contexts (`describe_input`); each description is asked for once."""
-
-    judge: object
-    _cache: dict = dataclasses.field(default_factory=dict)
-
-    def describe(self, description) -> str:
-        if isinstance(description, str):
-            return description
-        key = tuple(description)
-        if key not in self._cache:
-            short = all(len(t.split()) <= 3 for t in key)
-            self._cache[key] = (self.judge.describe_output(list(key)) if short else
-                                self.judge.describe_input(list(key)))
-        return self._cache[key]
-
-    def concept(self, texts, description):
-        return np.array([r.score for r in self.judge.concept(list(texts),
-                                                             self.describe(description))],
-                        np.float64)
-
-    def fluency(self, texts):
-        return np.array([r.score for r in self.judge.fluency(list(texts))], np.float64)
-
-
 def steering_generations(model, spec: SteeringSpec, config: SteeringConfig = SteeringConfig(),
                          *, progress: bool = False) -> SteeringRun:
     """Calibrates every (sign, direction, target) and samples its continuations.
