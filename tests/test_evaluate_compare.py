@@ -105,3 +105,30 @@ def test_compare_config_errors():
         CompareConfig(methods=("pca",))
     with pytest.raises(ValueError, match="rank must be"):
         CompareConfig(rank=0)
+
+
+def test_compare_methods_uses_a_given_snmf_bank_and_counts_distinct_matches(model):  # noqa: F811
+    """A bank fitted elsewhere (e.g. on the SAE's corpus) is matched as it is, and
+    `distinct` counts how many of its features the concepts ended up with."""
+    rng = np.random.default_rng(0)
+    d = model.config.d_mlp
+    bank = rng.standard_normal((6, d)).astype(np.float32)
+    cfg = CompareConfig(methods=("snmf",), unsupervised=2)
+    steer = SteeringConfig(prompt="ab", targets=(0.05,), n_samples=1, max_new_tokens=2)
+    comp = compare_methods(model, dataset(), layer=1, config=cfg, snmf=bank, steering=steer,
+                           judge=StubJudge())
+    info = comp.info["snmf"]
+    assert info["given"] and info["rank"] == 6
+    picked = list(info["matched_features"].values())
+    assert all(0 <= i < 6 for i in picked) and info["distinct"] == len(set(picked))
+    assert [s.run.method for s in comp.scored] == ["snmf", "snmf-unsupervised"]
+    # one direction repeated K times: every concept gets a copy of the same feature
+    same = np.repeat(bank[:1], 6, axis=0)
+    comp = compare_methods(model, dataset(), layer=1, config=CompareConfig(methods=("snmf",)),
+                           snmf=same)
+    assert comp.info["snmf"]["distinct"] == 1
+    with pytest.raises(ValueError, match=rf"snmf: expected \(K, {d}\)"):
+        compare_methods(model, dataset(), layer=1, config=cfg, snmf=bank[:, :-1])
+    bank[2, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        compare_methods(model, dataset(), layer=1, config=cfg, snmf=bank)

@@ -139,8 +139,8 @@ def _bank_index(dets: Sequence[Detection], concepts: Sequence[str]) -> list[int]
 
 def compare_methods(model, data, *, layer: int, config: CompareConfig = CompareConfig(),
                     steering: SteeringConfig | None = None, judge=None,
-                    corpus: Sequence[str] | np.ndarray = (), sae=None, progress: bool = False
-                    ) -> Comparison:
+                    corpus: Sequence[str] | np.ndarray = (), sae=None, snmf=None,
+                    progress: bool = False) -> Comparison:
     """Concept detection and (optionally) steering of SNMF, SAE and DiffMean.
 
     Args:
@@ -155,6 +155,11 @@ def compare_methods(model, data, *, layer: int, config: CompareConfig = CompareC
       sae: a trained `SparseAutoencoder` on this layer's mlp_out (e.g. one read by
         `baselines.load_sae`, or trained once on a large corpus and shared
         between datasets) used instead of training one; `corpus` is then unused.
+      snmf: a fitted SNMF bank for this layer's mlp_hidden (an `SNMFResult`, or
+        its (K, d_hidden) features), e.g. fitted on the corpus the SAE saw, used
+        instead of fitting one on the training split; each concept is matched
+        to one of its features the same way. `info["snmf"]["distinct"]` and
+        `info["sae"]["distinct"]` count the distinct features matched.
       progress: progress bars.
 
     Returns:
@@ -164,6 +169,14 @@ def compare_methods(model, data, *, layer: int, config: CompareConfig = CompareC
         raise ValueError("compare_methods: data must be labelled (concept sentences)")
     if not 0 <= layer < model.config.n_layers:
         raise ValueError(f"layer must be in [0, {model.config.n_layers}); got {layer}")
+    given_snmf = None
+    if snmf is not None:
+        given_snmf = np.asarray(getattr(snmf, "features", snmf), np.float32)
+        if given_snmf.ndim != 2 or given_snmf.shape[1] != model.config.d_mlp:
+            raise ValueError(f"snmf: expected (K, {model.config.d_mlp}) mlp_hidden features; "
+                             f"got shape {given_snmf.shape}")
+        if not np.isfinite(given_snmf).all():
+            raise ValueError("snmf: the given features hold non-finite values")
     t0 = time.time()
     concepts = tuple(data.label_names)
     info: dict = {"layer": layer, "concepts": list(concepts), "n_sentences": len(data.texts),
@@ -186,18 +199,25 @@ def compare_methods(model, data, *, layer: int, config: CompareConfig = CompareC
         specs.append(SteeringSpec("diffmean", access.raw_directions(
             D, layer=layer, site="mlp_out", config=model.config), concepts))
     if "snmf" in config.methods:
-        from snmf_jax.factorize import fit
+        from snmf_jax.factorize import encode, fit
         tr, te = split["mlp_hidden"]
-        rank = config.rank or 2 * len(concepts)
-        snmf = fit(tr.X, rank, sparsity=config.sparsity, max_iter=config.max_iter,
-                   seed=config.seed, progress=progress)
-        d = concept_detection(tr, te, np.asarray(snmf.features), method="snmf")
+        if given_snmf is None:
+            rank = config.rank or 2 * len(concepts)
+            snmf = fit(tr.X, rank, sparsity=config.sparsity, max_iter=config.max_iter,
+                       seed=config.seed, progress=progress)
+            features = np.asarray(snmf.features)
+            snmf_info = {"rank": rank, "sparsity": config.sparsity,
+                         "max_iter": config.max_iter, "fit_tokens": int(tr.n)}
+        else:
+            features = given_snmf
+            snmf_info = {"rank": int(features.shape[0]), "given": True}
+        d = concept_detection(tr, te, features, method="snmf")
         dets += d
         idx = _bank_index(d, concepts)
-        info["snmf"] = {"rank": rank, "sparsity": config.sparsity, "max_iter": config.max_iter,
-                        "fit_tokens": int(tr.n), "matched_features": dict(zip(concepts, idx))}
+        info["snmf"] = {**snmf_info, "matched_features": dict(zip(concepts, idx)),
+                        "distinct": len(set(idx))}
         specs.append(SteeringSpec("snmf", access.snmf_directions(
-            model, np.asarray(snmf.features), layer=layer, indices=idx), concepts))
+            model, features, layer=layer, indices=idx), concepts))
     if "sae" in config.methods:
         from snmf_jax.baselines import sae_metrics
         tr, te = split["mlp_out"]
@@ -214,7 +234,7 @@ def compare_methods(model, data, *, layer: int, config: CompareConfig = CompareC
         dets += d
         idx = _bank_index(d, concepts)
         info["sae"] = {**sae_info, "held_out": sae_metrics(sae, te)._asdict(),
-                       "matched_latents": dict(zip(concepts, idx))}
+                       "matched_latents": dict(zip(concepts, idx)), "distinct": len(set(idx))}
         specs.append(SteeringSpec("sae", access.raw_directions(
             bank[idx], layer=layer, site="mlp_out", ids=idx, config=model.config), concepts))
     info["detect_seconds"] = time.time() - t0
@@ -227,15 +247,18 @@ def compare_methods(model, data, *, layer: int, config: CompareConfig = CompareC
         for spec in sorted(specs, key=lambda s: order[s.method]):
             scored.append(score_steering(steering_generations(model, spec, steering,
                                                               progress=progress), judge))
-        if config.unsupervised and snmf is not None:
+        if config.unsupervised and "snmf" in config.methods:
             tr = split["mlp_hidden"][0]
-            k = min(config.unsupervised, int(snmf.features.shape[0]))
-            ex = feature_context_examples(np.asarray(snmf.codes), tr, range(k))
+            k = min(config.unsupervised, int(features.shape[0]))
+            # a given bank has no codes for this split: solve them for its features
+            codes = np.asarray(snmf.codes) if given_snmf is None else \
+                np.asarray(encode(tr.X, features))
+            ex = feature_context_examples(codes, tr, range(k))
             feats = [int(n.split()[-1]) for n in ex]
             if len(ex) >= 2:
                 ujudge = judge.with_concepts(ex) if isinstance(judge, OfflineJudge) else judge
                 spec = SteeringSpec("snmf-unsupervised", access.snmf_directions(
-                    model, np.asarray(snmf.features), layer=layer, indices=feats), tuple(ex))
+                    model, features, layer=layer, indices=feats), tuple(ex))
                 scored.append(score_steering(steering_generations(model, spec, steering), ujudge))
                 info["unsteered_unsupervised"] = unsteered_reference(model, tuple(ex), ujudge,
                                                                      steering)
