@@ -5,16 +5,19 @@
   integer keys. Used by the solver's winner-take-all (k-th largest |Φ|) and
   the sampler's top-k / top-p filters. A bisection of a fixed number of
   passes replaces a sort, which is slow on XLA:CPU.
+- `unit_rows`: rows divided by their Euclidean norm, floored at `eps`.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array, lax
 
-__all__ = ["largest_threshold"]
+__all__ = ["largest_threshold", "unit_rows"]
 
 
 def largest_threshold(keys: Array, pred: Callable[[Array], Array]) -> Array:
@@ -48,3 +51,19 @@ def largest_threshold(keys: Array, pred: Callable[[Array], Array]) -> Array:
     lo, _ = lax.fori_loop(0, nbits, body, (lo, hi))
     return lo
 
+
+def unit_rows(x, eps: float):
+    """Each row (last axis) divided by max(its Euclidean norm, eps).
+
+    Args:
+      x: (..., d) numpy or jax array (a 1-D vector is one row); numpy stays
+        numpy (host precision, no device transfer), jax stays jax.
+      eps: floor of the norm, so an all-zero row stays zero instead of NaN.
+
+    Returns:
+      Same shape and array kind as `x`.
+    """
+    xp = jnp if isinstance(x, jax.Array) else np
+    # A vector takes numpy's vector norm (a BLAS dot), as its callers always did.
+    norm = xp.linalg.norm(x, axis=-1, keepdims=True) if x.ndim > 1 else xp.linalg.norm(x)
+    return x / xp.maximum(norm, eps)

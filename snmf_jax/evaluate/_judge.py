@@ -40,6 +40,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from snmf_jax import _numerics
 from snmf_jax.evaluate._calibrate import Logistic, fit_logistic
 from snmf_jax.evaluate._describe import (KINDS, STOPWORDS, Description, as_description,
                                          lexical_features, stem, words)
@@ -54,10 +55,6 @@ def _texts(texts, where: str) -> list[str]:
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise TypeError(f"{where}: texts must be a sequence of strings (not one str)")
     return list(texts)
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
 def package_concepts() -> list[dict]:
@@ -190,7 +187,7 @@ class OfflineJudge:
         d = self.describe(description)
         if not texts:
             return np.zeros((0, len(CONCEPT_FEATURES)))
-        target = _unit(self.embed(d.embed_texts()).mean(0))
+        target = _numerics.unit_rows(self.embed(d.embed_texts()).mean(0), 1e-12)
         cos = self.embed(texts) @ target  # (n,)
         return np.concatenate([cos[:, None], lexical_features(texts, d)], 1)
 
