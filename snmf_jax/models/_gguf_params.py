@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from snmf_jax import _progress
 from snmf_jax.models._config import ModelConfig, RopeScaling
 from snmf_jax.models._gguf import GGUFError, GGUFFile
 from snmf_jax.models._modules import check_layout
@@ -332,8 +333,6 @@ def params_from_gguf(gf: GGUFFile, config: ModelConfig, dtype=None,
     import concurrent.futures
     import threading
 
-    from tqdm.auto import tqdm
-
     dtype = np.dtype(np.float32 if dtype is None else dtype)
     n = config.n_layers
     plan = _plan(gf, config)
@@ -383,8 +382,8 @@ def params_from_gguf(gf: GGUFFile, config: ModelConfig, dtype=None,
     # Largest first so the pool's tail is short.
     names = sorted(plan, key=lambda nm: -gf.tensors[nm].nbytes)
     with concurrent.futures.ThreadPoolExecutor(workers) as pool, \
-            tqdm(total=len(names), desc=f"dequantizing {gf.path.name}",
-                 disable=not progress, leave=False) as bar:
+            _progress.bar(len(names), desc=f"dequantizing {gf.path.name}",
+                          progress=progress, leave=False) as bar:
         futures = [pool.submit(load, nm) for nm in names]
         for fut in concurrent.futures.as_completed(futures):
             fut.result()
