@@ -81,7 +81,8 @@ def _special_ids(md: Mapping[str, Any]) -> dict:
 # Metadata keys (after "{arch}.") each architecture's converter reads or knows to
 # change nothing in the forward; any other "{arch}." key is refused by name, so a
 # setting this loader does not implement (experts, partial rotary, ...) fails
-# instead of being silently dropped.
+# instead of being silently dropped. Its keys are the one list of architectures
+# that load: `config_from_gguf` checks it before any other work.
 _SHAPE_KEYS = frozenset({
     "context_length", "embedding_length", "block_count", "feed_forward_length",
     "attention.head_count", "attention.head_count_kv", "attention.key_length",
