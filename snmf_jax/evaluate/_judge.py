@@ -44,7 +44,9 @@ from snmf_jax import _numerics
 from snmf_jax.evaluate._calibrate import Logistic, fit_logistic
 from snmf_jax.evaluate._describe import (KINDS, STOPWORDS, Description, as_description,
                                          lexical_features, stem, words)
+from snmf_jax.evaluate._model_access import OFFICIAL_SAMPLING
 from snmf_jax.evaluate._offline_judge import FluencyJudge
+from snmf_jax.steer import DEFAULT_PROMPT
 
 CONCEPT_FEATURES = ("cosine", "coverage", "density")
 MAX_SCORE = 2.0
@@ -248,8 +250,10 @@ def calibration_natural(k: int = 48, seed: int = 0) -> list[str]:
 
 def offline_judge(model=None, *, embedder=None, concepts: Mapping[str, object] | None = None,
                   natural: Sequence[str] = (), n_unsteered: int = 24,
-                  prompt: str = "I think that", max_new_tokens: int = 50, seed: int = 0,
-                  top_k: int = 30, top_p: float = 1.0, temperature: float = 1.0,
+                  prompt: str = DEFAULT_PROMPT, max_new_tokens: int = 50, seed: int = 0,
+                  top_k: int = OFFICIAL_SAMPLING["top_k"],
+                  top_p: float = OFFICIAL_SAMPLING["top_p"],
+                  temperature: float = OFFICIAL_SAMPLING["temperature"],
                   logprob_fn: Callable[[Sequence[str]], np.ndarray] | None = None
                   ) -> OfflineJudge:
     """The default offline judge (MiniLM concept score, calibrated fluency), 0–2 scale.
