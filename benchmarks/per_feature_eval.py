@@ -68,7 +68,8 @@ class StandInJudge:
     def concept(self, texts, description):
         items = [description] if isinstance(description, str) else list(description)
         c = self.emb.embed(items).mean(0)
-        c = c / max(np.linalg.norm(c), 1e-8)
+        from snmf_jax import _numerics
+        c = _numerics.unit_rows(c, 1e-8)
         cos = self.emb.embed(list(texts)) @ c
         return 2 * np.clip((cos - 0.05) / 0.45, 0, 1)
 
@@ -148,10 +149,11 @@ def main():
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=50)
     ap.add_argument("--targets", type=float, nargs="+", default=None)
-    ap.add_argument("--rank", type=int, default=100)
-    ap.add_argument("--sparsity", type=float, default=0.01)
-    ap.add_argument("--max-iter", type=int, default=2000)
-    ap.add_argument("--patience", type=int, default=1500)
+    from snmf_jax.evaluate._per_feature import PER_FEATURE_FIT as fit  # the protocol's fit
+    ap.add_argument("--rank", type=int, default=fit["rank"])
+    ap.add_argument("--sparsity", type=float, default=fit["sparsity"])
+    ap.add_argument("--max-iter", type=int, default=fit["max_iter"])
+    ap.add_argument("--patience", type=int, default=fit["patience"])
     ap.add_argument("--snmf-tokens", type=int, default=10_000)
     ap.add_argument("--sae", default=None, help="an SAE folder (ours or SAELens) at mlp_out")
     ap.add_argument("--sae-corpus-tokens", type=int, default=100_000)

@@ -23,7 +23,8 @@ from safetensors import SafetensorError, safe_open
 from snmf_jax._digest import arrays_digest, sha256_bytes, sha256_pieces
 
 __all__ = ["atomic_open", "atomic_write_bytes", "write_json", "read_json", "write_safetensors",
-           "save_arrays", "load_arrays", "parse_json", "verified_arrays", "reading_safetensors", "load_bytes", "read_metadata", "read_shape",
+           "save_arrays", "load_arrays", "parse_json", "verified_arrays", "save_verified",
+           "load_verified", "reading_safetensors", "load_bytes", "read_metadata", "read_shape",
            "sha256_bytes", "arrays_digest", "MAX_JSON_BYTES",
            "regular_file", "read_bytes"]
 
@@ -265,3 +266,70 @@ def verified_arrays(path: str | os.PathLike, digest: str | None) -> dict[str, np
         raise ValueError(f"{path}: the arrays do not match the SHA-256 recorded in its "
                          "header; the file is corrupt")
     return arrays
+
+
+def save_verified(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
+                  header: Mapping[str, Any], *, key: str | None = None) -> dict[str, Any]:
+    """Saves arrays with a versioned header that records their SHA-256, atomically.
+
+    The one writer of the package's "arrays + header + digest" files (results,
+    hierarchies, checkpoints); `load_verified` reads them back. Two header
+    layouts exist on disk, both kept so that files already written still load:
+
+    - `key` given (results): the whole header is one JSON string under
+      `metadata[key]`, with "format" and "arrays_sha256" inside it.
+    - `key` None (checkpoints): the header's entries are the metadata's own
+      string fields, "arrays_sha256" among them.
+
+    Args:
+      path: the safetensors file.
+      arrays: name -> array.
+      header: must hold "format" (a versioned string, e.g. "snmf_jax.x/1");
+        JSON-able values with `key`, strings without.
+
+    Returns:
+      The header as written (with "arrays_sha256"), e.g. for a JSON sidecar.
+    """
+    if not isinstance(header.get("format"), str):
+        raise ValueError(f"{path}: a verified file's header needs a format string")
+    written = {**header, "arrays_sha256": arrays_digest(arrays)}
+    if key is None:
+        bad = [k for k, v in written.items() if not isinstance(v, str)]
+        if bad:
+            raise TypeError(f"{path}: header field {bad[0]!r} must be a string without key=")
+        write_safetensors(path, arrays, written)
+    else:
+        write_safetensors(path, arrays, {key: json.dumps(written)})
+    return written
+
+
+def load_verified(path: str | os.PathLike, fmt: str, what: str, *, key: str | None = None,
+                  check: Callable[[dict[str, Any]], None] | None = None,
+                  ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Reads a `save_verified` file: its header, then its arrays checked against it.
+
+    Args:
+      path: the safetensors file.
+      fmt: the format string expected in the header; any other is refused.
+      what: what the file is, for messages ("snmf_jax result").
+      key: the layout `save_verified` was given.
+      check: called with the header before any array is read (a checkpoint
+        refuses other data or settings without reading its arrays).
+
+    Returns:
+      (header: the parsed JSON with `key`, else the string fields as written;
+      arrays, verified against the header's "arrays_sha256").
+    """
+    meta = read_metadata(path)
+    if key is None:
+        header: Any = meta
+    elif key not in meta:
+        raise ValueError(f"{path} is a safetensors file but not an {what}")
+    else:
+        header = parse_json(meta[key], f"{path} (header)")
+    got = header.get("format") if isinstance(header, dict) else header
+    if got != fmt:
+        raise ValueError(f"{path}: unsupported format {got!r}; expected {fmt!r} (an {what})")
+    if check is not None:
+        check(header)
+    return header, verified_arrays(path, header.get("arrays_sha256"))

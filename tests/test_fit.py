@@ -289,7 +289,7 @@ def test_callbacks_once_per_iteration_in_order_in_every_fit():
 def test_options_are_one_type_shared_by_the_fits_and_the_cli():
     import argparse
     import dataclasses
-    from snmf_jax.factorize import _options
+    from snmf_jax.cli import _options as cli_options
     opts = F.FitOptions(rank=3, sparsity=0.2, max_iter=7, patience=None)
     a = sj.fit(_data(), options=opts, progress=False)
     b = sj.fit(_data(), 3, sparsity=0.2, max_iter=7, patience=None, progress=False)
@@ -300,10 +300,11 @@ def test_options_are_one_type_shared_by_the_fits_and_the_cli():
         sj.fit(_data(), 3, sparsty=0.2)
     # The CLI flags are the fields, with the same defaults.
     p = argparse.ArgumentParser()
-    _options.add_arguments(p)
+    cli_options.add_dataclass_arguments(p, F.FitOptions)
     args = p.parse_args(["--rank", "5"])
-    assert _options.from_args(args) == F.FitOptions(rank=5)
+    assert cli_options.from_args(F.FitOptions, args) == F.FitOptions(rank=5)
     for f in dataclasses.fields(F.FitOptions):
         if f.name != "rank":
             assert p.get_default(f.name) == f.default, f.name
-    assert _options.from_args(p.parse_args(["--rank", "5", "--patience", "0"])).patience is None
+    assert cli_options.from_args(
+        F.FitOptions, p.parse_args(["--rank", "5", "--patience", "0"])).patience is None

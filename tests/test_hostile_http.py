@@ -263,7 +263,12 @@ def test_persistently_malformed_reply_is_an_llm_error(serve):
 
 @pytest.mark.parametrize("kw", [{"timeout": 0}, {"timeout": float("inf")}, {"backoff": -1},
                                 {"max_backoff": float("nan")}, {"max_reply_bytes": 0},
-                                {"base_url": "http://user:pw@127.0.0.1:1/v1"}])
+                                {"base_url": "http://user:pw@127.0.0.1:1/v1"},
+                                # a bool is not a count or a number of seconds
+                                {"concurrency": True}, {"max_retries": True},
+                                {"max_reply_bytes": True}, {"timeout": True},
+                                {"concurrency": 2.5}, {"max_tokens": 0},
+                                {"temperature": -1.0}])
 def test_config_limits_must_be_real(kw):
     with pytest.raises(ValueError, match="LLMConfig"):
         LLMConfig(**kw)

@@ -46,9 +46,8 @@ from snmf_jax.activations._plan import (_Plan, _plan, length_buckets,  # noqa: F
 from snmf_jax.activations._readers import read_dataset
 from snmf_jax.activations._store import Activations, ActivationStore, STORE_DTYPES
 from snmf_jax.activations._writer import StoreWriter
-from snmf_jax.models import as_arrays, auto_mesh, embed, run_blocks, shard_params
+from snmf_jax.models import SITES, as_arrays, auto_mesh, embed, run_blocks, shard_params
 
-SITES = ("mlp_hidden", "mlp_out", "resid_post")
 _PROVENANCE = {"doc_ids": ("int32", ()), "positions": ("int32", ()),
                "token_ids": ("int32", ()), "offsets": ("int32", (2,))}
 

@@ -29,6 +29,10 @@ if TYPE_CHECKING:  # annotations only: _sae imports this module
 
 Params = Mapping[str, jax.Array]
 
+# Floor of a decoder row's norm wherever rows are made unit (init, after each
+# update, folding SAELens' decoder norms): a dead all-zero row stays zero.
+DECODER_NORM_FLOOR = 1e-8
+
 
 class Architecture:
     """What one SAE architecture adds to the shared affine encoder/decoder.
@@ -173,7 +177,7 @@ class TopK(Architecture):
         if not cfg.get("rescale_acts_by_decoder_norm", False):
             return weights
         w = dict(weights)
-        norms = np.maximum(np.linalg.norm(w["W_dec"], axis=1), 1e-8)  # (d_sae,)
+        norms = np.maximum(np.linalg.norm(w["W_dec"], axis=1), DECODER_NORM_FLOOR)  # (d_sae,)
         w["W_enc"] = w["W_enc"] * norms[None, :]
         w["b_enc"] = w["b_enc"] * norms
         w["W_dec"] = w["W_dec"] / norms[:, None]

@@ -24,7 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from snmf_jax.baselines._architectures import ARCHITECTURES, architecture, topk_mask
+from snmf_jax import _numerics
+from snmf_jax.baselines._architectures import (ARCHITECTURES, DECODER_NORM_FLOOR, architecture,
+                                              topk_mask)
 
 Params = Mapping[str, jax.Array]
 
@@ -94,11 +96,6 @@ def decode(params: Params, z: jax.Array) -> jax.Array:
     return z @ params["W_dec"] + params["b_dec"]
 
 
-def normalize_rows(W: jax.Array) -> jax.Array:
-    """Rows of W (m, d) scaled to unit L2 norm (floor 1e-8)."""
-    return W / jnp.maximum(jnp.linalg.norm(W, axis=-1, keepdims=True), 1e-8)
-
-
 def init_params(key: jax.Array, config: SAEConfig) -> dict[str, jax.Array]:
     """Fresh weights: unit-norm decoder rows, encoder = decoder transpose, zero biases.
 
@@ -108,8 +105,8 @@ def init_params(key: jax.Array, config: SAEConfig) -> dict[str, jax.Array]:
     """
     dtype = jnp.dtype(config.dtype)
     bound = float(np.sqrt(6.0 / config.d_in))  # kaiming_uniform, fan_in = d_in
-    W_dec = normalize_rows(jax.random.uniform(
-        key, (config.d_sae, config.d_in), dtype, -bound, bound))
+    W_dec = _numerics.unit_rows(jax.random.uniform(
+        key, (config.d_sae, config.d_in), dtype, -bound, bound), DECODER_NORM_FLOOR)
     params = {"W_enc": W_dec.T, "b_enc": jnp.zeros((config.d_sae,), dtype),
               "W_dec": W_dec, "b_dec": jnp.zeros((config.d_in,), dtype)}
     params.update(architecture(config.architecture).init_extra(config, dtype))
@@ -190,4 +187,4 @@ class SparseAutoencoder(nnx.Module):
 
     def directions(self) -> np.ndarray:
         """Unit decoder rows (d_sae, d_in): the latents' steering directions."""
-        return np.asarray(normalize_rows(self.W_dec[...]))
+        return np.asarray(_numerics.unit_rows(self.W_dec[...], DECODER_NORM_FLOOR))

@@ -36,8 +36,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from snmf_jax.baselines._architectures import architecture
-from snmf_jax.baselines._sae import SAEConfig, SparseAutoencoder, decode, encode_pre, normalize_rows
+from snmf_jax import _numerics
+from snmf_jax.baselines._architectures import DECODER_NORM_FLOOR, architecture
+from snmf_jax.baselines._sae import SAEConfig, SparseAutoencoder, decode, encode_pre
 from snmf_jax.baselines._stream import iter_minibatches, mean_and_scale
 
 
@@ -161,7 +162,7 @@ def make_train_step(config: SAEConfig, train: TrainConfig, tx: optax.GradientTra
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         params = architecture(config.architecture).after_update(
-            dict(params, W_dec=normalize_rows(params["W_dec"])))
+            dict(params, W_dec=_numerics.unit_rows(params["W_dec"], DECODER_NORM_FLOOR)))
         since_fired = jnp.where(fired, 0, since_fired + 1)
         metrics["dead"] = jnp.mean(dead.astype(x.dtype))
         return params, opt_state, since_fired, metrics

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from snmf_jax._text import printable
 from snmf_jax.cli import _options as _cli_options
+from snmf_jax.factorize._options import INITS
+from snmf_jax.steer import DEFAULT_PROMPT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +40,7 @@ class DemoOptions:
     sparsity: float = dataclasses.field(default=0.01,
                                         metadata={"help": "keep-fraction of neurons"})
     init: str = dataclasses.field(default="kmeans", metadata={
-        "help": "initial codes", "choices": ("random", "svd", "kmeans")})
+        "help": "initial codes", "choices": INITS})
     restarts: int = dataclasses.field(default=1,
                                       metadata={"help": "fits (seeds); the lowest loss wins"})
     max_iter: int = dataclasses.field(default=300, metadata={"help": "iterations per fit"})
@@ -48,7 +50,7 @@ class DemoOptions:
     steer: int = dataclasses.field(default=10,
                                    metadata={"help": "clearest features to steer and show"})
     prompt: tuple[str, ...] = dataclasses.field(
-        default=("I think that", "My favourite thing is"),
+        default=(DEFAULT_PROMPT, "My favourite thing is"),
         metadata={"help": "prompt to continue; the first is the calibration prompt"})
     max_new_tokens: int = dataclasses.field(default=24,
                                             metadata={"help": "tokens per steered sample"})

@@ -14,11 +14,24 @@ import shlex
 import sys
 
 from snmf_jax.cli._llm_args import add_llm_args, check_llm_args, llm_judge
-from snmf_jax.evaluate._compare import METHODS
+from snmf_jax.cli._options import field_default
+from snmf_jax.evaluate._compare import METHODS, CompareConfig
+from snmf_jax.evaluate._per_feature import PER_FEATURE_FIT, PER_FEATURE_STEERING, PerFeatureConfig
+from snmf_jax.evaluate._steering import SteeringConfig
+from snmf_jax.steer import SAMPLERS
 
-# Per protocol: (rank, sparsity, max_iter, patience, minus_alpha) when not given.
-_DEFAULTS = {"per-feature": (100, 0.01, 2000, 1500, "reuse"),
-             "matching": (None, 0.05, 200, None, "calibrate")}
+# Each protocol's (rank, sparsity, max_iter, patience, minus_alpha), read from
+# the library: the per-feature fit and steering, CompareConfig and
+# SteeringConfig (the matching comparison fits without patience).
+_PF = PER_FEATURE_FIT
+_DEFAULTS = {"per-feature": (_PF["rank"], _PF["sparsity"], _PF["max_iter"], _PF["patience"],
+                             PER_FEATURE_STEERING.minus_alpha),
+             "matching": (field_default(CompareConfig, "rank"),
+                          field_default(CompareConfig, "sparsity"),
+                          field_default(CompareConfig, "max_iter"), None,
+                          field_default(SteeringConfig, "minus_alpha"))}
+_M = _DEFAULTS["matching"]
+_S = SteeringConfig()
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -32,7 +45,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "at every KL target and sign and judges each text against the feature's "
                     "own description (0-2). Writes per_feature.md/.json/.png to --out. "
                     "--protocol matching: the older supervised comparison on a labelled "
-                    "--dataset (results.md, results.json, steering.png).")
+                    "--dataset (results.md, results.json, steering.png).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="preset name, HF folder or .gguf file")
     p.add_argument("--layer", type=int, required=True, help="block index")
     p.add_argument("--protocol", default="per-feature", choices=("per-feature", "matching"))
@@ -44,37 +58,47 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated subset of snmf,sae,diffmean")
-    p.add_argument("--features", type=int, default=40, help="per-feature: features per method")
+    p.add_argument("--features", type=int, default=field_default(PerFeatureConfig, "n_features"),
+                   help="per-feature: features per method")
     p.add_argument("--sae", default=None,
                    help="an SAE folder (ours or SAELens) at this layer's mlp_out "
                         "(default: train a TopK SAE on the corpus)")
     p.add_argument("--no-steer", action="store_true", help="matching: concept detection only")
     p.add_argument("--rank", type=int, default=None,
-                   help="SNMF rank (per-feature 100; matching 2 x concepts)")
-    p.add_argument("--sparsity", type=float, default=None, help="per-feature 0.01; matching 0.05")
-    p.add_argument("--max-iter", type=int, default=None, help="per-feature 2000; matching 200")
+                   help=f"SNMF rank (per-feature {_PF['rank']}; matching 2 x concepts)")
+    p.add_argument("--sparsity", type=float, default=None,
+                   help=f"per-feature {_PF['sparsity']}; matching {_M[1]}")
+    p.add_argument("--max-iter", type=int, default=None,
+                   help=f"per-feature {_PF['max_iter']}; matching {_M[2]}")
     p.add_argument("--patience", type=int, default=None,
-                   help="per-feature 1500 (the official scripts'); matching: none")
+                   help=f"per-feature {_PF['patience']} (the official scripts'); matching: none")
     p.add_argument("--sae-width", type=int, default=None, help="default 8 x d_model")
-    p.add_argument("--sae-k", type=int, default=32)
-    p.add_argument("--sae-tokens", type=int, default=300_000, help="SAE token-steps")
+    p.add_argument("--sae-k", type=int, default=field_default(CompareConfig, "sae_k"),
+                   help="active latents of the TopK SAE trained here")
+    p.add_argument("--sae-tokens", type=int, default=field_default(CompareConfig, "sae_tokens"),
+                   help="SAE token-steps")
     p.add_argument("--targets", type=float, nargs="+", default=None,
                    help="KL targets in nats (per-feature: the paper's seven plus 1 2 4; "
                         "matching: the paper's seven)")
     p.add_argument("--signs", default="+-", choices=("+", "-", "+-"))
-    p.add_argument("--samples", type=int, default=8, help="samples per sign and target")
-    p.add_argument("--max-new-tokens", type=int, default=50)
-    p.add_argument("--sampler", default="top-k", choices=("top-k", "top-k-and-top-p"),
-                   help="top-k: top-k 30 at temperature 1 (what the official runs sampled); "
-                        "top-k-and-top-p: also top-p 0.3 (near-greedy)")
+    p.add_argument("--samples", type=int, default=field_default(SteeringConfig, "n_samples"),
+                   help="samples per sign and target")
+    p.add_argument("--max-new-tokens", type=int,
+                   default=field_default(SteeringConfig, "max_new_tokens"),
+                   help="tokens per steered continuation")
+    p.add_argument("--sampler", default=field_default(SteeringConfig, "sampler"), choices=SAMPLERS,
+                   help=f"top-k: top-k {_S.top_k} at temperature {_S.temperature:g} (what the "
+                        f"official runs sampled); top-k-and-top-p: also top-p {_S.top_p} "
+                        "(near-greedy)")
     p.add_argument("--minus-alpha", default=None, choices=("reuse", "calibrate"),
                    help="-alpha at +alpha's magnitude (reuse, the official code; per-feature "
                         "default) or searched per target (calibrate; matching default)")
-    p.add_argument("--unsupervised", type=int, default=0,
+    p.add_argument("--unsupervised", type=int, default=field_default(CompareConfig, "unsupervised"),
                    help="matching: also steer the first N SNMF features against their contexts")
     p.add_argument("--judge", default="offline", choices=("offline", "llm"))
     add_llm_args(p, "--judge llm")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=field_default(PerFeatureConfig, "seed"),
+                   help="seed of the feature sample, the fits and the sampling")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.add_argument("--overwrite", action="store_true",
                    help="replace results already at --out (default: refuse)")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from snmf_jax.factorize import _options
+from snmf_jax.cli._options import add_dataclass_arguments, field_default, from_args
+from snmf_jax.factorize import _online, _options
 
 log = logging.getLogger("snmf_jax")
 
@@ -29,7 +30,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("input", help="activation store directory or .safetensors file")
     p.add_argument("--out", required=True, help="output folder for the result")
-    _options.add_arguments(p)  # one flag per FitOptions field, same defaults
+    add_dataclass_arguments(p, _options.FitOptions)  # one flag per field, same defaults
     p.add_argument("--layer", type=int, default=None, help="layer of a multi-layer store")
     p.add_argument("--key", default="X", help="tensor name in a .safetensors input")
     p.add_argument("--checkpoint-dir", default=None,
@@ -54,11 +55,13 @@ def register(subparsers) -> None:
                         "--init picks the features of the first batches (default kmeans), "
                         "--checkpoint-every counts batches, --max-iter/--patience/--tol "
                         "do not apply")
-    o.add_argument("--passes", type=int, default=1, help="passes over the rows")
-    o.add_argument("--batch-size", type=int, default=4096, help="rows per mini-batch")
-    o.add_argument("--forget", type=float, default=1.0,
+    online = lambda name: field_default(_online.OnlineOptions, name)
+    o.add_argument("--passes", type=int, default=online("passes"), help="passes over the rows")
+    o.add_argument("--batch-size", type=int, default=online("batch_size"),
+                   help="rows per mini-batch")
+    o.add_argument("--forget", type=float, default=online("forget"),
                    help="forgetting exponent rho: old statistics scaled by (1 - 1/t)^rho")
-    o.add_argument("--code-iters", type=int, default=10,
+    o.add_argument("--code-iters", type=int, default=online("code_iters"),
                    help="multiplicative code updates per mini-batch")
     o.add_argument("--codes", action="store_true",
                    help="also write every row's codes for the final features to OUT/codes "
@@ -86,10 +89,10 @@ def _load_all(src) -> np.ndarray:
 
 
 def _online_options(args):
-    from snmf_jax.factorize import _online  # pylint: disable=g-import-not-at-top
     return _online.OnlineOptions(
-        rank=args.rank, sparsity=args.sparsity, batch_size=args.batch_size,
-        passes=args.passes, init=args.init or "kmeans", seed=args.seed, forget=args.forget,
+        rank=args.rank, sparsity=args.sparsity, batch_size=args.batch_size, passes=args.passes,
+        init=args.init or field_default(_online.OnlineOptions, "init"), seed=args.seed,
+        forget=args.forget,
         code_iters=args.code_iters, reg=args.reg, mu_eps=args.mu_eps,
         checkpoint_every=args.checkpoint_every)
 
@@ -102,8 +105,8 @@ def run(args) -> int:
                              "(--online with --coordinator or --local-devices shards each batch)")
     elif args.codes:
         raise ValueError("--codes applies to --online (the other fits always write codes)")
-    args.init = args.init or "random"
-    opts = _options.from_args(args)  # every option checked before any work
+    args.init = args.init or field_default(_options.FitOptions, "init")
+    opts = from_args(_options.FitOptions, args)  # every option checked before any work
     from snmf_jax import _checks, _outputs  # pylint: disable=g-import-not-at-top
     from snmf_jax.factorize._result import FILES  # pylint: disable=g-import-not-at-top
     _outputs.check_outputs([_outputs.Output("--out", args.out, FILES)],

@@ -7,9 +7,16 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from snmf_jax.cli._options import signature_default
+
 
 def register(subparsers) -> None:
-    """Adds the `hierarchy` subcommand."""
+    """Adds the `hierarchy` subcommand (defaults: the library's)."""
+    from snmf_jax.factorize import fit_hierarchical  # pylint: disable=g-import-not-at-top
+    from snmf_jax.factorize._options import INITS  # pylint: disable=g-import-not-at-top
+    from snmf_jax.interpret import concept_tree  # pylint: disable=g-import-not-at-top
+    fit_default = lambda name: signature_default(fit_hierarchical, name)
+    tree_default = lambda name: signature_default(concept_tree, name)
     p = subparsers.add_parser(
         "hierarchy", help="hierarchical SNMF and concept trees",
         description=(
@@ -25,24 +32,28 @@ def register(subparsers) -> None:
     p.add_argument("--ranks", type=int, nargs="+", required=True,
                    help="features per level, e.g. 400 200 100; from a result its rank may "
                         "be left out")
-    p.add_argument("--sparsity", type=float, nargs="+", default=[0.01],
+    p.add_argument("--sparsity", type=float, nargs="+", default=[fit_default("sparsity")],
                    help="keep-fraction, one for all levels or one per level")
     p.add_argument("--store", default=None,
                    help="activation store for token labels (and fine-tuning) when SOURCE "
                         "is a result")
     p.add_argument("--layer", type=int, default=None, help="layer of a multi-layer store")
-    p.add_argument("--init", choices=("random", "svd", "kmeans"), default="random")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--restarts", type=int, default=6, help="fits per upper level, best kept")
-    p.add_argument("--max-iter", type=int, default=1000)
+    p.add_argument("--init", choices=INITS, default=fit_default("init"),
+                   help="initial codes of level 0")
+    p.add_argument("--seed", type=int, default=fit_default("seed"), help="seed of level 0")
+    p.add_argument("--restarts", type=int, default=fit_default("restarts"),
+                   help="fits per upper level, best kept")
+    p.add_argument("--max-iter", type=int, default=fit_default("max_iter"),
+                   help="iteration budget of every level")
     p.add_argument("--streaming", action="store_true", help="stream level 0 from the store")
-    p.add_argument("--finetune-steps", type=int, default=0,
+    p.add_argument("--finetune-steps", type=int, default=fit_default("finetune_steps"),
                    help="Adam steps of the joint fine-tune (0: none)")
     p.add_argument("--checkpoint-dir", default=None,
                    help="resume folder (default OUT/checkpoint)")
-    p.add_argument("--threshold", type=float, default=0.15,
+    p.add_argument("--threshold", type=float, default=tree_default("threshold"),
                    help="child kept when its link >= threshold x the parent's largest")
-    p.add_argument("--max-children", type=int, default=4)
+    p.add_argument("--max-children", type=int, default=tree_default("max_children"),
+                   help="children kept per node of the tree")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a hierarchy already at --out (default: refuse)")

@@ -7,6 +7,7 @@ import contextlib
 from pathlib import Path
 
 from snmf_jax.cli._llm_args import add_llm_args, check_llm_args, llm_judge
+from snmf_jax.cli._options import signature_default
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -16,7 +17,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         description="Top-activating contexts, vocabulary projection (through the final "
                     "norm), neurons, overlaps and labels of every feature, as one "
                     "self-contained HTML page; optionally the plots as PNG/SVG and a "
-                    "Neuronpedia/SAEDashboard JSON export.")
+                    "Neuronpedia/SAEDashboard JSON export.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--features", required=True, help="folder of a saved SNMFResult")
     p.add_argument("--activations", required=True,
                    help="the activation store the features were fitted on")
@@ -26,10 +28,15 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "the store's model); 'none' skips it")
     p.add_argument("--layer", type=int, default=None,
                    help="layer of the features (default: recorded in the result or store)")
-    p.add_argument("--contexts", type=int, default=25, help="contexts per feature")
-    p.add_argument("--window", type=int, default=15, help="tokens of context on each side")
-    p.add_argument("--tokens", type=int, default=75, help="promoted/suppressed tokens")
-    p.add_argument("--neurons", type=int, default=32, help="neurons listed per feature")
+    from snmf_jax.report import feature_report  # pylint: disable=g-import-not-at-top
+    default = lambda name: signature_default(feature_report, name)  # the library's
+    p.add_argument("--contexts", type=int, default=default("k"), help="contexts per feature")
+    p.add_argument("--window", type=int, default=default("window"),
+                   help="tokens of context on each side")
+    p.add_argument("--tokens", type=int, default=default("n_tokens"),
+                   help="promoted/suppressed tokens")
+    p.add_argument("--neurons", type=int, default=default("max_neurons"),
+                   help="neurons listed per feature")
     p.add_argument("--tree", default=None, help="concept-tree JSON (snmf-jax/concept-tree)")
     p.add_argument("--descriptions", default=None,
                    help='JSON {"<feature>": "description", ...} or a list')

@@ -36,14 +36,16 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--layer", type=int, default=None,
                    help="layer the features were fitted on (default: read from the result)")
     p.add_argument("--kl", type=float, default=0.1, help="KL target in nats")
+    from snmf_jax.steer import DEFAULT_PROMPT, feature_directions
     p.add_argument("--prompt", action="append", default=None,
-                   help="prompt to continue (repeatable; default 'I think that')")
-    from snmf_jax.steer import DEFAULT_PROMPT
+                   help=f"prompt to continue (repeatable; default {DEFAULT_PROMPT!r})")
     p.add_argument("--calibration-prompt", default=DEFAULT_PROMPT,
                    help="prompt whose next-token KL is calibrated")
-    p.add_argument("--site", default="auto", choices=("auto", "mlp_hidden", "mlp_out"),
+    p.add_argument("--site", default=signature_default(feature_directions, "site"),
+                   choices=("auto", "mlp_hidden", "mlp_out"),
                    help="auto: mlp_out for Gemma 2/3 (post-feedforward norm), else mlp_hidden")
-    p.add_argument("--where", default="all", choices=("all", "prompt", "generated"))
+    p.add_argument("--where", default=_gen_default("where"), choices=("all", "prompt", "generated"),
+                   help="positions steered")
     p.add_argument("--max-new-tokens", type=int, default=_gen_default("max_new_tokens"),
                    help="tokens to generate")
     p.add_argument("--temperature", type=float, default=_gen_default("temperature"),
@@ -52,7 +54,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="keep the k most likely tokens (0: off)")
     p.add_argument("--top-p", type=float, default=_gen_default("top_p"),
                    help="nucleus mass (1: off)")
-    p.add_argument("--samples", type=int, default=1, help="samples per variant")
+    p.add_argument("--samples", type=int, default=_gen_default("n_samples"),
+                   help="samples per variant")
     p.add_argument("--seed", type=int, default=_gen_default("seed"),
                    help="sampling seed")
     p.add_argument("--chat", action="store_true", help="use the tokenizer's chat template")

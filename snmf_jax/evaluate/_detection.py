@@ -19,6 +19,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from snmf_jax import _numerics
 from snmf_jax.activations import Activations
 from snmf_jax.baselines._diffmean import diffmean
 from snmf_jax.evaluate._calibrate import roc_auc
@@ -60,8 +61,8 @@ def sentence_scores(acts: Activations, directions: np.ndarray
     D = np.asarray(directions, np.float32)
     if D.ndim != 2 or D.shape[1] != acts.d:
         raise ValueError(f"directions must be (K, {acts.d}); got shape {D.shape}")
-    Dn = D / np.maximum(np.linalg.norm(D, axis=1, keepdims=True), 1e-12)
-    Xn = acts.X / np.maximum(np.linalg.norm(acts.X, axis=1, keepdims=True), 1e-12)
+    Dn = _numerics.unit_rows(D, 1e-12)
+    Xn = _numerics.unit_rows(acts.X, 1e-12)
     cos = Xn @ Dn.T  # (n, K)
     docs, inverse = np.unique(acts.doc_ids, return_inverse=True)
     S = np.full((len(docs), D.shape[0]), -np.inf, np.float32)

@@ -40,10 +40,13 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from snmf_jax import _numerics
 from snmf_jax.evaluate._calibrate import Logistic, fit_logistic
 from snmf_jax.evaluate._describe import (KINDS, STOPWORDS, Description, as_description,
                                          lexical_features, stem, words)
+from snmf_jax.evaluate._model_access import OFFICIAL_SAMPLING
 from snmf_jax.evaluate._offline_judge import FluencyJudge
+from snmf_jax.steer import DEFAULT_PROMPT
 
 CONCEPT_FEATURES = ("cosine", "coverage", "density")
 MAX_SCORE = 2.0
@@ -54,10 +57,6 @@ def _texts(texts, where: str) -> list[str]:
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise TypeError(f"{where}: texts must be a sequence of strings (not one str)")
     return list(texts)
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
 def package_concepts() -> list[dict]:
@@ -190,7 +189,7 @@ class OfflineJudge:
         d = self.describe(description)
         if not texts:
             return np.zeros((0, len(CONCEPT_FEATURES)))
-        target = _unit(self.embed(d.embed_texts()).mean(0))
+        target = _numerics.unit_rows(self.embed(d.embed_texts()).mean(0), 1e-12)
         cos = self.embed(texts) @ target  # (n,)
         return np.concatenate([cos[:, None], lexical_features(texts, d)], 1)
 
@@ -251,8 +250,10 @@ def calibration_natural(k: int = 48, seed: int = 0) -> list[str]:
 
 def offline_judge(model=None, *, embedder=None, concepts: Mapping[str, object] | None = None,
                   natural: Sequence[str] = (), n_unsteered: int = 24,
-                  prompt: str = "I think that", max_new_tokens: int = 50, seed: int = 0,
-                  top_k: int = 30, top_p: float = 1.0, temperature: float = 1.0,
+                  prompt: str = DEFAULT_PROMPT, max_new_tokens: int = 50, seed: int = 0,
+                  top_k: int = OFFICIAL_SAMPLING["top_k"],
+                  top_p: float = OFFICIAL_SAMPLING["top_p"],
+                  temperature: float = OFFICIAL_SAMPLING["temperature"],
                   logprob_fn: Callable[[Sequence[str]], np.ndarray] | None = None
                   ) -> OfflineJudge:
     """The default offline judge (MiniLM concept score, calibrated fluency), 0–2 scale.

@@ -28,6 +28,8 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
+from snmf_jax import _checks
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -87,20 +89,15 @@ class LLMConfig:
         if not parts.hostname or parts.username is not None or parts.query or parts.fragment:
             raise ValueError(f"LLMConfig.base_url must be scheme://host[:port]/path with no "
                              f"user, query or fragment; got {self.base_url!r}")
-        for name in ("timeout", "backoff", "max_backoff"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
-                    math.isfinite(v) and v >= 0) or (name == "timeout" and v == 0):
-                raise ValueError(f"LLMConfig.{name} must be a finite number of seconds "
-                                 f"{'> 0' if name == 'timeout' else '>= 0'}; got {v!r}")
-        if isinstance(self.max_reply_bytes, bool) or not isinstance(
-                self.max_reply_bytes, int) or self.max_reply_bytes < 1:
-            raise ValueError(f"LLMConfig.max_reply_bytes must be an integer >= 1; got "
-                             f"{self.max_reply_bytes!r}")
-        if self.concurrency < 1:
-            raise ValueError(f"LLMConfig.concurrency must be >= 1; got {self.concurrency}")
-        if self.max_retries < 0:
-            raise ValueError(f"LLMConfig.max_retries must be >= 0; got {self.max_retries}")
+        # Seconds are finite reals and counts are ints; a bool is neither.
+        _checks.real("LLMConfig.timeout", self.timeout, lo=0, lo_open=True)
+        _checks.real("LLMConfig.backoff", self.backoff, lo=0)
+        _checks.real("LLMConfig.max_backoff", self.max_backoff, lo=0)
+        _checks.real("LLMConfig.temperature", self.temperature, lo=0)
+        _checks.integer("LLMConfig.max_tokens", self.max_tokens, lo=1)
+        _checks.integer("LLMConfig.max_reply_bytes", self.max_reply_bytes, lo=1)
+        _checks.integer("LLMConfig.concurrency", self.concurrency, lo=1)
+        _checks.integer("LLMConfig.max_retries", self.max_retries, lo=0)
 
 
 @dataclasses.dataclass
@@ -259,8 +256,8 @@ class LLMClient:
             raise _Retry(f"malformed usage field {usage!r:.80}")
         usage = usage or {}
         counts = [usage.get(k) for k in ("prompt_tokens", "completion_tokens")]
-        if any(c is not None and (isinstance(c, bool) or not isinstance(c, int)
-                                  or not 0 <= c <= 1 << 40) for c in counts):
+        if any(c is not None and not (_checks.is_int(c) and 0 <= c <= 1 << 40)
+               for c in counts):
             raise _Retry(f"malformed usage field {usage!r:.80}")
         if None not in counts:
             self._count(prompt_tokens=counts[0], completion_tokens=counts[1])

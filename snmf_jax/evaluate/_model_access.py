@@ -10,6 +10,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from snmf_jax.steer import sampler_settings
+
+# The paper's sampling, defined once in steer: the official call's arguments
+# (top-k 30, top-p 0.3, temperature 1), and what TransformerLens ran of them
+# (top-k only: top_p 1.0, the official runs' effective sampler).
+OFFICIAL_CALL = sampler_settings("top-k-and-top-p")
+OFFICIAL_SAMPLING = sampler_settings("top-k")
+
 
 def model_site_activations(model, data, *, layer: int, site: str, batch_size: int = 16):
     """`Activations` of `data` at one layer and site (in memory)."""
@@ -57,7 +65,9 @@ def lm_logprob_fn(model, *, batch_size: int = 16, max_tokens: int = 128
 
 
 def generate_texts(model, prompt: str, *, n: int, max_new_tokens: int = 50, seed: int = 0,
-                   top_k: int = 30, top_p: float = 1.0, temperature: float = 1.0,
+                   top_k: int = OFFICIAL_SAMPLING["top_k"],
+                   top_p: float = OFFICIAL_SAMPLING["top_p"],
+                   temperature: float = OFFICIAL_SAMPLING["temperature"],
                    patch=None) -> list[str]:
     """n sampled continuations of `prompt` (by default the official runs' effective
     sampler: top-k 30 at temperature 1, no nucleus filter)."""

@@ -30,6 +30,7 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from snmf_jax import _numerics
 from snmf_jax.evaluate._calibrate import Logistic, fit_logistic, roc_auc
 
 _WORD = re.compile(r"[A-Za-z']+|[0-9]+|[^\sA-Za-z0-9]")
@@ -72,7 +73,7 @@ class ConceptJudge:
         fold = {c: rng.permutation(len(E[c])) % min(folds, len(E[c])) for c in self.names}
         scores, labels = [], []
         for f in range(folds):
-            cents = np.stack([_unit(E[c][fold[c] != f].mean(0)) for c in self.names])  # (C, h)
+            cents = np.stack([_numerics.unit_rows(E[c][fold[c] != f].mean(0), 1e-12) for c in self.names])  # (C, h)
             for i, c in enumerate(self.names):
                 held = E[c][fold[c] == f]
                 if len(held) == 0:
@@ -83,7 +84,7 @@ class ConceptJudge:
         s, y = np.concatenate(scores), np.concatenate(labels)
         self.crossfit_auroc = roc_auc(s, y)
         self.platt = fit_logistic(s[:, None], y, l2=1e-4)
-        self.centroids = np.stack([_unit(E[c].mean(0)) for c in self.names])
+        self.centroids = np.stack([_numerics.unit_rows(E[c].mean(0), 1e-12) for c in self.names])
 
     def cosine(self, texts: Sequence[str]) -> np.ndarray:
         """(n, C) cosine of each text's embedding with each concept centroid."""
@@ -107,10 +108,6 @@ class ConceptJudge:
         owner = np.array([c for c in names for _ in held_out[c]])
         p = self.score(texts)
         return {c: roc_auc(p[:, self.names.index(c)], owner == c) for c in names}
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
 # ---------------------------------------------------------------------------

@@ -46,6 +46,9 @@ from snmf_jax.evaluate._steering import (PAPER_TARGETS, SteeringConfig, Steering
 
 PER_FEATURE_TARGETS = PAPER_TARGETS + (1.0, 2.0, 4.0)
 PER_FEATURE_STEERING = SteeringConfig(targets=PER_FEATURE_TARGETS, minus_alpha="reuse")
+# The SNMF fit of the per-feature protocol: rank and keep-fraction of the
+# paper, the official scripts' budget and patience.
+PER_FEATURE_FIT = {"rank": 100, "sparsity": 0.01, "max_iter": 2000, "patience": 1500}
 
 
 @dataclasses.dataclass(frozen=True)

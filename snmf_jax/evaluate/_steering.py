@@ -26,8 +26,9 @@ import numpy as np
 from snmf_jax.evaluate import _model_access as access
 from snmf_jax.evaluate import _judge, _llm_judge
 from snmf_jax.evaluate._offline_judge import harmonic_mean
+from snmf_jax.steer import DEFAULT_PROMPT, DEFAULT_TARGETS
 
-PAPER_TARGETS = (0.025, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5)
+PAPER_TARGETS = DEFAULT_TARGETS  # the paper's KL targets, defined in steer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,15 +56,15 @@ class SteeringConfig:
         accelerator wants more.
     """
 
-    prompt: str = "I think that"
+    prompt: str = DEFAULT_PROMPT
     targets: tuple[float, ...] = PAPER_TARGETS
     signs: tuple[int, ...] = (1, -1)
     n_samples: int = 8
     max_new_tokens: int = 50
     sampler: str = "top-k"
-    top_k: int = 30
-    top_p: float = 0.3
-    temperature: float = 1.0
+    top_k: int = access.OFFICIAL_CALL["top_k"]
+    top_p: float = access.OFFICIAL_CALL["top_p"]
+    temperature: float = access.OFFICIAL_CALL["temperature"]
     minus_alpha: str = "calibrate"
     seed: int = 0
     batch_rows: int = 256

@@ -41,7 +41,7 @@ from snmf_jax.factorize._streaming import fit_streaming
 log = logging.getLogger(__name__)
 
 _CKPT_FORMAT = "snmf_jax.hierarchy-checkpoint/1"
-_INITS = ("random", "svd", "kmeans")
+from snmf_jax.factorize._options import INITS as _INITS  # noqa: E402  (one table of init names)
 
 
 def _is_store(x) -> bool:

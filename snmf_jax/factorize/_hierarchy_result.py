@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from snmf_jax import _checks
-from snmf_jax import _digest, _io
+from snmf_jax import _io
 from snmf_jax._checks import finite_arrays as check_finite_arrays
 
 FORMAT = "snmf_jax.hierarchy/1"
@@ -132,9 +131,9 @@ class HierarchicalResult:
         if self.finetune_losses is not None:
             arrays["finetune_losses"] = np.asarray(self.finetune_losses, np.float64)
         check_finite_arrays(arrays, "the hierarchical result")
-        info = {"format": FORMAT, "ranks": list(self.ranks), "settings": self.settings,
-                "metadata": self.metadata, "arrays_sha256": _digest.arrays_digest(arrays)}
-        _io.save_arrays(path / _ARRAYS, arrays, {"snmf_jax": json.dumps(info)})
+        info = _io.save_verified(path / _ARRAYS, arrays, {
+            "format": FORMAT, "ranks": list(self.ranks), "settings": self.settings,
+            "metadata": self.metadata}, key="snmf_jax")
         _io.write_json(path / _INFO, info)
         return path
 
@@ -146,12 +145,8 @@ class HierarchicalResult:
         if not file.is_file():
             raise FileNotFoundError(f"no hierarchical SNMF result at {path}: expected {file} "
                                     f"(written by HierarchicalResult.save)")
-        meta = _io.read_metadata(file)
-        info = _io.parse_json(meta.get("snmf_jax", "{}"), f"{file} (header)")
-        if not isinstance(info, dict) or info.get("format") != FORMAT:
-            got = info.get("format") if isinstance(info, dict) else info
-            raise ValueError(f"{file}: unsupported format {got!r}; expected {FORMAT!r}")
-        a = _io.verified_arrays(file, info.get("arrays_sha256"))
+        info, a = _io.load_verified(file, FORMAT, "snmf_jax hierarchical result",
+                                    key="snmf_jax")
         check_finite_arrays(a, file)
         ranks = info.get("ranks")
         if not (isinstance(ranks, list) and ranks and all(

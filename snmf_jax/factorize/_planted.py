@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from snmf_jax import _numerics
+
 
 class PlantedHierarchy(NamedTuple):
     """Planted data and its truth.
@@ -100,7 +102,7 @@ def parent_recovery(h, planted: PlantedHierarchy) -> dict[str, float]:
        "links": fraction of found leaves linked to their true parent,
        "overall": fraction of all leaves found and linked correctly}.
     """
-    unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    unit = lambda a: _numerics.unit_rows(a, 1e-12)
     cos = np.abs(unit(planted.leaf_features) @ unit(h.features[0]).T)  # (leaves, r0)
     fine = cos.argmax(1)
     coarse = np.abs(unit(planted.parent_features) @ unit(h.features[1]).T).argmax(1)

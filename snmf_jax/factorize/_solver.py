@@ -25,6 +25,8 @@ from typing import Callable, NamedTuple
 import jax.numpy as jnp
 from jax import lax, Array
 
+from snmf_jax import _numerics
+
 
 @dataclasses.dataclass(frozen=True)
 class SNMFConfig:
@@ -187,18 +189,8 @@ def winner_take_all(features: Array, keep: int) -> Array:
         return features
     itype = jnp.int64 if features.dtype == jnp.float64 else jnp.int32
     bits = lax.bitcast_convert_type(jnp.abs(features), itype)  # (K, d)
-    nbits = 63 if itype == jnp.int64 else 31
-    lo = jnp.zeros(bits.shape[:-1], itype)  # count(bits >= lo) >= keep
-    hi = jnp.max(bits, axis=-1) + 1  # count(bits >= hi) < keep
-
-    def body(_, carry):
-        lo, hi = carry
-        mid = lo + (hi - lo) // 2
-        ok = jnp.sum(bits >= mid[..., None], axis=-1) >= keep
-        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
-
-    lo, _ = lax.fori_loop(0, nbits, body, (lo, hi))
-    return jnp.where(bits >= lo[..., None], features, jnp.zeros_like(features))
+    t = _numerics.largest_threshold(bits, lambda kept: jnp.sum(kept, -1, keepdims=True) >= keep)
+    return jnp.where(bits >= t, features, jnp.zeros_like(features))
 
 
 def scaled_features(gram: Array, cross: Array, config: SNMFConfig) -> tuple[Array, Array]:

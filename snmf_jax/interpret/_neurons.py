@@ -13,7 +13,7 @@ from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from snmf_jax import _checks
+from snmf_jax import _checks, _numerics
 
 
 def _features(features, tol: float = 0.0) -> np.ndarray:
@@ -192,7 +192,7 @@ def composition_effects(model, features, composition: GroupComposition, *, layer
     v = np.stack(rows)  # (2M, d)
     empty = ~np.any(v != 0, axis=1)
     v = np.where(empty[:, None], 1.0, v)
-    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    v = _numerics.unit_rows(v, 0.0)  # no floor needed: empty rows are ones
     if prompt is None:
         logits = vocab_logits(model, v, layer=layer)  # (2M, V)
     else:
@@ -202,7 +202,7 @@ def composition_effects(model, features, composition: GroupComposition, *, layer
         site = "mlp_hidden"
         if model.config.post_mlp_norm:  # an mlp_hidden edit is normalised away
             v = np.asarray(model.mlp_output_map(v, layer=layer, bias=False), np.float32)
-            v, site = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12), "mlp_out"
+            v, site = _numerics.unit_rows(v, 1e-12), "mlp_out"
         vecs = np.concatenate([np.zeros_like(v[:1]), v])  # row 0: the unsteered run
         scales = np.r_[0.0, np.full(len(v), alpha)].astype(np.float32)
         tokens = np.tile(np.asarray(ids, np.int32), (len(vecs), 1))  # (2M + 1, T)

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from snmf_jax import _numerics
+
 
 _EPS = 1e-12
 _SITES = ("mlp_hidden", "resid")
@@ -75,7 +77,7 @@ def vocab_logits(model, vectors, *, layer: int | None = None, site: str = "mlp_h
     """
     v = _check(model, vectors, layer, site)
     if normalize:
-        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), _EPS)
+        v = _numerics.unit_rows(v, _EPS)
     # The direction's image: the linear part of the MLP output map (no bias).
     resid = (model.mlp_output_map(v, layer=layer, bias=False) if site == "mlp_hidden"
              else v)  # (F, D)

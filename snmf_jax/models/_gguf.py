@@ -37,8 +37,6 @@ _STRING, _ARRAY = 8, 9
 # legal but unused. Deeper nesting is refused before it exhausts the stack.
 MAX_ARRAY_DEPTH = 4
 
-SUPPORTED_ARCHITECTURES = ("llama", "gemma2", "gemma3", "gpt2")
-
 
 class GGUFError(ValueError):
     """A GGUF file that cannot be read (not GGUF, truncated, corrupted,

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from snmf_jax import _progress
 from snmf_jax.models._config import ModelConfig, RopeScaling
 from snmf_jax.models._gguf import GGUFError, GGUFFile
 from snmf_jax.models._modules import check_layout
@@ -80,7 +81,8 @@ def _special_ids(md: Mapping[str, Any]) -> dict:
 # Metadata keys (after "{arch}.") each architecture's converter reads or knows to
 # change nothing in the forward; any other "{arch}." key is refused by name, so a
 # setting this loader does not implement (experts, partial rotary, ...) fails
-# instead of being silently dropped.
+# instead of being silently dropped. Its keys are the one list of architectures
+# that load: `config_from_gguf` checks it before any other work.
 _SHAPE_KEYS = frozenset({
     "context_length", "embedding_length", "block_count", "feed_forward_length",
     "attention.head_count", "attention.head_count_kv", "attention.key_length",
@@ -332,8 +334,6 @@ def params_from_gguf(gf: GGUFFile, config: ModelConfig, dtype=None,
     import concurrent.futures
     import threading
 
-    from tqdm.auto import tqdm
-
     dtype = np.dtype(np.float32 if dtype is None else dtype)
     n = config.n_layers
     plan = _plan(gf, config)
@@ -383,8 +383,8 @@ def params_from_gguf(gf: GGUFFile, config: ModelConfig, dtype=None,
     # Largest first so the pool's tail is short.
     names = sorted(plan, key=lambda nm: -gf.tensors[nm].nbytes)
     with concurrent.futures.ThreadPoolExecutor(workers) as pool, \
-            tqdm(total=len(names), desc=f"dequantizing {gf.path.name}",
-                 disable=not progress, leave=False) as bar:
+            _progress.bar(len(names), desc=f"dequantizing {gf.path.name}",
+                          progress=progress, leave=False) as bar:
         futures = [pool.submit(load, nm) for nm in names]
         for fut in concurrent.futures.as_completed(futures):
             fut.result()

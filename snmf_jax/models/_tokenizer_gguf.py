@@ -8,10 +8,11 @@ tokenizer.json (see `_tokenizer`'s docstring for the construction).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Mapping
+
+from snmf_jax import _digest
 
 # Bump when the GGUF -> tokenizer.json construction changes (invalidates caches).
 _BUILD_VERSION = 1
@@ -200,5 +201,5 @@ def _gguf_cache_path(path: Path | None) -> Path | None:
         return None
     st = path.stat()
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{_BUILD_VERSION}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    digest = _digest.sha256_bytes(key.encode())[:16]
     return cache_dir() / "tokenizers" / f"{path.stem}-{digest}.json"

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from snmf_jax import _checks
+from snmf_jax import _checks, _numerics
 from snmf_jax.models import SITES, ModelConfig, as_arrays, mlp_output_map
 from snmf_jax.steer._patches import PatchMode, make_patch
 
@@ -90,7 +90,7 @@ class Directions:
             if v.shape[-1] != config.site_dim(site):
                 raise ValueError(f"vectors must have width {config.site_dim(site)} at "
                                  f"{site!r}; got shape {v.shape}")
-        return cls(_unit_rows(v) if normalize else v, int(layer), site,
+        return cls(_numerics.unit_rows(v, _EPS) if normalize else v, int(layer), site,
                    tuple(int(i) for i in ids))
 
     def select(self, rows: int | Sequence[int]) -> "Directions":
@@ -115,11 +115,6 @@ class Directions:
             return make_patch(self.layer, self.site, self.vectors[0], scale=alpha, mode=mode)
         alpha = np.broadcast_to(alpha, (len(self),))
         return make_patch(self.layer, self.site, self.vectors, scale=alpha, mode=mode)
-
-
-def _unit_rows(v: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(v, axis=-1, keepdims=True)
-    return (v / np.maximum(norm, _EPS)).astype(np.float32)
 
 
 def feature_directions(model, features, *, layer: int, indices: Sequence[int] | None = None,
@@ -151,14 +146,14 @@ def feature_directions(model, features, *, layer: int, indices: Sequence[int] | 
         raise ValueError(f"feature indices must be in [0, {phi.shape[0]}); got {bad}")
     if site == "auto":
         site = "mlp_out" if has_post_mlp_norm(config) else "mlp_hidden"
-    unit = _unit_rows(phi[idx])  # (F, d_mlp)
+    unit = _numerics.unit_rows(phi[idx], _EPS)  # (F, d_mlp)
     if site == "mlp_hidden":
         vec = unit
     elif site == "mlp_out":
         # The image through the down projection and any post-feedforward
         # norm (linear part: a bias is an offset, not a direction).
-        vec = _unit_rows(np.asarray(mlp_output_map(model.params, unit, config=config,
-                                                   layer=layer, bias=False), np.float32))
+        vec = _numerics.unit_rows(np.asarray(mlp_output_map(
+            model.params, unit, config=config, layer=layer, bias=False), np.float32), _EPS)
     else:
         raise ValueError(f"site must be 'auto', 'mlp_hidden' or 'mlp_out'; got {site!r}")
     return Directions(vec, int(layer), site, tuple(idx))

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
 
-from snmf_jax import _checks
+from snmf_jax import _checks, _numerics
 
 _NEG_INF = -jnp.inf
 
@@ -60,32 +60,6 @@ def _sortable(x: Array) -> Array:
     return lax.bitcast_convert_type(i, jnp.uint32) ^ jnp.uint32(0x80000000)
 
 
-def _largest_threshold(keys: Array, pred) -> Array:
-    """Per row, the largest uint32 t with pred(keys >= t) true (pred monotone).
-
-    Args:
-      keys: (B, V) uint32.
-      pred: maps a (B, V) bool "kept" mask to a (B, 1) bool; must be true for
-        t = 0 (everything kept) and non-increasing in t.
-
-    Returns:
-      (B, 1) uint32 threshold.
-    """
-    b = keys.shape[0]
-    lo = jnp.zeros((b, 1), jnp.uint32)
-    hi = jnp.full((b, 1), 0xFFFFFFFF, jnp.uint32)
-
-    def body(_, c):
-        lo, hi = c
-        d = hi - lo
-        mid = lo + (d >> 1) + (d & 1)  # ceil midpoint without uint32 overflow
-        ok = pred(keys >= mid)
-        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid - 1)
-
-    lo, _ = lax.fori_loop(0, 32, body, (lo, hi))
-    return lo
-
-
 @jax.jit
 def top_k_filter(logits: Array, k) -> Array:
     """Keeps each row's k largest logits, sets the rest to -inf.
@@ -103,7 +77,7 @@ def top_k_filter(logits: Array, k) -> Array:
     k = jnp.asarray(k, jnp.float32)
     k = k[:, None] if k.ndim == 1 else k  # (B|1, 1)
     keys = _sortable(x)
-    t = _largest_threshold(
+    t = _numerics.largest_threshold(
         keys, lambda kept: jnp.sum(kept.astype(jnp.float32), -1, keepdims=True) >= k)
     out = jnp.where((keys >= t) | (k <= 0), x, _NEG_INF)
     return out.reshape(logits.shape)
@@ -129,7 +103,7 @@ def top_p_filter(logits: Array, p) -> Array:
     probs = jax.nn.softmax(x, axis=-1)
     keys = _sortable(probs)
     top = jnp.max(keys, axis=-1, keepdims=True)
-    t = _largest_threshold(
+    t = _numerics.largest_threshold(
         keys, lambda kept: jnp.sum(jnp.where(kept, probs, 0.0), -1, keepdims=True) >= p)
     t = jnp.minimum(t, top)  # never drop the most likely token
     out = jnp.where((keys >= t) | (p >= 1.0), x, _NEG_INF)
