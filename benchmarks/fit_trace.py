@@ -9,6 +9,8 @@ collapsed. Reported per scenario:
   files      distinct factorize files that ran
   moves      file transitions (calls and returns between files)
   re-entries transitions into a file that had been left before
+  by call    those re-entries made by a call (a file called into again after
+             it was left; the rest are returns to a waiting caller)
   call-ups   calls into a file already on the call stack below (a module
              calling back up into the one that called it)
 
@@ -51,6 +53,7 @@ def _trace(scenario: str) -> dict:
     if scenario == "checkpoint+resume":  # a first fit writes the checkpoint the traced one resumes
         sj.fit(x, 4, max_iter=10, patience=None, progress=False, checkpoint_every=5, **kw)
     seq: list[str] = []
+    via: list[str] = []  # the event that entered each element of seq
     stack: list[str | None] = []  # factorize file of each Python frame (None: elsewhere)
     callups = 0
 
@@ -74,6 +77,7 @@ def _trace(scenario: str) -> dict:
             return
         if cur is not None and (not seq or seq[-1] != cur):
             seq.append(cur)
+            via.append(event)
 
     max_iter = {"checkpoint+resume": 20, "streaming": 2}.get(scenario, 10)
     sys.setprofile(prof)
@@ -82,13 +86,14 @@ def _trace(scenario: str) -> dict:
                **({"checkpoint_every": 5} if "checkpoint_dir" in kw else {}), **kw)
     finally:
         sys.setprofile(None)
-    left, reentries = set(), 0
-    for prev, cur in zip(seq, seq[1:]):
+    left, reentries, by_call = set(), 0, 0
+    for prev, cur, event in zip(seq, seq[1:], via[1:]):
         left.add(prev)
         if cur in left:
             reentries += 1
+            by_call += event == "call"
     return {"scenario": scenario, "files": len(set(seq)), "moves": max(len(seq) - 1, 0),
-            "reentries": reentries, "callups": callups, "sequence": seq}
+            "reentries": reentries, "by_call": by_call, "callups": callups, "sequence": seq}
 
 
 def main():
@@ -101,14 +106,15 @@ def main():
         print(json.dumps(_trace(args.scenario)))
         return
     names = [args.scenario] if args.scenario else list(SCENARIOS)
-    print(f"{'scenario':20s} {'files':>5s} {'moves':>6s} {'re-entries':>10s} {'call-ups':>8s}")
+    print(f"{'scenario':20s} {'files':>5s} {'moves':>6s} {'re-entries':>10s} {'by call':>8s} "
+          f"{'call-ups':>8s}")
     for name in names:
         out = subprocess.run([sys.executable, __file__, "--scenario", name, "--json"],
                              capture_output=True, text=True, check=True,
                              env={**os.environ, "JAX_PLATFORMS": "cpu"})
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{name:20s} {r['files']:5d} {r['moves']:6d} {r['reentries']:10d} "
-              f"{r['callups']:8d}")
+              f"{r['by_call']:8d} {r['callups']:8d}")
         if args.show:
             print("   " + " > ".join(s.removesuffix('.py') for s in r["sequence"]))
 

@@ -1,12 +1,85 @@
-"""Input checks that run before any work, with messages a user can act on."""
+"""Step 1 of every fit: input checks that run before any work, with
+messages a user can act on.
+
+`begin` is the preamble the three fit drivers share (options, metadata,
+checkpoint folder); `check_data` / `local_data` / `source_bounds` check the
+rows where each driver finds them (one array, this process's rows, chunks).
+"""
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
+
+from snmf_jax import _checks
+from snmf_jax.factorize import _options, _row_sources
+
+
+def begin(fn: str, rank, options, option_kwargs: dict, metadata, checkpoint_dir
+          ) -> _options.FitOptions:
+    """The checks every fit driver starts with.
+
+    Args:
+      fn: the driver's name (for messages).
+      rank, options, option_kwargs: as the driver got them (`_options.resolve`).
+      metadata: JSON-able provenance, or None.
+      checkpoint_dir: the checkpoint folder, or None.
+
+    Returns:
+      The validated FitOptions.
+    """
+    opts = _options.resolve(fn, rank, options, option_kwargs)
+    _checks.json_able("metadata", metadata)
+    check_directory(checkpoint_dir)
+    return opts
+
+
+def mesh(mesh, mesh_of_x):
+    """The sharded fit's mesh: `mesh=`, else the mesh of X's NamedSharding."""
+    if mesh is None:
+        mesh = mesh_of_x
+        if mesh is None:
+            raise ValueError("fit_sharded needs mesh= (or X with a NamedSharding)")
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh; got {type(mesh).__name__}")
+    return mesh
+
+
+def in_memory(x, opts, codes_init):
+    """Steps 1-2 of the one-device fit: checks X and places it on the device
+    at unit scale (`unit_scale`), then checks the rank and codes_init.
+
+    Returns:
+      (X / scale as a jax array, scale, checked codes_init or None, the
+      fit's settings).
+    """
+    x = check_data(x)
+    # Tiny or huge data is fitted at unit scale and scaled back (exact: a power of two).
+    scale = unit_scale(x)
+    if scale != 1.0:
+        x = x / jnp.asarray(scale, x.dtype)
+    n, d = x.shape
+    opts.check_shape(n, d)
+    if codes_init is not None:
+        codes_init = check_codes_init(codes_init, n, opts.rank, x.dtype)
+    settings = opts.settings(dtype=x.dtype, n=n, d=d, has_codes_init=codes_init is not None)
+    return x, scale, codes_init, settings
+
+
+def check_directory(checkpoint_dir) -> Path | None:
+    """Fails before any work when checkpoint_dir exists and is not a folder."""
+    if checkpoint_dir is None:
+        return None
+    path = Path(checkpoint_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"checkpoint_dir {str(path)!r} exists and is not a directory")
+    return path
+
 
 def describe_nonfinite(a, name: str) -> str | None:
     """A message locating NaN/Inf entries of a 2-D array, or None if all finite."""
@@ -118,3 +191,52 @@ def unit_scale(x: jax.Array) -> float:
     if top == 0.0 or lo <= top <= hi:  # all-zero data: a zero fit, as before
         return 1.0
     return float(2.0 ** np.floor(np.log2(top)))
+
+
+def local_data(x, name: str = "X"):
+    """Validates this process's rows without moving them to a device.
+
+    Returns:
+      (x with a computable float dtype, None or a message on non-finite rows).
+    """
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_tokens, d_mlp); got shape {tuple(x.shape)}")
+    dtype = compute_dtype(x.dtype, name)
+    if isinstance(x, np.ndarray):
+        x = x.astype(dtype, copy=False)
+        step = max(1, (1 << 24) // max(1, x.shape[1]))  # bounded temporaries
+        finite = all(np.isfinite(x[i:i + step]).all() for i in range(0, x.shape[0], step))
+    else:
+        x = x.astype(dtype)
+        finite = bool(jnp.all(jnp.isfinite(x)))
+    msg = None if finite else describe_nonfinite(jnp.asarray(x), name)
+    return x, msg
+
+
+def source(source, layer, opts, codes_init, dtype, *, return_codes: bool, checkpoint_dir):
+    """The streaming fit's checks of a chunked source (before any pass).
+
+    Returns:
+      (the RowSource, the compute dtype).
+    """
+    src = _row_sources.as_source(source, layer=layer)
+    n, d = int(src.n_rows), int(src.d)
+    dtype = np.dtype(dtype)
+    if dtype == np.float64 and not jax.config.jax_enable_x64:
+        raise ValueError("dtype=float64 needs jax.config.update('jax_enable_x64', True)")
+    opts.check_shape(n, d)
+    bounds = np.asarray(src.chunk_bounds, np.int64)
+    if bounds.shape != (src.num_chunks + 1,) or bounds[0] != 0 or bounds[-1] != n \
+            or np.any(np.diff(bounds) < 1):
+        raise ValueError(f"source chunk_bounds must rise strictly from 0 to n_rows={n} "
+                         f"in num_chunks+1={src.num_chunks + 1} steps; got {bounds[:8]}...")
+    if codes_init is not None and not hasattr(codes_init, "rows"):
+        if tuple(codes_init.shape) != (n, opts.rank):
+            raise ValueError(f"codes_init must have shape (n_tokens, rank) = ({n}, {opts.rank}); "
+                             f"got {tuple(codes_init.shape)}")
+    if not return_codes and checkpoint_dir is None:
+        raise ValueError("return_codes=False keeps the codes on disk, so it needs "
+                         "checkpoint_dir= (None would delete them at the end)")
+    return src, dtype
