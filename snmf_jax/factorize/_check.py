@@ -58,7 +58,7 @@ def in_memory(x, opts, codes_init):
       (X / scale as a jax array, scale, checked codes_init or None, the
       fit's settings).
     """
-    x = check_data(x)
+    x = check_data(x, stacklevel=5)  # a warning points at the line calling fit
     # Tiny or huge data is fitted at unit scale and scaled back (exact: a power of two).
     scale = unit_scale(x)
     if scale != 1.0:
@@ -96,24 +96,25 @@ def describe_nonfinite(a, name: str) -> str | None:
             f"factorizing.")
 
 
-def compute_dtype(dtype, name: str = "X") -> np.dtype:
+def compute_dtype(dtype, name: str = "X", stacklevel: int = 4) -> np.dtype:
     """The dtype a fit computes in: float32, or float64 when x64 is on."""
     dtype = np.dtype(dtype)
     if dtype == np.float64 and not jax.config.jax_enable_x64:
         warnings.warn(
             f"{name} is float64 but JAX's x64 mode is off, so the fit runs in "
             f"float32. Enable it with jax.config.update('jax_enable_x64', True).",
-            stacklevel=4)
+            stacklevel=stacklevel)
         return np.dtype(np.float32)
     return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
 
 
-def check_data(x, name: str = "X") -> jax.Array:
+def check_data(x, name: str = "X", stacklevel: int = 4) -> jax.Array:
     """Validates and converts the data matrix.
 
     Args:
       x: (n_tokens, d) numpy or jax array.
       name: argument name used in messages.
+      stacklevel: frames from `compute_dtype` up to the user's call (its warning's line).
 
     Returns:
       x as a jax array of a floating dtype JAX can compute in.
@@ -128,7 +129,7 @@ def check_data(x, name: str = "X") -> jax.Array:
             f"{name} must be 2-D (n_tokens, d_mlp); got shape {tuple(x.shape)}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
-    x = jnp.asarray(x, compute_dtype(x.dtype, name))
+    x = jnp.asarray(x, compute_dtype(x.dtype, name, stacklevel))
     msg = describe_nonfinite(x, name)
     if msg:
         raise ValueError(msg)
@@ -203,7 +204,7 @@ def local_data(x, name: str = "X"):
         x = np.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_tokens, d_mlp); got shape {tuple(x.shape)}")
-    dtype = compute_dtype(x.dtype, name)
+    dtype = compute_dtype(x.dtype, name, 5)  # compute_dtype < here < place < fit_sharded
     if isinstance(x, np.ndarray):
         x = x.astype(dtype, copy=False)
         step = max(1, (1 << 24) // max(1, x.shape[1]))  # bounded temporaries
