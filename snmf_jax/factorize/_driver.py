@@ -4,15 +4,18 @@ Each reads as the five steps of every fit, each step one call into the
 module that does it (none calls back up here):
 
 1. check   `_check`      options, metadata, the rows where they are;
-2. place   `_rows_mesh`  the rows on a mesh, padded per process;
-           `_rows_disk`  the rows left on disk, the codes written beside them
-           (one device: X itself, divided by `_check.unit_scale`);
-3. init    `_inits`      the starting state from the one table of init names,
-           unless `_checkpoint` (or the placement's checkpointer) resumes one;
-4. loop    `_loop.drive` chunks of iterations, callbacks, checkpoints;
+2. place   one device: X itself, at unit scale (`_check.in_memory`);
+           `_rows_mesh`  the rows on a mesh, padded per process;
+           `_rows_disk`  the rows left on disk, the codes written beside them;
+3. init    the starting state from the one table of init names (`_inits`,
+           run over one block, under shard_map by `_rows_mesh`, or chunk by
+           chunk by `_rows_disk`), unless a checkpoint resumes one;
+4. loop    `_loop.drive`: chunks of iterations (the placement's runner),
+           callbacks, checkpoints;
 5. result  `_result.assemble`.
 
-The solver (`_solver`) is below all of them.
+The solver (`_solver`) is below all of them; `_options` (FitOptions) and
+`_checkpoint` (files) are used by each step as needed.
 """
 
 from __future__ import annotations

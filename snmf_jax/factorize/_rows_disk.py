@@ -1,4 +1,6 @@
-"""Step 2 of the streaming fit: the rows stay on disk, the codes are written next to them.
+"""The streaming fit's rows on disk: placing them (step 2: the codes are
+written next to them), and the disk's versions of the init (step 3) and of
+one iteration (step 4: a pass over the chunks).
 
 `place` opens the fit's folder (`checkpoint_dir`, or a temporary one) and
 its I/O threads; `initialize` writes the initial codes (running the blocked svd / kmeans

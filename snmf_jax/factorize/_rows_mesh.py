@@ -1,4 +1,6 @@
-"""Step 2 of the sharded fit: the rows on a mesh, and the fit's device programs there.
+"""The sharded fit's rows on a mesh: placing them (step 2), and the mesh's
+versions of the init (step 3: the `_inits` table run under shard_map) and
+of the loop's device program (step 4: `_loop.chunk_loop` under shard_map).
 
 Every device holds a block of rows of X and the matching rows of the codes;
 features, Gram and cross term are replicated. The solver's `update` already
