@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import snmf_jax as sj
-from snmf_jax.factorize import _inits, _layout, _sharded, _solver
+from snmf_jax.factorize import _inits, _rows_mesh, _solver
 
 from conftest import run_on_simulated_devices
 
@@ -130,7 +130,7 @@ def test_row_fields_are_the_per_token_fields():
                        jax.ShapeDtypeStruct((n, d), jnp.float32),
                        jax.ShapeDtypeStruct((n, k), jnp.float32))
     per_token = {f for f, v in s._asdict().items() if v.ndim >= 1 and v.shape[0] == n}
-    assert per_token == set(_sharded.ROW_FIELDS)
+    assert per_token == set(_rows_mesh.ROW_FIELDS)
 
 
 @pytest.mark.slow
@@ -165,7 +165,7 @@ def test_blocked_svd_and_kmeans_match_in_memory_inits():
 
 
 def test_row_layout_positions():
-    lay = _layout.RowLayout(counts=(5, 0, 3), rows_per_device=2, devices_per_process=3)
+    lay = _rows_mesh.RowLayout(counts=(5, 0, 3), rows_per_device=2, devices_per_process=3)
     assert lay.n == 8 and lay.block == 6 and lay.padded == 18
     np.testing.assert_array_equal(lay.padded_position(np.arange(8)),
                                   [0, 1, 2, 3, 4, 12, 13, 14])
@@ -175,7 +175,7 @@ def test_row_layout_positions():
 def test_errors_name_the_argument():
     x = np.ones((10, 4), np.float32)
     with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
-        _sharded.fit_sharded(x, 2, mesh="tokens")
+        sj.factorize.fit_sharded(x, 2, mesh="tokens")
     mesh = Mesh(np.array(jax.devices()[:1]), ("tokens",))
     bad = x.copy()
     bad[3, 1] = np.nan

@@ -75,13 +75,13 @@ def register(subparsers) -> None:
 
 
 def _source(args):
-    from snmf_jax.factorize import _sources  # pylint: disable=g-import-not-at-top
+    from snmf_jax.factorize import _row_sources  # pylint: disable=g-import-not-at-top
     path = Path(args.input)
     if not path.exists():
         raise FileNotFoundError(f"input {str(path)!r} does not exist")
     if path.is_file():
-        return _sources.SafetensorsSource(path, args.key, args.chunk_rows)
-    return _sources.as_source(path, layer=args.layer)
+        return _row_sources.SafetensorsSource(path, args.key, args.chunk_rows)
+    return _row_sources.as_source(path, layer=args.layer)
 
 
 def _load_all(src) -> np.ndarray:
@@ -133,7 +133,7 @@ def run(args) -> int:
         jax.config.update("jax_num_cpu_devices", args.local_devices)
 
     import jax  # pylint: disable=g-import-not-at-top
-    from snmf_jax.factorize import _codes, _fit, _sharded, _streaming  # pylint: disable=g-import-not-at-top
+    from snmf_jax.factorize import _codes_store, _driver  # pylint: disable=g-import-not-at-top
 
     out = Path(args.out)
     src = _source(args)
@@ -152,19 +152,19 @@ def run(args) -> int:
             codes=(out / "codes") if args.codes and jax.process_index() == 0 else False,
             **{**kw, "options": online})
     elif args.streaming:
-        result = _streaming.fit_streaming(
+        result = _driver.fit_streaming(
             src, checkpoint_dir=args.checkpoint_dir or out / "stream", **kw)
     elif multi:
         from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
         rows, start = _distributed.load_process_rows(src)
-        result = _sharded.fit_sharded(rows, mesh=_distributed.global_mesh(),
+        result = _driver.fit_sharded(rows, mesh=_distributed.global_mesh(),
                                       checkpoint_dir=args.checkpoint_dir, **kw)
         # Codes stay with their process: one chunk per process in OUT/codes.
         codes_dir = out / "codes"
-        _codes.CodesStore.write_chunk(codes_dir, jax.process_index(), result.codes)
+        _codes_store.CodesStore.write_chunk(codes_dir, jax.process_index(), result.codes)
         _distributed.barrier("snmf-jax fit: codes written")
         if jax.process_index() == 0:
-            _codes.CodesStore.finish(codes_dir, opts.rank, store=metadata.get("store"))
+            _codes_store.CodesStore.finish(codes_dir, opts.rank, store=metadata.get("store"))
         result = dataclasses.replace(result, codes=None, metadata={
             **result.metadata, "codes_store": "codes"})
     else:
@@ -172,7 +172,7 @@ def run(args) -> int:
         if args.shard:
             from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
             mesh = _distributed.global_mesh()
-        result = _fit.fit(_load_all(src), mesh=mesh, checkpoint_dir=args.checkpoint_dir, **kw)
+        result = _driver.fit(_load_all(src), mesh=mesh, checkpoint_dir=args.checkpoint_dir, **kw)
     seconds = time.perf_counter() - t0
     if jax.process_index() == 0:
         result.save(out)

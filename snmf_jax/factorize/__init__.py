@@ -13,24 +13,24 @@ for fixed features (`encode_loss` scores features on held-out rows).
 """
 
 from snmf_jax.factorize._checkpoint import CHECKPOINT_FILE, array_identity, source_identity
-from snmf_jax.factorize._codes import CodesStore
+from snmf_jax.factorize._codes_store import CodesStore
 from snmf_jax.factorize._encode import EncodeLoss, encode, encode_loss
 from snmf_jax.factorize._distributed import (global_mesh, initialize as initialize_distributed,
                                              load_process_rows, process_chunk_range,
                                              process_row_range)
-from snmf_jax.factorize._fit import fit
+from snmf_jax.factorize._driver import fit
 from snmf_jax.factorize._inits import kmeans_init, random_codes, svd_init
-from snmf_jax.factorize._layout import token_sharding
+from snmf_jax.factorize._rows_mesh import token_sharding
 from snmf_jax.factorize._loop import FitState, StopRule
 from snmf_jax.factorize._online import OnlineOptions, fit_online
 from snmf_jax.factorize._options import FitOptions
 from snmf_jax.factorize._result import SNMFResult
-from snmf_jax.factorize._sharded import fit_sharded
+from snmf_jax.factorize._driver import fit_sharded
 from snmf_jax.factorize._solver import (SNMF, SNMFConfig, SNMFState, dense_loss, init,
                                         multiplicative_update, scaled_features, snmf,
                                         solve_features, update, winner_take_all)
-from snmf_jax.factorize._sources import ArraySource, RowSource, SafetensorsSource, as_source
-from snmf_jax.factorize._streaming import fit_streaming
+from snmf_jax.factorize._row_sources import ArraySource, RowSource, SafetensorsSource, as_source
+from snmf_jax.factorize._driver import fit_streaming
 from snmf_jax.factorize._threads import limit_blas_threads
 from snmf_jax.factorize._finetune import finetune_hierarchy
 from snmf_jax.factorize._hierarchy import fit_hierarchical, fit_level

@@ -18,6 +18,7 @@ carries the SHA-256 of its arrays, verified on load.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ import numpy as np
 from snmf_jax import _digest, _io, _resume
 from snmf_jax.factorize import _solver
 from snmf_jax.factorize._loop import FitState
+
+log = logging.getLogger("snmf_jax")
 
 CHECKPOINT_FILE = "snmf_checkpoint.safetensors"
 _CKPT_FORMAT = "snmf_jax.checkpoint/1"
@@ -68,14 +71,71 @@ def source_identity(src, codes_init=None) -> dict[str, Any]:
     return ident
 
 
-def check_directory(checkpoint_dir) -> Path | None:
-    """Fails before any work when checkpoint_dir exists and is not a folder."""
+def write_state(path: Path, fmt: str, arrays: dict[str, np.ndarray], settings: dict,
+                data_id: dict, extra: dict[str, str] | None = None) -> None:
+    """Writes a checkpoint file: arrays, a header (format, settings, data
+    identity, `extra` fields) and the SHA-256 of the arrays, atomically.
+
+    The one layout of the batch fits' and the online fit's checkpoints.
+    """
+    meta = {"format": fmt, "settings": json.dumps(settings, sort_keys=True),
+            "data": json.dumps(data_id, sort_keys=True), **(extra or {}),
+            "arrays_sha256": _digest.arrays_digest(arrays)}
+    _io.save_arrays(path, arrays, meta)
+
+
+def read_state(path: Path, fmt: str, what: str, settings: dict, data_id: dict, *,
+               ignore: tuple[str, ...] = ()) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """Reads a `write_state` file written for this data and these settings.
+
+    Args:
+      path: the file.
+      fmt: its expected format string.
+      what: what it is, for messages ("checkpoint", "online checkpoint").
+      settings, data_id: the current ones; a file written for others is
+        refused naming the difference (settings keys in `ignore` may differ).
+
+    Returns:
+      (header, arrays verified against the header's digest).
+    """
+    meta = _io.read_metadata(path)
+    if meta.get("format") != fmt:
+        raise ValueError(f"{path} is not an snmf_jax {what} (format {meta.get('format')!r})")
+    saved_id = _io.parse_json(meta.get("data", "null"), f"{path} (header)")
+    if not isinstance(saved_id, dict):
+        raise ValueError(f"checkpoint {path} was written for different data "
+                         "(by an older version, without a data identity); delete it")
+    _resume.refuse_resume(f"checkpoint {path}", saved_id, data_id, kind="data",
+                          remedy=_REMEDY)
+    saved = _io.parse_json(meta.get("settings", "null"), f"{path} (header)")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: no settings in its header; delete it")
+    # Every setting either side records must match (a key only one side has
+    # is a difference too), but for `ignore` (a budget that may grow).
+    _resume.refuse_resume(f"checkpoint {path}", saved, settings, kind="settings",
+                          remedy=_REMEDY, ignore=ignore)
+    return meta, _io.verified_arrays(path, meta.get("arrays_sha256"))
+
+
+def open_checkpoint(checkpoint_dir, settings: dict, x, codes_init=None
+                    ) -> tuple["Checkpointer | None", tuple[FitState, list[float]] | None]:
+    """The checkpointer of an in-memory fit and the state it resumes from.
+
+    Args:
+      checkpoint_dir: the folder, or None (no checkpoints; X is not hashed).
+      settings: the fit's settings.
+      x, codes_init: the data fitted (`array_identity`).
+
+    Returns:
+      (Checkpointer or None, restored (FitState, losses) or None: start).
+    """
     if checkpoint_dir is None:
-        return None
-    path = Path(checkpoint_dir)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"checkpoint_dir {str(path)!r} exists and is not a directory")
-    return path
+        return None, None
+    ckpt = Checkpointer(checkpoint_dir, settings, array_identity(x, codes_init))
+    restored = ckpt.restore()
+    if restored is not None:
+        log.info("resuming SNMF from %s at step %d", ckpt.path, len(restored[1]))
+    return ckpt, restored
 
 
 class Checkpointer:
@@ -98,33 +158,15 @@ class Checkpointer:
         arrays.update({k: np.asarray(v) for k, v in fs._asdict().items() if k != "solver"})
         arrays["done"] = arrays["done"].astype(np.uint8)
         arrays["losses"] = np.asarray(losses, dtype=np.float64)
-        meta = {"format": _CKPT_FORMAT, "settings": json.dumps(self.settings, sort_keys=True),
-                "data": json.dumps(self.data_id, sort_keys=True),
-                "arrays_sha256": _digest.arrays_digest(arrays)}
-        _io.save_arrays(self.path, arrays, meta)
+        write_state(self.path, _CKPT_FORMAT, arrays, self.settings, self.data_id)
 
     def restore(self) -> tuple[FitState, list[float]] | None:
         if not self.path.exists():
             return None
-        meta = _io.read_metadata(self.path)
-        if meta.get("format") != _CKPT_FORMAT:
-            raise ValueError(f"{self.path} is not an snmf_jax checkpoint "
-                             f"(format {meta.get('format')!r})")
-        saved_id = _io.parse_json(meta.get("data", "null"), f"{self.path} (header)")
-        if not isinstance(saved_id, dict):
-            raise ValueError(f"checkpoint {self.path} was written for different data "
-                             "(by an older version, without a data identity); delete it")
-        _resume.refuse_resume(f"checkpoint {self.path}", saved_id, self.data_id, kind="data",
-                              remedy=_REMEDY)
-        saved = _io.parse_json(meta.get("settings", "null"), f"{self.path} (header)")
-        if not isinstance(saved, dict):
-            raise ValueError(f"{self.path}: no settings in its header; delete it")
-        # Every setting either side records must match (a key only one side has
-        # is a difference too); max_iter may grow: a longer budget continues
-        # the same trajectory, checked against the iterations done below.
-        _resume.refuse_resume(f"checkpoint {self.path}", saved, self.settings, kind="settings",
-                              remedy=_REMEDY, ignore=("max_iter",))
-        a = _io.verified_arrays(self.path, meta.get("arrays_sha256"))
+        # max_iter may grow: a longer budget continues the same trajectory,
+        # checked against the iterations done below.
+        _, a = read_state(self.path, _CKPT_FORMAT, "checkpoint", self.settings, self.data_id,
+                          ignore=("max_iter",))
         missing = [k for k in (*(f"solver.{f}" for f in _solver.SNMFState._fields),
                                *(f for f in FitState._fields if f != "solver"), "losses")
                    if k not in a]

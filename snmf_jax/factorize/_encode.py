@@ -32,8 +32,8 @@ from jax import Array
 
 from snmf_jax import _checks, _chunks, _io, _progress
 from snmf_jax.factorize import _solver
-from snmf_jax.factorize._codes import CodesStore
-from snmf_jax.factorize._sources import as_source
+from snmf_jax.factorize._codes_store import CodesStore
+from snmf_jax.factorize._row_sources import as_source
 
 DEFAULT_ITERS = 30
 _WARM_FLOOR = 1e-3  # floor of the warm start, relative to the row's mean |code|

@@ -31,12 +31,12 @@ import numpy as np
 
 from snmf_jax import _checks, _digest, _io, _resume
 from snmf_jax.factorize import _checkpoint
-from snmf_jax.factorize._fit import fit
+from snmf_jax.factorize._driver import fit
 from snmf_jax.factorize._options import FitOptions
 from snmf_jax.factorize._hierarchy_result import HierarchicalResult
 from snmf_jax.factorize._result import SNMFResult
-from snmf_jax.factorize._sources import as_source
-from snmf_jax.factorize._streaming import fit_streaming
+from snmf_jax.factorize._row_sources import as_source
+from snmf_jax.factorize._driver import fit_streaming
 
 log = logging.getLogger(__name__)
 

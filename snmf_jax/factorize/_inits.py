@@ -11,12 +11,15 @@ gives the same codes.
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
+
+from snmf_jax.factorize import _loop, _solver
 
 _BLOCK = 4096  # rows per random block; fixes the stream regardless of sharding
 CODE_FLOOR = 1e-6
@@ -216,12 +219,104 @@ def kmeans_init(x: Array, rank: int, key: Array, *, iters: int = 15,
     return kmeans_codes(x, cent, offset), cent
 
 
-def initial_codes(x: Array, rank: int, init: str, seed: int
-                  ) -> tuple[Array, Array | None]:
-    """Initial (codes, features) of in-memory data for an init name."""
-    key = jax.random.PRNGKey(seed)
-    if init == "random":
-        return random_codes(key, 0, x.shape[0], rank, x.dtype), None
-    if init == "svd":
-        return svd_init(x, rank, key)
-    return kmeans_init(x, rank, key)
+# ---------------------------------------------------------------------------
+# The one dispatch of init names: every fit (in memory, sharded, streamed,
+# online) looks its init up here.
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def kmeans_pp(x, key, *, k: int):
+    """Greedy k-means++ seeding: (k, d) rows of x.
+
+    D² sampling (Arthur & Vassilvitskii, 2007) with 2 + ⌊ln k⌋ candidates per
+    centre, keeping the one that lowers the total squared distance most (the
+    greedy variant scikit-learn uses: plain D² sampling too often puts two
+    centres in one cluster and none in another).
+    """
+    sq = jnp.sum(x * x, axis=1)  # (n,)
+    trials = 2 + int(np.log(k))
+
+    def dist(c):  # (..., d) centres -> (..., n) squared distances
+        return jnp.maximum(sq - 2 * (c @ x.T) + jnp.sum(c * c, -1)[..., None], 0)
+
+    first = jax.random.randint(jax.random.fold_in(key, 0), (), 0, x.shape[0])
+    cent = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[first])
+
+    def body(i, carry):
+        cent, d2 = carry
+        logits = jnp.where(d2 > 0, jnp.log(jnp.maximum(d2, 1e-30)), -jnp.inf)
+        # Every row on a chosen centre already: fall back to a uniform draw.
+        logits = jnp.where(jnp.any(d2 > 0), logits, jnp.zeros_like(d2))
+        cand = jax.random.categorical(jax.random.fold_in(key, i), logits, shape=(trials,))
+        new = jnp.minimum(d2[None], dist(x[cand]))  # (trials, n)
+        best = jnp.argmin(jnp.sum(new, axis=1))
+        return cent.at[i].set(x[cand[best]]), new[best]
+
+    cent, _ = lax.fori_loop(1, k, body, (cent, dist(x[first])))
+    return cent
+
+
+class Init(NamedTuple):
+    """How one init name starts a fit, whatever holds the rows.
+
+    Attributes:
+      seed_rows: (key, n, rank) -> (K,) global rows whose X the plan starts
+        from (host numpy), or None.
+      plan: (reduce, seeds, n, d, rank, key, dtype) -> (params, features or
+        None): the passes over X, blocked (`reduce`, module docstring);
+        `seeds` the (K, d) rows of `seed_rows`. None: no pass (random).
+      codes: (x_block, params) -> (r, K) codes of a block of rows (with a
+        plan); without one, (key, start, stop, rank, dtype) -> codes of a
+        range of global rows.
+      sample_features: (sample, rank, key) -> (K, d) features from a sample
+        of rows (the online fit's init).
+    """
+
+    seed_rows: Callable | None
+    plan: Callable | None
+    codes: Callable
+    sample_features: Callable
+
+
+def _svd_plan(reduce, seeds, n, d, rank, key, dtype):
+    del seeds
+    return svd_plan(reduce, n, d, rank, key, dtype)
+
+
+def _kmeans_plan(reduce, seeds, n, d, rank, key, dtype):
+    del n, d, rank, key, dtype
+    cent = kmeans_plan(reduce, seeds)
+    return cent, cent
+
+
+def _kmeans_sample(x, rank, key):
+    return kmeans_plan(single_block(x), kmeans_pp(x, key, k=rank))
+
+
+INITS: dict[str, Init] = {
+    "random": Init(seed_rows=None, plan=None, codes=random_codes,
+                   sample_features=lambda x, rank, key: x[jax.random.choice(
+                       key, x.shape[0], (rank,), replace=False)]),
+    "svd": Init(seed_rows=None, plan=_svd_plan, codes=svd_codes,
+                sample_features=lambda x, rank, key: svd_init(x, rank, key)[1]),
+    "kmeans": Init(seed_rows=kmeans_seed_rows, plan=_kmeans_plan, codes=kmeans_codes,
+                   sample_features=_kmeans_sample),
+}
+
+
+def initial_state(x: Array, opts, codes_init: Array | None):
+    """Step 3 of the in-memory fit: the starting FitState (codes_init, or
+    the init `opts.init` over X as a single block)."""
+    if codes_init is not None:
+        codes, feats = codes_init, None
+    else:
+        rank, spec = int(opts.rank), INITS[opts.init]
+        key = jax.random.PRNGKey(opts.seed)
+        if spec.plan is None:
+            codes, feats = spec.codes(key, 0, x.shape[0], rank, x.dtype), None
+        else:
+            seeds = None if spec.seed_rows is None else x[spec.seed_rows(key, x.shape[0], rank)]
+            params, feats = spec.plan(single_block(x), seeds, x.shape[0], x.shape[1], rank,
+                                      key, x.dtype)
+            codes = spec.codes(x, params)
+    return _loop.init_fit_state(_solver.init(x, codes, feats))

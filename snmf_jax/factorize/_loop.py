@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 from typing import Any, Callable, NamedTuple
 
@@ -121,24 +122,28 @@ def _check_finite(new: list[float], step: int, fs: FitState) -> None:
 
 
 def drive(run: Callable[[FitState, int], tuple[FitState, Array, Array]],
-          fs: FitState, losses: list[float], *, max_iter: int, chunk: int,
-          checkpointer: Any | None, checkpoint_every: int,
-          progress: bool, callback: Callable[[int, float], Any] | None
-          ) -> tuple[FitState, list[float]]:
-    """The host loop: chunks of iterations, progress, callbacks, checkpoints.
+          fs: FitState, losses: list[float], opts: Any, *, checkpointer: Any | None,
+          progress: bool, callback: Callable[[int, float], Any] | None,
+          loss_scale: float = 1.0) -> tuple[FitState, list[float]]:
+    """Step 4 of every batch fit, the host loop: chunks of iterations,
+    progress, callbacks, checkpoints.
 
     Args:
       run: run(fs, n) runs up to n iterations, returning (fs, losses buffer,
         iterations run).
       fs: the starting state; losses: the losses so far (non-empty on resume).
-      max_iter, chunk, checkpoint_every: iteration budget and cadences.
+      opts: the FitOptions (max_iter, chunk_size, checkpoint_every).
       checkpointer: an object with save(fs, losses), or None.
       progress: show a progress bar.
       callback: callback(step, loss) once per iteration (module docstring).
+      loss_scale: what the callback's losses are multiplied by (scale² of a
+        fit run on X / scale).
 
     Returns:
       (final FitState, all losses).
     """
+    max_iter, chunk = opts.max_iter, opts.chunk_size
+    checkpoint_every = opts.checkpoint_every
     step = len(losses)
     bar = _progress.bar(max_iter, initial=step, progress=progress, desc="snmf")
     # Every iteration's feature solve calls CPU LAPACK; see _threads.
@@ -159,8 +164,17 @@ def drive(run: Callable[[FitState, int], tuple[FitState, Array, Array]],
                 log.debug("snmf step %d loss %.6g", step, new[-1])
                 if callback is not None:
                     for j, value in enumerate(new):
-                        callback(step - ran + j + 1, value)
+                        callback(step - ran + j + 1,
+                                 value if loss_scale == 1.0 else value * loss_scale)
             if checkpointer is not None and (step % checkpoint_every == 0 or step >= max_iter
                                              or bool(fs.done)):
                 checkpointer.save(fs, losses)
     return fs, losses
+
+
+def in_memory_runner(x: Array, opts: Any
+                     ) -> Callable[[FitState, int], tuple[FitState, Array, Array]]:
+    """`drive`'s run(fs, n) for rows on one device."""
+    run = functools.partial(run_chunk, config=opts.solver_config, rule=opts.stop_rule,
+                            chunk=opts.chunk_size)
+    return lambda fs, n: run(x, fs, jnp.int32(n))

@@ -35,11 +35,11 @@ import numpy as np
 from jax.sharding import Mesh
 
 from snmf_jax import _checks
-from snmf_jax.factorize import (_checkpoint, _encode, _layout, _online_batches, _online_run,
-                                _options, _solver)
+from snmf_jax.factorize import (_check, _encode, _inits, _online_batches, _online_run,
+                                _options, _rows_mesh, _solver)
 from snmf_jax.factorize._result import SNMFResult
 
-INITS = ("kmeans", "random", "svd")
+INITS = tuple(sorted(_inits.INITS))  # the one table; sorted as the messages list them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,8 +124,8 @@ class _Devices:
         n = 1 if mesh is None else int(mesh.size)
         self.rows = math.ceil(batch_size / n) * n
         if mesh is not None:
-            lpd = _layout.devices_per_process(mesh)
-            self.layout = _layout.RowLayout(counts=(self.rows // jax.process_count(),)
+            lpd = _rows_mesh.devices_per_process(mesh)
+            self.layout = _rows_mesh.RowLayout(counts=(self.rows // jax.process_count(),)
                                             * jax.process_count(),
                                             rows_per_device=self.rows // n,
                                             devices_per_process=lpd)
@@ -137,11 +137,11 @@ class _Devices:
         if self.mesh is None:
             return jnp.asarray(x)
         block = self.layout.block  # every process reads the whole batch, keeps its block
-        return _layout.to_global(x[jax.process_index() * block:][:block], self.mesh,
+        return _rows_mesh.to_global(x[jax.process_index() * block:][:block], self.mesh,
                                  self.layout)
 
     def rep(self, a):
-        return jnp.asarray(a) if self.mesh is None else _layout.replicate(a, self.mesh)
+        return jnp.asarray(a) if self.mesh is None else _rows_mesh.replicate(a, self.mesh)
 
 
 def fit_online(source, rank: int | None = None, *, layer: int | None = None,
@@ -197,7 +197,7 @@ def fit_online(source, rank: int | None = None, *, layer: int | None = None,
     """
     opts = _options.resolve("fit_online", rank, options, option_kwargs, OnlineOptions)
     _checks.json_able("metadata", metadata)
-    _checkpoint.check_directory(checkpoint_dir)
+    _check.check_directory(checkpoint_dir)
     if held_out_every is not None:
         _checks.integer("held_out_every", held_out_every, lo=1)
     if mesh is not None and not isinstance(mesh, Mesh):

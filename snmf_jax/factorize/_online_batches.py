@@ -29,7 +29,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from snmf_jax.factorize import _checkpoint
-from snmf_jax.factorize._sources import RowSource, as_source
+from snmf_jax.factorize._row_sources import RowSource, as_source
 
 
 def _checked(x: np.ndarray, d: int, where: str) -> np.ndarray:

@@ -31,8 +31,8 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from snmf_jax import _io, _resume
-from snmf_jax.factorize import _encode, _inits, _layout, _solver
+from snmf_jax import _io
+from snmf_jax.factorize import _checkpoint, _encode, _inits, _rows_mesh, _solver
 
 CHECKPOINT_FILE = "online_checkpoint.safetensors"
 _FORMAT = "snmf_jax.online_checkpoint/1"
@@ -60,7 +60,7 @@ def compiled_step(config: _solver.SNMFConfig, iters: int, mesh: Mesh | None):
     replicated."""
     if mesh is None:
         return jax.jit(functools.partial(_body, config=config, iters=iters, axis_name=None))
-    axes = _layout.token_axes(mesh)
+    axes = _rows_mesh.token_axes(mesh)
     body = functools.partial(_body, config=config, iters=iters, axis_name=axes)
     rep = P()
     return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(axes), rep, rep, rep, rep, rep),
@@ -68,39 +68,7 @@ def compiled_step(config: _solver.SNMFConfig, iters: int, mesh: Mesh | None):
 
 
 # ---------------------------------------------------------------------------
-# Inits from a sample of the first batches (no pass over the data).
-
-
-@functools.partial(jax.jit, static_argnames=("k",))
-def kmeans_pp(x, key, *, k: int):
-    """Greedy k-means++ seeding: (k, d) rows of x.
-
-    D² sampling (Arthur & Vassilvitskii, 2007) with 2 + ⌊ln k⌋ candidates per
-    centre, keeping the one that lowers the total squared distance most (the
-    greedy variant scikit-learn uses: plain D² sampling too often puts two
-    centres in one cluster and none in another).
-    """
-    sq = jnp.sum(x * x, axis=1)  # (n,)
-    trials = 2 + int(np.log(k))
-
-    def dist(c):  # (..., d) centres -> (..., n) squared distances
-        return jnp.maximum(sq - 2 * (c @ x.T) + jnp.sum(c * c, -1)[..., None], 0)
-
-    first = jax.random.randint(jax.random.fold_in(key, 0), (), 0, x.shape[0])
-    cent = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[first])
-
-    def body(i, carry):
-        cent, d2 = carry
-        logits = jnp.where(d2 > 0, jnp.log(jnp.maximum(d2, 1e-30)), -jnp.inf)
-        # Every row on a chosen centre already: fall back to a uniform draw.
-        logits = jnp.where(jnp.any(d2 > 0), logits, jnp.zeros_like(d2))
-        cand = jax.random.categorical(jax.random.fold_in(key, i), logits, shape=(trials,))
-        new = jnp.minimum(d2[None], dist(x[cand]))  # (trials, n)
-        best = jnp.argmin(jnp.sum(new, axis=1))
-        return cent.at[i].set(x[cand[best]]), new[best]
-
-    cent, _ = lax.fori_loop(1, k, body, (cent, dist(x[first])))
-    return cent
+# The init from a sample of the first batches (no pass over the data).
 
 
 def initial_features(sample: np.ndarray, rank: int, init: str, seed: int) -> np.ndarray:
@@ -114,14 +82,7 @@ def initial_features(sample: np.ndarray, rank: int, init: str, seed: int) -> np.
         raise ValueError(f"the first batches hold {sample.shape[0]} rows; rank {rank} needs "
                          f"at least {rank} (raise init_rows or batch_size, or lower rank)")
     x = jnp.asarray(sample, jnp.float32)
-    key = jax.random.PRNGKey(seed)
-    if init == "kmeans":
-        cent = kmeans_pp(x, key, k=rank)
-        feats = _inits.kmeans_plan(_inits.single_block(x), cent)
-    elif init == "random":
-        feats = x[jax.random.choice(key, x.shape[0], (rank,), replace=False)]
-    else:
-        feats = _inits.svd_init(x, rank, key)[1]
+    feats = _inits.INITS[init].sample_features(x, rank, jax.random.PRNGKey(seed))
     return np.asarray(feats, np.float32)
 
 
@@ -148,31 +109,16 @@ class OnlineCheckpointer:
         arrays["w"] = np.asarray(state["w"], np.float64)
         arrays["losses"] = np.asarray(state["losses"], np.float64)
         arrays["batch_rows"] = np.asarray(state["batch_rows"], np.int64)
-        meta = {"format": _FORMAT, "settings": json.dumps(self.settings, sort_keys=True),
-                "data": json.dumps(self.data_id, sort_keys=True),
-                "position": json.dumps(state["position"], sort_keys=True),
-                "held_out": json.dumps(state["held_out"]),
-                "arrays_sha256": _io.arrays_digest(arrays)}
-        _io.save_arrays(self.path, arrays, meta)
+        _checkpoint.write_state(self.path, _FORMAT, arrays, self.settings, self.data_id, {
+            "position": json.dumps(state["position"], sort_keys=True),
+            "held_out": json.dumps(state["held_out"])})
 
     def restore(self) -> dict[str, Any] | None:
         if not self.path.exists():
             return None
-        meta = _io.read_metadata(self.path)
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{self.path} is not an snmf_jax online checkpoint "
-                             f"(format {meta.get('format')!r})")
+        meta, arrays = _checkpoint.read_state(self.path, _FORMAT, "online checkpoint",
+                                              self.settings, self.data_id)
         where = f"{self.path} (header)"
-        saved_id = _io.parse_json(meta.get("data", "null"), where)
-        remedy = "delete it or choose another checkpoint_dir"
-        _resume.refuse_resume(f"checkpoint {self.path}",
-                              saved_id if isinstance(saved_id, dict) else {}, self.data_id,
-                              kind="data", remedy=remedy)
-        saved = _io.parse_json(meta.get("settings", "null"), where)
-        _resume.refuse_resume(f"checkpoint {self.path}",
-                              saved if isinstance(saved, dict) else {}, self.settings,
-                              kind="settings", remedy=remedy)
-        arrays = _io.verified_arrays(self.path, meta.get("arrays_sha256"))
         position = _io.parse_json(meta.get("position", "null"), where)
         if not isinstance(position, dict) or not isinstance(position.get("batches"), int):
             raise ValueError(f"{self.path}: no valid position in its header; delete it")

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from snmf_jax import _checks
-from snmf_jax.factorize import _solver
+from snmf_jax.factorize import _inits, _solver
 from snmf_jax.factorize._loop import StopRule
 
-INITS = ("random", "svd", "kmeans")
+INITS = tuple(_inits.INITS)  # ("random", "svd", "kmeans"): the one table
 TOL_MODES = ("relative", "absolute")
 
 

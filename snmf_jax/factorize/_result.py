@@ -111,6 +111,41 @@ class SNMFResult:
                    metadata=info.get("metadata", {}))
 
 
+def assemble(fs, losses: list[float], settings: dict, max_iter: int, metadata: dict | None, *,
+             codes: np.ndarray | None, scale: float = 1.0, extra_settings: dict | None = None,
+             extra_metadata: dict | None = None) -> SNMFResult:
+    """Step 5 of the batch fits: the SNMFResult of a final FitState.
+
+    Args:
+      fs: the final FitState (its best iterate is returned).
+      losses: every iteration's loss.
+      settings: the fit's settings (`FitOptions.settings`).
+      max_iter: the budget asked for (recorded; a resumed fit may raise it).
+      metadata: the user's provenance.
+      codes: the best codes, on the host (None: not returned).
+      scale: the power of two X was divided by (`_check.unit_scale`); the
+        features are scaled back (overflow is an error) and the losses by scale².
+      extra_settings, extra_metadata: what the driver adds (devices, ...).
+
+    Returns:
+      The SNMFResult.
+    """
+    features = np.asarray(fs.best_features)
+    if scale != 1.0:
+        with np.errstate(over="ignore"):
+            features = features * np.asarray(scale, features.dtype)
+        if not np.isfinite(features).all():
+            raise FloatingPointError(
+                f"the features of X (largest |value| ~{scale:.3g}) overflow {features.dtype} "
+                "once scaled back; rescale X (e.g. divide by its largest absolute value) "
+                "and retry.")
+    return SNMFResult(features=features, codes=codes,
+                      losses=np.asarray(losses, dtype=np.float64) * scale ** 2,
+                      best_iter=int(fs.best_step), converged=bool(fs.done),
+                      settings={**settings, "max_iter": int(max_iter), **(extra_settings or {})},
+                      metadata={**(metadata or {}), **(extra_metadata or {})})
+
+
 def _field(file, name: str, ok: bool, expected: str, got) -> None:
     if not ok:
         raise ValueError(f"{file}: header field {name} must be {expected}; got {got!r}")
