@@ -97,6 +97,31 @@ def tiny_llama_invertible():
     return tiny_model(tokenizer=InvertibleTokenizer(), logit_scale=3.0)
 
 
+class StubJudge:
+    """Concept: share of the letter assigned to the concept; fluency: share of distinct letters."""
+
+    def __init__(self):
+        self.concept_calls = []
+
+    def concept(self, texts, concept):
+        self.concept_calls.append((len(texts), concept))
+        return np.array([t.count(concept) / max(len(t), 1) for t in texts])
+
+    def fluency(self, texts):
+        return np.array([len(set(t)) / 26 for t in texts])
+
+
+@pytest.fixture(scope="module")
+def tiny_word_model(tmp_path_factory):
+    """A one-layer random llama (d_model 16, d_mlp 24, vocabulary 5) whose tokenizer
+    is `testing.write_word_level_json`'s file, read as a loader reads it."""
+    from snmf_jax.models import Tokenizer
+    from snmf_jax.testing import tiny_model, write_word_level_json
+    path = write_word_level_json(tmp_path_factory.mktemp("tok"))
+    return tiny_model(vocab_size=5, d_model=16, n_layers=1, n_heads=2, n_kv_heads=1,
+                      d_mlp=24, max_position=32, tokenizer=Tokenizer.from_file(path))
+
+
 # -- toy stores, results and report inputs (no model) ------------------------------
 
 TOY_PROVENANCE = {"doc_ids": ("int32", ()), "positions": ("int32", ()),
