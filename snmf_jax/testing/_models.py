@@ -17,6 +17,7 @@ SIZES = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, hea
 # (from the first, alternating with full ones), a window shorter than the test
 # prompts, and queries scaled by query_pre_attn_scalar**-0.5 instead of head_dim's.
 GEMMA = dict(sliding_window=4, query_pre_attn_scalar=8.0)
+EXTRAS = {"gemma2": GEMMA, "gemma3": GEMMA}  # per preset family, beyond SIZES
 
 
 def tiny_config(family: str = "llama", **overrides: Any) -> ModelConfig:
@@ -24,8 +25,9 @@ def tiny_config(family: str = "llama", **overrides: Any) -> ModelConfig:
 
     Defaults: vocab 64, d_model 32, 2 layers, 4 query heads over 2 KV heads of
     width 8, d_mlp 48, max_position 64, EOS id 1, untied embeddings (so the
-    unembedding is a matrix of its own). Gemma 2 / 3 also get `GEMMA` and
-    layer types alternating "sliding", "full", ... over the layers.
+    unembedding is a matrix of its own). Gemma 2 / 3 also get `GEMMA`; a
+    config with a sliding window and no `layer_types` alternates "sliding",
+    "full", ... over its layers.
 
     Args:
       family: a preset family ("gpt2", "llama", "gemma2", "gemma3").
@@ -35,11 +37,8 @@ def tiny_config(family: str = "llama", **overrides: Any) -> ModelConfig:
     Returns:
       The config.
     """
-    kw = dict(SIZES)
-    if family in ("gemma2", "gemma3"):
-        kw.update(GEMMA)
-    kw.update(overrides)
-    if family in ("gemma2", "gemma3") and "layer_types" not in overrides:
+    kw = {**SIZES, **EXTRAS.get(family, {}), **overrides}
+    if kw.get("sliding_window") and "layer_types" not in overrides:
         kw["layer_types"] = tuple("sliding" if i % 2 == 0 else "full"
                                   for i in range(kw["n_layers"]))
     return ModelConfig(family=family, **kw)
