@@ -25,6 +25,7 @@ def dataset():
     return TextDataset(tuple(texts), tuple(labels), tuple(WORDS))
 
 
+@pytest.mark.slow
 def test_compare_methods_and_outputs(tiny_llama_invertible, tmp_path):
     cfg = CompareConfig(rank=4, max_iter=20, sae_width=16, sae_k=4, sae_tokens=2048,
                         sae_batch=64, unsupervised=2)

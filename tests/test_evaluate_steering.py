@@ -26,6 +26,8 @@ def run(tiny_llama):
     return steering_generations(tiny_llama, SteeringSpec("rand", dirs, ("a", "e")), CFG)
 
 
+# The tests of `run` share its calibrated generations (~7 s of CPU): slow together.
+@pytest.mark.slow
 def test_run_shapes_and_unreachable_target_is_kept(run):
     assert run.alphas.shape == run.kl.shape == run.reachable.shape == (2, 2, 3)
     assert len(run.texts) == 2 and len(run.texts[0]) == 2 and len(run.texts[0][0]) == 3
@@ -35,6 +37,7 @@ def test_run_shapes_and_unreachable_target_is_kept(run):
     assert np.all(np.abs(run.kl[:, :, 0] / 0.05 - 1) < 0.05)
 
 
+@pytest.mark.slow
 def test_batched_variants_equal_one_variant_calls(tiny_llama):
     """Greedy decoding: every variant of the chunked batch equals its own one-variant call,
     at the signed calibrated alpha (the patch rows line up with their variants)."""
@@ -57,6 +60,7 @@ def test_batched_variants_equal_one_variant_calls(tiny_llama):
                for t in range(2))
 
 
+@pytest.mark.slow
 def test_scores_and_summary_follow_definitions(run):
     judge = StubJudge()
     sr = score_steering(run, judge)
@@ -78,6 +82,7 @@ def test_scores_and_summary_follow_definitions(run):
     assert md.count("\n") == len(rows) + 1 and "4 / 4" in md
 
 
+@pytest.mark.slow
 def test_judge_out_of_range_is_an_error(run):
     class Bad(StubJudge):
         def fluency(self, texts):

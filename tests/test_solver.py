@@ -115,6 +115,7 @@ _jit_update = jax.jit(F.update, static_argnames="config")
 
 
 # Shapes come from small sets so the jitted update compiles a few times only.
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None)
 @example(n=5, d=4, k=4, p=0.1, scale=1.0, seed=1399)  # 4 features on one neuron, opposite signs
 @given(n=st.sampled_from([5, 33]), d=st.sampled_from([4, 30]), k=st.sampled_from([1, 4]),
