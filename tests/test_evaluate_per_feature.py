@@ -79,23 +79,24 @@ CORPUS = [f"the {w} and the {v} went {i} times" for i, (w, v) in enumerate(
 
 
 def test_per_feature_diffmean_is_built_from_the_features_own_contexts(tiny_llama_invertible):
-    neutral = export_activations(tiny_llama_invertible, from_texts(CORPUS), 1, site="mlp_out",
+    tiny_inv = tiny_llama_invertible
+    neutral = export_activations(tiny_inv, from_texts(CORPUS), 1, site="mlp_out",
                                  progress=False)
     descs = [FeatureDescription("snmf", 0, ("apple and avocado", "banana apple"), 2, (), ()),
              FeatureDescription("snmf", 5, ("owl owl otter", "oboe owl", "otter"), 2, (), ())]
-    D = per_feature_diffmean(tiny_llama_invertible, descs, neutral, layer=1, seed=3)
-    assert D.shape == (2, tiny_llama_invertible.config.d_model)
+    D = per_feature_diffmean(tiny_inv, descs, neutral, layer=1, seed=3)
+    assert D.shape == (2, tiny_inv.config.d_model)
     for i, d in enumerate(descs):
-        pos = export_activations(tiny_llama_invertible, from_texts(list(d.contexts)), 1, site="mlp_out",
+        pos = export_activations(tiny_inv, from_texts(list(d.contexts)), 1, site="mlp_out",
                                  progress=False).X
         negt = random_contexts(neutral, len(d.contexts), seed=3 + 1 + i)
         assert len(negt) == len(d.contexts) and all(t in " ".join(CORPUS) for t in negt)
-        neg = export_activations(tiny_llama_invertible, from_texts(negt), 1, site="mlp_out",
+        neg = export_activations(tiny_inv, from_texts(negt), 1, site="mlp_out",
                                  progress=False).X
         want = pos.mean(0) - neg.mean(0)  # token-weighted, as the official fit
         np.testing.assert_allclose(D[i], want / np.linalg.norm(want), atol=1e-5)
     other = (FeatureDescription("snmf", 5, ("egret eel", "eel"), 2, (), ()),)
-    assert not np.allclose(per_feature_diffmean(tiny_llama_invertible, other, neutral, layer=1, seed=3)[0],
+    assert not np.allclose(per_feature_diffmean(tiny_inv, other, neutral, layer=1, seed=3)[0],
                            D[1], atol=1e-3)
 
 
@@ -113,10 +114,11 @@ class Judge02:
 
 @pytest.mark.slow
 def test_per_feature_protocol_end_to_end(tiny_llama_invertible, tmp_path):
+    tiny_inv = tiny_llama_invertible
     from snmf_jax.baselines import SAEConfig, TrainConfig, train_sae
     from snmf_jax.factorize import fit
-    hid = export_activations(tiny_llama_invertible, from_texts(CORPUS), 1, site="mlp_hidden", progress=False)
-    out = export_activations(tiny_llama_invertible, from_texts(CORPUS), 1, site="mlp_out", progress=False)
+    hid = export_activations(tiny_inv, from_texts(CORPUS), 1, site="mlp_hidden", progress=False)
+    out = export_activations(tiny_inv, from_texts(CORPUS), 1, site="mlp_out", progress=False)
     res = fit(hid.X, 6, sparsity=0.2, max_iter=20, seed=0, progress=False)
     sae, _ = train_sae(out.X, SAEConfig(d_in=out.X.shape[1], d_sae=16, architecture="topk", k=4),
                        TrainConfig(total_tokens=2048, batch_size=64, seed=0))
@@ -130,7 +132,7 @@ def test_per_feature_protocol_end_to_end(tiny_llama_invertible, tmp_path):
                            minus_alpha="reuse")
     cfg = PerFeatureConfig(n_features=2, min_contexts=2, n_describe=2, k_contexts=4,
                            n_unsteered=3, steering=steer)
-    run = per_feature_generations(tiny_llama_invertible, banks, cfg, neutral=out)
+    run = per_feature_generations(tiny_inv, banks, cfg, neutral=out)
     assert [m.method for m in run.methods] == ["snmf", "diffmean", "sae"]
     snmf, dm, sae_run = run.methods
     assert [d.index for d in dm.descriptions] == [d.index for d in snmf.descriptions]

@@ -368,7 +368,8 @@ def test_a_steering_scale_that_overflows_the_logits_is_an_error(tiny_word_model)
     import jax.numpy as jnp
     from snmf_jax.steer import patched_forward
     toks = jnp.asarray([tiny_word_model.tokenizer.encode("a b")])
-    logits = patched_forward(tiny_word_model.params, toks, patch, config=tiny_word_model.config).logits
+    logits = patched_forward(tiny_word_model.params, toks, patch,
+                             config=tiny_word_model.config).logits
     assert gen.tokens.size and np.isfinite(np.asarray(logits)).all()
 
 

@@ -164,7 +164,8 @@ def test_left_pad_refuses_bad_input():
     (dict(alpha_max=-1.0), "alpha"),
 ])
 def test_bad_calibration_settings(tiny_llama, kw, match):
-    d = st.Directions.from_vectors(np.ones((1, DH)), layer=0, site="mlp_hidden", config=tiny_llama.config)
+    d = st.Directions.from_vectors(np.ones((1, DH)), layer=0, site="mlp_hidden",
+                                  config=tiny_llama.config)
     with pytest.raises(ValueError, match=match) as e:
         st.calibrate(tiny_llama, d, progress=False, **kw)
     _one_line(e.value)
@@ -175,13 +176,15 @@ def test_bad_directions(tiny_llama):
         st.Directions.from_vectors(np.full((1, DH), np.nan), layer=0, site="mlp_hidden",
                       config=tiny_llama.config)
     with pytest.raises(ValueError, match="layer"):
-        st.Directions.from_vectors(np.ones((1, DH)), layer=9, site="mlp_hidden", config=tiny_llama.config)
+        st.Directions.from_vectors(np.ones((1, DH)), layer=9, site="mlp_hidden",
+                                   config=tiny_llama.config)
     with pytest.raises(ValueError, match="indices"):
         st.feature_directions(tiny_llama, np.ones((2, DH)), layer=0, indices=[9])
 
 
 def test_directions_patch_refuses_nan_alphas(tiny_llama):
-    d = st.Directions.from_vectors(np.ones((1, DH)), layer=0, site="mlp_hidden", config=tiny_llama.config)
+    d = st.Directions.from_vectors(np.ones((1, DH)), layer=0, site="mlp_hidden",
+                                  config=tiny_llama.config)
     for alpha in (np.array([np.nan]), np.float32(np.inf)):
         with pytest.raises(ValueError, match="scale"):
             d.patch(alpha)

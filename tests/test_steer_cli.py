@@ -10,6 +10,11 @@ from snmf_jax.testing import CharTokenizer, tiny_model
 from snmf_jax.cli import steer as _cli
 
 
+def _load_tiny(name):
+    """Stands in for the CLI's model loader: the tiny llama with peaked logits."""
+    return tiny_model(tokenizer=CharTokenizer(), logit_scale=3.0)
+
+
 def save_result(path, metadata):
     features = np.random.default_rng(0).standard_normal((4, 48)).astype(np.float32)
     SNMFResult(features=features, codes=None, losses=np.zeros(1, np.float32), best_iter=1,
@@ -25,7 +30,7 @@ def parse(argv):
 
 @pytest.mark.slow
 def test_steer_command_prints_both_signs_next_to_unsteered(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(_cli, "_load_model", lambda name: tiny_model(tokenizer=CharTokenizer(), logit_scale=3.0))
+    monkeypatch.setattr(_cli, "_load_model", _load_tiny)
     path = save_result(tmp_path / "res", {"layer": 1, "site": "mlp_hidden"})
     args = parse(["steer", "--model", "tiny", "--features", str(path), "--feature", "0",
                   "--kl", "0.5", "--prompt", "hello", "--max-new-tokens", "5"])
@@ -39,7 +44,7 @@ def test_steer_command_prints_both_signs_next_to_unsteered(tmp_path, monkeypatch
 
 
 def test_steer_command_needs_a_layer(tmp_path, monkeypatch):
-    monkeypatch.setattr(_cli, "_load_model", lambda name: tiny_model(tokenizer=CharTokenizer(), logit_scale=3.0))
+    monkeypatch.setattr(_cli, "_load_model", _load_tiny)
     path = save_result(tmp_path / "res", {})
     args = parse(["steer", "--model", "tiny", "--features", str(path), "--feature", "0"])
     with pytest.raises(ValueError, match="does not record its layer; pass --layer"):
