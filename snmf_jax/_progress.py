@@ -1,9 +1,10 @@
-"""`bar`: the one progress-bar setup of the package (tqdm).
+"""`bar`: the package's progress-bar setup (tqdm).
 
-Every long loop (fit iterations, chunk passes, export, calibration) takes a
-`progress` flag; this is the one place that turns it into a tqdm bar, so the
-look (auto backend, width that follows the terminal) and `progress=False`
-(a disabled bar: no output at all, same calls) are decided once.
+Long loops (fit iterations, chunk passes, export, calibration) take a
+`progress` flag and turn it into a tqdm bar here, so the look (auto backend,
+width that follows the terminal) and `progress=False` (a disabled bar: no
+output at all, same calls) are decided once. (The GGUF dequantizer,
+`models/_gguf_params.py`, still builds its own bar.)
 """
 
 from __future__ import annotations

@@ -52,24 +52,6 @@ def run(capsys, *argv) -> tuple[int, str]:
     return rc, err
 
 
-def tiny_model(folder):
-    """A one-layer random llama (d_mlp 24) with a 5-word tokenizer saved in `folder`."""
-    import jax
-    from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import models as tok_models, pre_tokenizers
-    from snmf_jax.models import Model, ModelConfig, init_params
-    from snmf_jax.models._tokenizer import Tokenizer
-    t = HFTokenizer(tok_models.WordLevel({"<s>": 0, "</s>": 1, "a": 2, "b": 3, "[UNK]": 4},
-                                         unk_token="[UNK]"))
-    t.pre_tokenizer = pre_tokenizers.Whitespace()
-    t.save(str(folder / "tokenizer.json"))
-    cfg = ModelConfig(family="llama", vocab_size=5, d_model=16, n_layers=1, n_heads=2,
-                      n_kv_heads=1, head_dim=8, d_mlp=24, max_position=32,
-                      eos_token_ids=(1,), tie_embeddings=False)
-    return Model(cfg, init_params(cfg, jax.random.PRNGKey(0)), Tokenizer.from_file(
-        folder / "tokenizer.json"), "tiny")
-
-
 def one_line_error(rc: int, err: str, *needles: str) -> bool:
     """The command failed with one line (no traceback) holding every needle."""
     lines = [l for l in err.strip().splitlines() if l.strip()]

@@ -224,6 +224,7 @@ print(h.hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_several_processes_read_at_once(tmp_path):
     X, prov = _data(64)
     store = _write(tmp_path / "s", X, prov, chunk_rows=8)

@@ -4,7 +4,6 @@ padding handling, the on-disk path, resume after interruption, bad input."""
 import importlib.util
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,44 +11,24 @@ import pytest
 from snmf_jax.activations import (ActivationStore, StoreWriter, export_activations,
                                   from_texts, length_buckets, tokenize_with_offsets)
 from snmf_jax.activations import _export
-from snmf_jax.models import Model, ModelConfig, Tokenizer, as_arrays, init_params
+from snmf_jax.models import Model, Tokenizer, as_arrays
+from snmf_jax.testing import tiny_model, word_texts, word_tokenizer
 
-WORDS = ("the a cat dog sat ran on under mat rug red blue green big small quick slow "
-         "over fox jumps lazy bird sings tree house river flows past old mill").split()
 B, MAXLEN, MINB = 4, 16, 8  # two buckets (8, 16): every test reuses two shapes
-
-
-def _word_tokenizer() -> Tokenizer:
-    from tokenizers import Tokenizer as Backend, models, pre_tokenizers, processors
-    vocab = {"<pad>": 0, "<bos>": 1, "<unk>": 2, ".": 3}
-    for w in WORDS:
-        vocab.setdefault(w, len(vocab))
-    backend = Backend(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.add_special_tokens(["<pad>", "<bos>"])
-    backend.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", special_tokens=[("<bos>", 1)])
-    return Tokenizer(backend, bos_id=1, pad_id=0)
-
-
-def _texts(n=22, seed=0):
-    rng = np.random.default_rng(seed)
-    # lengths 2..13 words (+BOS): both buckets, several batches each
-    return [" ".join(rng.choice(WORDS, rng.integers(2, 14))) + " ." for _ in range(n)]
 
 
 @pytest.fixture(scope="module")
 def model():
-    tok = _word_tokenizer()
-    cfg = ModelConfig(family="llama", vocab_size=tok.vocab_size, d_model=16, n_layers=3,
-                      n_heads=2, n_kv_heads=1, head_dim=8, d_mlp=24, max_position=32,
-                      bos_token_id=1, pad_token_id=0)
-    return Model(cfg, init_params(cfg, jax.random.key(0)), tok, "tiny-llama")
+    tok = word_tokenizer()
+    return tiny_model(vocab_size=tok.vocab_size, d_model=16, n_layers=3, n_heads=2,
+                      n_kv_heads=1, d_mlp=24, max_position=32, bos_token_id=1, pad_token_id=0,
+                      eos_token_ids=(), tie_embeddings=True, tokenizer=tok, name="tiny-llama")
 
 
 @pytest.fixture(scope="module")
 def texts():
-    return _texts()
+    # lengths 2..13 words (+BOS): both buckets, several batches each
+    return word_texts()
 
 
 def _export_kw(**kw):

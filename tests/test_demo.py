@@ -4,41 +4,23 @@ step only while its recorded settings and data match."""
 
 import json
 
-import jax
 import numpy as np
 import pytest
 
 from snmf_jax import cli, models
 from snmf_jax.activations import ActivationStore
 from snmf_jax.factorize import SNMFResult
-from snmf_jax.models import Model, ModelConfig, init_params
+from snmf_jax.testing import CharTokenizer, tiny_model
 
 
-class CharTokenizer:
-    bos_id, eos_ids, pad_id, chat_template = 2, (1,), 0, None
-
-    def encode(self, text, add_bos=True):
-        return ([2] if add_bos else []) + [3 + ord(c) % 60 for c in text]
-
-    def encode_batch(self, texts, add_bos=True):
-        return [self.encode(t, add_bos) for t in texts]
-
-    def decode(self, ids, skip_special=False):
-        return "".join(chr(97 + i % 26) for i in ids)
-
-
-def tiny_model(name="tiny", **_):
-    cfg = ModelConfig(family="llama", vocab_size=64, d_model=32, n_layers=2, n_heads=4,
-                      n_kv_heads=2, head_dim=8, d_mlp=48, max_position=256,
-                      eos_token_ids=(1,), tie_embeddings=False)
-    params = init_params(cfg, jax.random.PRNGKey(0))
-    params["unembed"]["kernel"] = params["unembed"]["kernel"] * 3.0
-    return Model(cfg, params, CharTokenizer(), "tiny")
+def _load_tiny(name="tiny", **_):
+    """Stands in for `models.load_model`: the tiny llama, peaked logits, 256 positions."""
+    return tiny_model(tokenizer=CharTokenizer(), logit_scale=3.0, max_position=256)
 
 
 @pytest.fixture
 def tiny(monkeypatch):
-    monkeypatch.setattr(models, "load_model", tiny_model)
+    monkeypatch.setattr(models, "load_model", _load_tiny)
 
 
 def test_export_command_writes_a_store(tmp_path, tiny, capsys):

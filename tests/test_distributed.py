@@ -3,11 +3,6 @@
 give the single-process result."""
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +12,8 @@ from snmf_jax import _io
 from snmf_jax.factorize import _distributed as D
 from snmf_jax.factorize import _loop
 from snmf_jax.factorize import CodesStore
+
+from conftest import launch_fit_processes
 
 
 def test_process_ranges_cover_rows_contiguously():
@@ -62,37 +59,6 @@ def test_process_checkpointer_alternates_slots(tmp_path):
         D.ProcessCheckpointer(tmp_path, {"a": 2}, {"id": 1}).restore()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch(args: list[str], n: int, timeout: float) -> list[str]:
-    """Starts n processes of `snmf-jax fit` and waits; always reaps them."""
-    port = _free_port()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    procs = []
-    try:
-        for i in range(n):
-            cmd = [sys.executable, "-m", "snmf_jax.cli", "fit", *args,
-                   "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n),
-                   "--process-id", str(i)]
-            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True, env=env, start_new_session=True))
-        outs = []
-        for p in procs:
-            out, err = p.communicate(timeout=timeout)
-            assert p.returncode == 0, err[-4000:]
-            outs.append(out)
-        return outs
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-
-
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     rng = np.random.default_rng(0)
@@ -104,9 +70,9 @@ def test_two_processes_match_one(tmp_path):
               "--no-progress", "--checkpoint-dir", str(tmp_path / "ckpt"),
               "--checkpoint-every", "10"]
     out = tmp_path / "out"
-    _launch(common + ["--max-iter", "20", "--out", str(out)], 2, timeout=300)
+    launch_fit_processes(common + ["--max-iter", "20", "--out", str(out)], 2, timeout=300)
     # Resume the same run to 30 iterations from the per-process checkpoints.
-    outs = _launch(common + ["--max-iter", "30", "--out", str(out), "--overwrite"], 2,
+    outs = launch_fit_processes(common + ["--max-iter", "30", "--out", str(out), "--overwrite"], 2,
                    timeout=300)
     summary = json.loads(outs[0].strip().splitlines()[-1])
     assert summary["n_iter"] == 30

@@ -61,7 +61,7 @@ def blocks(path: Path) -> list[tuple[int, str, str | None]]:
 PAGES = [p for p in _pages() if blocks(p)]
 # Pages whose examples fit and compile for over ~10 s on 2 shared cores.
 _SLOW = {"README.md", "docs/guides/hierarchy.md", "docs/guides/solver.md",
-         "docs/guides/models.md"}
+         "docs/guides/models.md", "docs/evaluation/judge.md"}
 
 
 @pytest.mark.parametrize("page", [

@@ -3,38 +3,14 @@ concept and method, detections, steering runs, and the written tables and plot."
 
 import json
 
-import numpy as np
 import pytest
 
 from snmf_jax.activations._text import TextDataset
 from snmf_jax.evaluate._compare import CompareConfig, compare_methods
 from snmf_jax.evaluate._outputs import write_comparisons
 from snmf_jax.evaluate._steering import SteeringConfig
-from snmf_jax.models import Model
-from tests.test_evaluate_steering import StubJudge, model as tiny  # noqa: F401  (fixture)
 
-CHARS = " abcdefghijklmnopqrstuvwxyz0123456789"
-
-
-class InvertibleTokenizer:
-    """One id per character of CHARS (ids 3..39), so token offsets are recoverable."""
-
-    bos_id, eos_ids, pad_id, chat_template = 2, (1,), 0, None
-
-    def encode(self, text, add_bos=True):
-        return ([2] if add_bos else []) + [3 + CHARS.index(c) for c in text.lower()
-                                           if c in CHARS]
-
-    def encode_batch(self, texts, add_bos=True):
-        return [self.encode(t, add_bos) for t in texts]
-
-    def decode(self, ids, skip_special=False):
-        return "".join(CHARS[i - 3] for i in ids if 3 <= i < 3 + len(CHARS))
-
-
-@pytest.fixture(scope="module")
-def model(tiny):  # noqa: F811
-    return Model(tiny.config, tiny.params, InvertibleTokenizer(), "tiny")
+from conftest import StubJudge
 
 WORDS = {"a": "apple avocado banana", "e": "eel egret elephant", "o": "otter owl oboe"}
 
@@ -49,11 +25,12 @@ def dataset():
     return TextDataset(tuple(texts), tuple(labels), tuple(WORDS))
 
 
-def test_compare_methods_and_outputs(model, tmp_path):  # noqa: F811
+@pytest.mark.slow
+def test_compare_methods_and_outputs(tiny_llama_invertible, tmp_path):
     cfg = CompareConfig(rank=4, max_iter=20, sae_width=16, sae_k=4, sae_tokens=2048,
                         sae_batch=64, unsupervised=2)
     steer = SteeringConfig(prompt="ab", targets=(0.05, 0.2), n_samples=2, max_new_tokens=4)
-    comp = compare_methods(model, dataset(), layer=1, config=cfg, steering=steer,
+    comp = compare_methods(tiny_llama_invertible, dataset(), layer=1, config=cfg, steering=steer,
                            judge=StubJudge())
     assert {(d.concept, d.method) for d in comp.detections} == {
         (c, m) for c in WORDS for m in ("snmf", "sae", "diffmean")}
@@ -83,21 +60,21 @@ def test_compare_methods_and_outputs(model, tmp_path):  # noqa: F811
     assert "snmf-unsupervised judge" in md
 
 
-def test_compare_methods_uses_a_given_sae_and_checks_its_width(model):  # noqa: F811
+def test_compare_methods_uses_a_given_sae_and_checks_its_width(tiny_llama_invertible):
     import flax.nnx as nnx
 
     from snmf_jax.baselines import SAEConfig, SparseAutoencoder
-    d = model.config.d_model
+    d = tiny_llama_invertible.config.d_model
     sae = SparseAutoencoder(SAEConfig(d_in=d, d_sae=8, architecture="topk", k=2),
                             rngs=nnx.Rngs(0))
     cfg = CompareConfig(methods=("sae",))  # a trained one would be 8 x d_model wide
-    comp = compare_methods(model, dataset(), layer=1, config=cfg, sae=sae)
+    comp = compare_methods(tiny_llama_invertible, dataset(), layer=1, config=cfg, sae=sae)
     assert comp.info["sae"]["given"] and comp.info["sae"]["width"] == 8
     assert all(0 <= i < 8 for i in comp.info["sae"]["matched_latents"].values())
     wrong = SparseAutoencoder(SAEConfig(d_in=d + 1, d_sae=8, architecture="topk", k=2),
                               rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="d_in"):
-        compare_methods(model, dataset(), layer=1, config=cfg, sae=wrong)
+        compare_methods(tiny_llama_invertible, dataset(), layer=1, config=cfg, sae=wrong)
 
 
 def test_compare_config_errors():

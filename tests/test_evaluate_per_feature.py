@@ -22,8 +22,6 @@ from snmf_jax.evaluate._per_feature_outputs import (run_from_json, run_to_json,
 from snmf_jax.evaluate._per_feature_stats import per_feature_summary
 from snmf_jax.evaluate._steering import SteeringConfig
 from snmf_jax.steer import sample_logits, sampler_settings
-from tests.test_evaluate_compare import model as tiny_inv  # noqa: F401  (fixture)
-from tests.test_evaluate_steering import model as tiny  # noqa: F401  (fixture)
 
 OFFICIAL = {"temperature": 1.0, "top_k": 30, "top_p": 1.0}
 
@@ -80,7 +78,8 @@ CORPUS = [f"the {w} and the {v} went {i} times" for i, (w, v) in enumerate(
     [("apple", "otter"), ("egret", "owl"), ("banana", "eel"), ("oboe", "avocado")] * 6)]
 
 
-def test_per_feature_diffmean_is_built_from_the_features_own_contexts(tiny_inv):  # noqa: F811
+def test_per_feature_diffmean_is_built_from_the_features_own_contexts(tiny_llama_invertible):
+    tiny_inv = tiny_llama_invertible
     neutral = export_activations(tiny_inv, from_texts(CORPUS), 1, site="mlp_out",
                                  progress=False)
     descs = [FeatureDescription("snmf", 0, ("apple and avocado", "banana apple"), 2, (), ()),
@@ -114,7 +113,8 @@ class Judge02:
 
 
 @pytest.mark.slow
-def test_per_feature_protocol_end_to_end(tiny_inv, tmp_path):  # noqa: F811
+def test_per_feature_protocol_end_to_end(tiny_llama_invertible, tmp_path):
+    tiny_inv = tiny_llama_invertible
     from snmf_jax.baselines import SAEConfig, TrainConfig, train_sae
     from snmf_jax.factorize import fit
     hid = export_activations(tiny_inv, from_texts(CORPUS), 1, site="mlp_hidden", progress=False)

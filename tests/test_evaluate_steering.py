@@ -4,7 +4,6 @@ SmolLM2 run (slow)."""
 
 import importlib.util
 
-import jax
 import numpy as np
 import pytest
 
@@ -12,41 +11,8 @@ from snmf_jax.evaluate import _model_access as access
 from snmf_jax.evaluate._steering import (SteeringConfig, SteeringSpec, score_steering,
                                          steering_generations, steering_summary,
                                          summary_markdown)
-from snmf_jax.models import Model, ModelConfig, init_params
 
-
-class CharTokenizer:
-    bos_id, eos_ids, pad_id, chat_template = 2, (1,), 0, None
-
-    def encode(self, text, add_bos=True):
-        return ([2] if add_bos else []) + [3 + ord(c) % 60 for c in text]
-
-    def decode(self, ids, skip_special=False):
-        return "".join(chr(97 + i % 26) for i in ids)
-
-
-@pytest.fixture(scope="module")
-def model():
-    cfg = ModelConfig(family="llama", vocab_size=64, d_model=32, n_layers=2, n_heads=4,
-                      n_kv_heads=2, head_dim=8, d_mlp=48, max_position=64, eos_token_ids=(1,),
-                      tie_embeddings=False)
-    params = init_params(cfg, jax.random.PRNGKey(0))
-    params["unembed"]["kernel"] = params["unembed"]["kernel"] * 3.0
-    return Model(cfg, params, CharTokenizer(), "tiny")
-
-
-class StubJudge:
-    """Concept: share of the letter assigned to the concept; fluency: share of distinct letters."""
-
-    def __init__(self):
-        self.concept_calls = []
-
-    def concept(self, texts, concept):
-        self.concept_calls.append((len(texts), concept))
-        return np.array([t.count(concept) / max(len(t), 1) for t in texts])
-
-    def fluency(self, texts):
-        return np.array([len(set(t)) / 26 for t in texts])
+from conftest import StubJudge
 
 
 CFG = SteeringConfig(prompt="ab", targets=(0.05, 0.3, 1000.0), n_samples=3, max_new_tokens=6,
@@ -54,12 +20,14 @@ CFG = SteeringConfig(prompt="ab", targets=(0.05, 0.3, 1000.0), n_samples=3, max_
 
 
 @pytest.fixture(scope="module")
-def run(model):
+def run(tiny_llama):
     rng = np.random.default_rng(0)
     dirs = access.raw_directions(rng.standard_normal((2, 48)), layer=1, site="mlp_hidden")
-    return steering_generations(model, SteeringSpec("rand", dirs, ("a", "e")), CFG)
+    return steering_generations(tiny_llama, SteeringSpec("rand", dirs, ("a", "e")), CFG)
 
 
+# The tests of `run` share its calibrated generations (~7 s of CPU): slow together.
+@pytest.mark.slow
 def test_run_shapes_and_unreachable_target_is_kept(run):
     assert run.alphas.shape == run.kl.shape == run.reachable.shape == (2, 2, 3)
     assert len(run.texts) == 2 and len(run.texts[0]) == 2 and len(run.texts[0][0]) == 3
@@ -69,28 +37,30 @@ def test_run_shapes_and_unreachable_target_is_kept(run):
     assert np.all(np.abs(run.kl[:, :, 0] / 0.05 - 1) < 0.05)
 
 
-def test_batched_variants_equal_one_variant_calls(model):
+@pytest.mark.slow
+def test_batched_variants_equal_one_variant_calls(tiny_llama):
     """Greedy decoding: every variant of the chunked batch equals its own one-variant call,
     at the signed calibrated alpha (the patch rows line up with their variants)."""
     rng = np.random.default_rng(1)
     dirs = access.raw_directions(rng.standard_normal((2, 48)), layer=1, site="mlp_hidden")
     cfg = SteeringConfig(prompt="ab", targets=(0.05, 0.5), n_samples=1, max_new_tokens=5,
                          temperature=0.0, batch_rows=3)
-    run = steering_generations(model, SteeringSpec("r", dirs, ("a", "b")), cfg)
+    run = steering_generations(tiny_llama, SteeringSpec("r", dirs, ("a", "b")), cfg)
     for s, sign in enumerate(cfg.signs):
         for f in range(2):
             for t in range(2):
                 one = access.generate_variants(
-                    model, cfg.prompt, access.select_directions(dirs, [f]),
+                    tiny_llama, cfg.prompt, access.select_directions(dirs, [f]),
                     [sign * run.alphas[s, f, t]], n_samples=1, max_new_tokens=5, seed=0,
                     top_k=30, top_p=0.3, temperature=0.0)
                 assert one[0] == run.texts[s][f][t], (s, f, t)
     # steering changes the text: not every variant equals the unsteered one
-    base = access.generate_texts(model, cfg.prompt, n=1, max_new_tokens=5, temperature=0.0)
+    base = access.generate_texts(tiny_llama, cfg.prompt, n=1, max_new_tokens=5, temperature=0.0)
     assert any(run.texts[s][f][t][0] != base[0] for s in range(2) for f in range(2)
                for t in range(2))
 
 
+@pytest.mark.slow
 def test_scores_and_summary_follow_definitions(run):
     judge = StubJudge()
     sr = score_steering(run, judge)
@@ -112,6 +82,7 @@ def test_scores_and_summary_follow_definitions(run):
     assert md.count("\n") == len(rows) + 1 and "4 / 4" in md
 
 
+@pytest.mark.slow
 def test_judge_out_of_range_is_an_error(run):
     class Bad(StubJudge):
         def fluency(self, texts):

@@ -6,11 +6,11 @@ import pytest
 import snmf_jax as sj
 from snmf_jax import _io
 from snmf_jax.cli import main
+from snmf_jax.testing import low_rank_data
 
 
 def _x(n=90, d=20, seed=0):
-    rng = np.random.default_rng(seed)
-    return (rng.random((n, 3)) @ rng.standard_normal((3, d))).astype(np.float32)
+    return low_rank_data(n, d, 3, seed=seed, noise=0)
 
 
 def test_cli_fit_equals_python_fit(tmp_path, capsys):

@@ -35,6 +35,7 @@ def store(tmp_path_factory):
     return path, pl
 
 
+@pytest.mark.slow
 def test_hierarchy_from_store(store, tmp_path, capsys):
     path, _ = store
     out = tmp_path / "hier"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import snmf_jax as sj
-from _hostile_cli import run, run_out, one_line_error, tiny_model, write_store
+from _hostile_cli import run, run_out, one_line_error, write_store
 
 LONG = "x" * 300  # longer than any file system's name limit (255)
 
@@ -195,12 +195,13 @@ def test_every_command_that_loads_a_model_takes_no_progress(tmp_path, capsys, no
 
 
 @pytest.mark.slow
-def test_demo_does_not_claim_a_file_it_skipped(tmp_path, capsys, monkeypatch):
+def test_demo_does_not_claim_a_file_it_skipped(tmp_path, capsys, monkeypatch,
+                                               tiny_word_model):
     """--steer 0: no feature is steered, so steered.json is not written or claimed."""
     import snmf_jax.activations
     import snmf_jax.models
     from snmf_jax.activations import from_texts
-    model = tiny_model(tmp_path)
+    model = tiny_word_model
     texts = ["a b a b", "b a a", "a a b b", "b b a"] * 3
     labels = ["x", "y", "x", "y"] * 3
     monkeypatch.setattr(snmf_jax.models, "load_model", lambda *a, **k: model)

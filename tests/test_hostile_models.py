@@ -7,26 +7,24 @@ Each case is an error a user sees: one line naming the argument or file.
 import json
 import math
 
-import jax
 import numpy as np
 import pytest
 
 from snmf_jax import _io
 from snmf_jax.activations import export_activations
-from snmf_jax.models import Model, ModelConfig, init_params, load_model
+from snmf_jax.models import Model, load_model
 from snmf_jax.models._hf import config_from_hf
 from snmf_jax.models._patch import SitePatch
 from snmf_jax.models._transformer import forward
+from snmf_jax.testing import CharTokenizer, tiny_model, write_word_level_json
 
 V = 64
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    cfg = ModelConfig(family="llama", vocab_size=V, d_model=32, n_layers=2, n_heads=4,
-                      n_kv_heads=2, head_dim=8, d_mlp=48, max_position=64,
-                      eos_token_ids=(1,), tie_embeddings=False)
-    return cfg, init_params(cfg, jax.random.PRNGKey(0))
+    model = tiny_model(vocab_size=V)  # d_mlp 48
+    return model.config, model.params
 
 
 def _one_line(e):
@@ -94,14 +92,8 @@ def test_feature_directions_refuse_nan_features(tiny):
 def test_calibrate_refuses_bad_tolerances(tiny, kw):
     from snmf_jax import steer as st
 
-    class Tok:
-        bos_id, eos_ids, pad_id, chat_template = 2, (1,), 0, None
-
-        def encode(self, text, add_bos=True):
-            return [2] + [3 + ord(c) % 60 for c in text]
-
     cfg, params = tiny
-    m = Model(cfg, params, Tok(), "tiny")
+    m = Model(cfg, params, CharTokenizer(), "tiny")
     d = st.Directions.from_vectors(np.ones((1, 48)), layer=0, site="mlp_hidden")
     with pytest.raises(ValueError, match="rtol"):
         st.calibrate(m, d, progress=False, **kw)
@@ -183,13 +175,6 @@ def test_hf_config_not_json_names_the_file(tmp_path, tiny):
 
 # -- export arguments --------------------------------------------------------------
 
-class _Tok:
-    bos_id, eos_ids, pad_id = 2, (1,), 0
-
-    def encode(self, text, add_bos=True):
-        return ([2] if add_bos else []) + [3 + ord(c) % 60 for c in text]
-
-
 @pytest.mark.parametrize("kw, match", [
     (dict(batch_size=0), "batch_size"), (dict(chunk_rows=0), "chunk_rows"),
     (dict(min_bucket=0), "min_bucket"), (dict(site="attn"), "site"),
@@ -198,7 +183,7 @@ class _Tok:
 ])
 def test_export_refuses_bad_arguments(tmp_path, tiny, kw, match):
     cfg, params = tiny
-    model = Model(cfg, params, _Tok(), "tiny")
+    model = Model(cfg, params, CharTokenizer(), "tiny")
     kw = {"layers": [0], **kw}
     with pytest.raises(ValueError, match=match) as e:
         export_activations(model, ["abc"], kw.pop("layers"), out=tmp_path / "s",
@@ -211,7 +196,7 @@ def test_export_refuses_bad_arguments(tmp_path, tiny, kw, match):
                                 dict(batch_size=2.5), dict(chunk_rows=True)])
 def test_export_refuses_bad_lengths_and_counts(tmp_path, tiny, kw):
     cfg, params = tiny
-    model = Model(cfg, params, _Tok(), "tiny")
+    model = Model(cfg, params, CharTokenizer(), "tiny")
     name = next(iter(kw))
     with pytest.raises(ValueError, match=name):
         export_activations(model, ["abc"], [0], out=tmp_path / "s", progress=False, **kw)
@@ -221,12 +206,7 @@ def test_export_refuses_bad_lengths_and_counts(tmp_path, tiny, kw):
 
 @pytest.fixture
 def tok_dir(tmp_path):
-    from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import models, pre_tokenizers
-    t = HFTokenizer(models.WordLevel({"<s>": 0, "</s>": 1, "a": 2, "b": 3, "[UNK]": 4},
-                                     unk_token="[UNK]"))
-    t.pre_tokenizer = pre_tokenizers.Whitespace()
-    t.save(str(tmp_path / "tokenizer.json"))
+    write_word_level_json(tmp_path)
     return tmp_path
 
 

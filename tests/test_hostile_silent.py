@@ -354,18 +354,12 @@ def test_a_nan_kl_counts_as_too_far_in_the_calibration_bracket():
     assert s.reachable[0] and s.alpha[0] < 1.0
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from _hostile_cli import tiny_model as build
-    return build(tmp_path_factory.mktemp("tok"))
-
-
-def test_a_steering_scale_that_overflows_the_logits_is_an_error(tiny_model):
+def test_a_steering_scale_that_overflows_the_logits_is_an_error(tiny_word_model):
     from snmf_jax import steer
     v = np.ones((1, 24), np.float32)
     patch = steer.make_patch(0, "mlp_hidden", v, scale=np.array([3e38], np.float32))
     try:
-        gen = steer.steer(tiny_model, patch).generate(["a b"], max_new_tokens=4)
+        gen = steer.steer(tiny_word_model, patch).generate(["a b"], max_new_tokens=4)
     except ValueError as e:
         assert "non-finite" in str(e)
         return
@@ -373,8 +367,9 @@ def test_a_steering_scale_that_overflows_the_logits_is_an_error(tiny_model):
     # logits it returns a fixed token, which reads as silently empty text).
     import jax.numpy as jnp
     from snmf_jax.steer import patched_forward
-    toks = jnp.asarray([tiny_model.tokenizer.encode("a b")])
-    logits = patched_forward(tiny_model.params, toks, patch, config=tiny_model.config).logits
+    toks = jnp.asarray([tiny_word_model.tokenizer.encode("a b")])
+    logits = patched_forward(tiny_word_model.params, toks, patch,
+                             config=tiny_word_model.config).logits
     assert gen.tokens.size and np.isfinite(np.asarray(logits)).all()
 
 

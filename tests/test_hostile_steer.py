@@ -11,28 +11,8 @@ import numpy as np
 import pytest
 
 from snmf_jax import steer as st
-from snmf_jax.models import Model, ModelConfig, init_params
 
-V, DM, DH = 64, 32, 48
-
-
-class Tok:
-    bos_id, eos_ids, pad_id = 2, (1,), 0
-    chat_template = None
-
-    def encode(self, text, add_bos=True):
-        return ([2] if add_bos else []) + [3 + ord(c) % 60 for c in text]
-
-    def decode(self, ids, skip_special=False):
-        return " ".join(map(str, ids))
-
-
-@pytest.fixture(scope="module")
-def model():
-    cfg = ModelConfig(family="llama", vocab_size=V, d_model=DM, n_layers=2, n_heads=4,
-                      n_kv_heads=2, head_dim=8, d_mlp=DH, max_position=64, eos_token_ids=(1,),
-                      tie_embeddings=False)
-    return Model(cfg, init_params(cfg, jax.random.PRNGKey(0)), Tok(), "tiny")
+V, DM, DH = 64, 32, 48  # the tiny_llama fixture's vocabulary, d_model, d_mlp (conftest)
 
 
 def _one_line(e):
@@ -69,42 +49,42 @@ def test_bad_site_patch(kw, match):
     (0, "resid_post", _vec(DH), "width"), (1.5, "mlp_hidden", _vec(), "layer"),
     ("0", "mlp_hidden", _vec(), "layer"),
 ])
-def test_bad_patch_site_against_the_model(model, layer, site, vec, match):
+def test_bad_patch_site_against_the_model(tiny_llama, layer, site, vec, match):
     with pytest.raises((ValueError, TypeError), match=match) as e:
-        st.make_patch(layer, site, vec, config=model.config)
+        st.make_patch(layer, site, vec, config=tiny_llama.config)
     _one_line(e.value)
 
 
-def test_with_scale_refuses_nonfinite(model):
-    p = st.make_patch(0, "mlp_hidden", _vec(), config=model.config)
+def test_with_scale_refuses_nonfinite(tiny_llama):
+    p = st.make_patch(0, "mlp_hidden", _vec(), config=tiny_llama.config)
     for bad in (math.nan, math.inf, np.array([1.0, np.nan])):
         with pytest.raises(ValueError, match="scale"):
             st.with_scale(p, bad)
 
 
-def test_patch_edited_to_nan_after_construction_is_refused_by_steer(model):
-    p = st.make_patch(0, "mlp_hidden", _vec(), config=model.config)
+def test_patch_edited_to_nan_after_construction_is_refused_by_steer(tiny_llama):
+    p = st.make_patch(0, "mlp_hidden", _vec(), config=tiny_llama.config)
     sp = p[(0, "mlp_hidden")]
     bad = {(0, "mlp_hidden"): sp._replace(vector=sp.vector * np.nan)}
     with pytest.raises(ValueError, match="non-finite") as e:
-        st.steer(model, bad)
+        st.steer(tiny_llama, bad)
     _one_line(e.value)
     with pytest.raises(ValueError, match="non-finite"):
-        st.generate(model, [[2, 5]], bad, max_new_tokens=2, stop_ids=())
+        st.generate(tiny_llama, [[2, 5]], bad, max_new_tokens=2, stop_ids=())
 
 
-def test_inconsistent_variants(model):
-    a = st.make_patch(0, "mlp_hidden", np.ones((2, DH)), config=model.config)
-    b = st.make_patch(1, "mlp_hidden", np.ones((3, DH)), config=model.config)
+def test_inconsistent_variants(tiny_llama):
+    a = st.make_patch(0, "mlp_hidden", np.ones((2, DH)), config=tiny_llama.config)
+    b = st.make_patch(1, "mlp_hidden", np.ones((3, DH)), config=tiny_llama.config)
     with pytest.raises(ValueError, match="variant"):
-        st.check_patch(st.combine(a, b), model.config)
+        st.check_patch(st.combine(a, b), tiny_llama.config)
     with pytest.raises(ValueError, match="more than one"):
         st.combine(a, a)
 
 
-def test_patch_not_a_mapping(model):
+def test_patch_not_a_mapping(tiny_llama):
     with pytest.raises((ValueError, TypeError), match="patch") as e:
-        st.steer(model, [1, 2, 3])
+        st.steer(tiny_llama, [1, 2, 3])
     _one_line(e.value)
 
 
@@ -115,8 +95,8 @@ def test_patch_not_a_mapping(model):
     ([[2] * 65], "max_position"), (np.zeros((1, 0), np.int32), "token"),
     (np.zeros((1, 2, 3), np.int32), "shape"),
 ])
-def test_steered_forward_refuses_tokens_it_cannot_serve(model, tokens, match):
-    sm = st.steer(model, st.make_patch(0, "mlp_hidden", _vec(), config=model.config))
+def test_steered_forward_refuses_tokens_it_cannot_serve(tiny_llama, tokens, match):
+    sm = st.steer(tiny_llama, st.make_patch(0, "mlp_hidden", _vec(), config=tiny_llama.config))
     with pytest.raises(ValueError, match=match) as e:
         sm.forward(tokens)
     _one_line(e.value)
@@ -142,11 +122,11 @@ def test_steered_forward_refuses_tokens_it_cannot_serve(model, tokens, match):
     (dict(prompts=[[]]), "token"), (dict(prompts=[[2, 5], "text"]), "prompts"),
     (dict(prompts=None), "prompts"), (dict(prompts=[[2] * 70]), "max_position"),
 ])
-def test_bad_generation_settings(model, kw, match):
+def test_bad_generation_settings(tiny_llama, kw, match):
     kw = {"max_new_tokens": 2, "stop_ids": (), **kw}
     prompts = kw.pop("prompts", [[2, 5, 6]])
     with pytest.raises((ValueError, TypeError), match=match) as e:
-        st.generate(model, prompts, None, **kw)
+        st.generate(tiny_llama, prompts, None, **kw)
     _one_line(e.value)
 
 
@@ -183,25 +163,28 @@ def test_left_pad_refuses_bad_input():
     (dict(targets=()), "targets"), (dict(max_steps=0), "max_steps"),
     (dict(alpha_max=-1.0), "alpha"),
 ])
-def test_bad_calibration_settings(model, kw, match):
-    d = st.Directions.from_vectors(np.ones((1, DH)), layer=0, site="mlp_hidden", config=model.config)
+def test_bad_calibration_settings(tiny_llama, kw, match):
+    d = st.Directions.from_vectors(np.ones((1, DH)), layer=0, site="mlp_hidden",
+                                  config=tiny_llama.config)
     with pytest.raises(ValueError, match=match) as e:
-        st.calibrate(model, d, progress=False, **kw)
+        st.calibrate(tiny_llama, d, progress=False, **kw)
     _one_line(e.value)
 
 
-def test_bad_directions(model):
+def test_bad_directions(tiny_llama):
     with pytest.raises(ValueError, match="NaN"):
         st.Directions.from_vectors(np.full((1, DH), np.nan), layer=0, site="mlp_hidden",
-                      config=model.config)
+                      config=tiny_llama.config)
     with pytest.raises(ValueError, match="layer"):
-        st.Directions.from_vectors(np.ones((1, DH)), layer=9, site="mlp_hidden", config=model.config)
+        st.Directions.from_vectors(np.ones((1, DH)), layer=9, site="mlp_hidden",
+                                   config=tiny_llama.config)
     with pytest.raises(ValueError, match="indices"):
-        st.feature_directions(model, np.ones((2, DH)), layer=0, indices=[9])
+        st.feature_directions(tiny_llama, np.ones((2, DH)), layer=0, indices=[9])
 
 
-def test_directions_patch_refuses_nan_alphas(model):
-    d = st.Directions.from_vectors(np.ones((1, DH)), layer=0, site="mlp_hidden", config=model.config)
+def test_directions_patch_refuses_nan_alphas(tiny_llama):
+    d = st.Directions.from_vectors(np.ones((1, DH)), layer=0, site="mlp_hidden",
+                                  config=tiny_llama.config)
     for alpha in (np.array([np.nan]), np.float32(np.inf)):
         with pytest.raises(ValueError, match="scale"):
             d.patch(alpha)

@@ -297,33 +297,15 @@ def test_bad_store_reads(tmp_path, call, exc):
 
 # -- export --overwrite, end to end --------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    import jax
-    from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import models as tok_models, pre_tokenizers
-    from snmf_jax.models import Model, ModelConfig, init_params
-    from snmf_jax.models._tokenizer import Tokenizer
-    d = tmp_path_factory.mktemp("tok")
-    t = HFTokenizer(tok_models.WordLevel({"<s>": 0, "</s>": 1, "a": 2, "b": 3, "[UNK]": 4},
-                                         unk_token="[UNK]"))
-    t.pre_tokenizer = pre_tokenizers.Whitespace()
-    t.save(str(d / "tokenizer.json"))
-    cfg = ModelConfig(family="llama", vocab_size=8, d_model=16, n_layers=1, n_heads=2,
-                      n_kv_heads=1, head_dim=8, d_mlp=24, max_position=32,
-                      eos_token_ids=(1,), tie_embeddings=False)
-    return Model(cfg, init_params(cfg, jax.random.PRNGKey(0)), Tokenizer.from_file(
-        d / "tokenizer.json"), "tiny")
-
-
-def test_export_overwrite_keeps_foreign_files_and_refuses_foreign_folders(tmp_path, tiny_model):
+def test_export_overwrite_keeps_foreign_files_and_refuses_foreign_folders(tmp_path,
+                                                                          tiny_word_model):
     from snmf_jax.activations import export_activations
     kw = dict(progress=False, chunk_rows=2)
     out = tmp_path / "s"
-    export_activations(tiny_model, ["a b a", "b b"], [0], out=out, **kw)
+    export_activations(tiny_word_model, ["a b a", "b b"], [0], out=out, **kw)
     (out / "notes.txt").write_text("mine")
     (out / "chunk-000099.safetensors").write_text("mine too")
-    store = export_activations(tiny_model, ["b a", "a a a b"], [0], out=out, overwrite=True,
+    store = export_activations(tiny_word_model, ["b a", "a a a b"], [0], out=out, overwrite=True,
                                **kw)
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "chunk-000099.safetensors").read_text() == "mine too"
@@ -333,6 +315,6 @@ def test_export_overwrite_keeps_foreign_files_and_refuses_foreign_folders(tmp_pa
     (theirs / "manifest.json").write_text('{"format": "another-tool"}')
     (theirs / "weights.bin").write_bytes(b"precious")
     with pytest.raises(ValueError, match="manifest.json") as e:
-        export_activations(tiny_model, ["a b"], [0], out=theirs, overwrite=True, **kw)
+        export_activations(tiny_word_model, ["a b"], [0], out=theirs, overwrite=True, **kw)
     _one_line(e.value)
     assert sorted(p.name for p in theirs.iterdir()) == ["manifest.json", "weights.bin"]

@@ -9,17 +9,14 @@ import pytest
 
 from snmf_jax import interpret
 from snmf_jax.activations import Activations
-from snmf_jax.models import Model, ModelConfig, init_params
+from snmf_jax.testing import tiny_model
 
 
 def _tiny(family, **kw):
-    base = dict(family=family, vocab_size=40, d_model=16, n_layers=2, n_heads=2, n_kv_heads=2,
-                head_dim=8, d_mlp=24, max_position=64)
-    if family in ("gemma2", "gemma3"):
-        base.update(query_pre_attn_scalar=8.0)
-    base.update(kw)
-    cfg = ModelConfig(**base)
-    return Model(cfg, init_params(cfg, jax.random.PRNGKey(0)))
+    # Tied embeddings and no sliding windows, unless a test asks for them.
+    base = dict(vocab_size=40, d_model=16, n_heads=2, d_mlp=24, tie_embeddings=True,
+                layer_types=(), sliding_window=None)
+    return tiny_model(family, **(base | kw))
 
 
 # -- the model's maps against the forward pass ---------------------------------

@@ -1,95 +1,12 @@
 """LLM judge and its HTTP client against a scripted loopback OpenAI-compatible server:
-malformed replies, timeouts, 429, 500, the concurrency cap, dry runs, templates."""
-
-import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+malformed replies, timeouts, 429, 500, the concurrency cap, dry runs, templates.
+(The server and its `serve` fixture are in conftest.py.)"""
 
 import pytest
 
 from snmf_jax.evaluate._llm_client import LLMClient, LLMConfig, LLMError
 from snmf_jax.evaluate._llm_judge import (LLMJudge, load_prompts, parse_description,
                                           parse_rating)
-
-
-class Server:
-    """A loopback server that answers from a script: a list of actions per request,
-    each (status, content or raw body, delay). The last action repeats."""
-
-    def __init__(self, script):
-        self.script = list(script)
-        self.requests = []
-        self.inflight = 0
-        self.max_inflight = 0
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer.lock:
-                    outer.requests.append(body)
-                    action = outer.script.pop(0) if len(outer.script) > 1 else outer.script[0]
-                    outer.inflight += 1
-                    outer.max_inflight = max(outer.max_inflight, outer.inflight)
-                status, content, delay = action
-                if callable(content):
-                    content = content(body)
-                done = False
-                try:
-                    time.sleep(delay)
-                    # Out of flight before the reply leaves: once the client has
-                    # it, it may send the next request before this thread resumes.
-                    with outer.lock:
-                        outer.inflight -= 1
-                        done = True
-                    if isinstance(content, bytes):
-                        data = content
-                    else:
-                        data = json.dumps({"choices": [{"message": {"role": "assistant",
-                                                                    "content": content}}],
-                                           "usage": {"prompt_tokens": 11,
-                                                     "completion_tokens": 3}}).encode()
-                    self.send_response(status)
-                    if status == 429:
-                        self.send_header("Retry-After", "0")
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-                finally:
-                    if not done:
-                        with outer.lock:
-                            outer.inflight -= 1
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def make(*script):
-        s = Server(script)
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        s.close()
 
 
 def _client(url, **kw):

@@ -13,7 +13,6 @@ from snmf_jax.evaluate._describe import as_description, lexical_features
 from snmf_jax.evaluate._judge import (OfflineJudge, concept_calibration_set, package_concepts)
 from snmf_jax.evaluate._judge_validation import (calibration_overlap, load_validation,
                                                  validation_report)
-from tests.test_evaluate_steering import model as tiny  # noqa: F401  (fixture)
 
 
 class HashEmbedder:
@@ -101,20 +100,20 @@ def test_judge_without_lm_needs_no_model_and_steering_accepts_its_scale(judge):
     assert judge.fluency_judge.logprob_fn is None
 
 
-def test_with_a_model_fluency_uses_its_continuations_and_log_probs(tiny):
+def test_with_a_model_fluency_uses_its_continuations_and_log_probs(tiny_llama):
     calls = []
 
     def logprob(texts):
         calls.append(len(texts))
         return np.array([-len(set(t)) / 10.0 for t in texts])  # any LM-like number
 
-    j = sj.evaluate.offline_judge(tiny, embedder=HashEmbedder(), n_unsteered=6,
+    j = sj.evaluate.offline_judge(tiny_llama, embedder=HashEmbedder(), n_unsteered=6,
                                   max_new_tokens=6, logprob_fn=logprob)
     assert j.fluency_judge.logprob_fn is logprob and calls  # calibrated with it
     assert j.fluency_judge.columns[0] == 0  # the log-prob feature is in use
     natural = j.calibration_texts()
     from snmf_jax.evaluate import _model_access as access
-    gens = access.generate_texts(tiny, "I think that", n=6, max_new_tokens=6, seed=999,
+    gens = access.generate_texts(tiny_llama, "I think that", n=6, max_new_tokens=6, seed=999,
                                  top_k=30, top_p=1.0, temperature=1.0)
     assert set(gens) <= set(natural)  # its own unsteered continuations, official sampling
     f = j.fluency(OFF)

@@ -14,12 +14,15 @@ import jax
 import numpy as np
 import pytest
 
-from snmf_jax.models import ModelConfig, config_from_hf, forward, init_params, layout
+from snmf_jax.models import config_from_hf, forward, init_params, layout
 from snmf_jax.models._config import FLAGS
 from snmf_jax.models._presets import FAMILIES, PRESETS
+from snmf_jax.testing import tiny_config
 
-SIZES = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
-             d_mlp=48, max_position=64)
+# tiny_config's sizes, tied, without Gemma's windows and query scaling: the
+# families' configs differ in their flags alone.
+PLAIN = dict(tie_embeddings=True, layer_types=(), sliding_window=None,
+             query_pre_attn_scalar=None)
 
 
 def _one_line(e):
@@ -29,9 +32,8 @@ def _one_line(e):
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_a_new_family_spelling_out_a_presets_flags_computes_the_same(family):
-    preset = ModelConfig(family=family, **SIZES)
-    custom = ModelConfig(family="my-" + family, **SIZES,
-                         **{f: getattr(preset, f) for f in FLAGS})
+    preset = tiny_config(family, **PLAIN)
+    custom = tiny_config("my-" + family, **PLAIN, **{f: getattr(preset, f) for f in FLAGS})
     params = init_params(preset, jax.random.key(0))
     tokens = np.array([[1, 5, 9, 3]], np.int32)
     np.testing.assert_array_equal(forward(params, tokens, config=preset).logits,
@@ -39,7 +41,7 @@ def test_a_new_family_spelling_out_a_presets_flags_computes_the_same(family):
 
 
 def test_a_flag_changes_the_layout_and_the_function():
-    llama = ModelConfig(family="llama", **SIZES)
+    llama = tiny_config("llama", **PLAIN)
     sandwich = dataclasses.replace(llama, post_mlp_norm=True)
     assert "layers.post_mlp_norm.scale" in layout(sandwich)
     assert "layers.post_mlp_norm.scale" not in layout(llama)
@@ -48,11 +50,11 @@ def test_a_flag_changes_the_layout_and_the_function():
 
 def test_a_new_family_must_give_every_flag_and_flags_are_checked():
     with pytest.raises(ValueError, match="activation must be given for family 'mine'"):
-        ModelConfig(family="mine", **SIZES)
+        tiny_config("mine", **PLAIN)
     with pytest.raises(ValueError, match="norm must be one of"):
-        ModelConfig(family="llama", norm="batch", **SIZES)
+        tiny_config("llama", norm="batch", **PLAIN)
     with pytest.raises(ValueError, match="qk_norm must be a bool"):
-        ModelConfig(family="llama", qk_norm="yes", **SIZES)
+        tiny_config("llama", qk_norm="yes", **PLAIN)
 
 
 LLAMA = {"model_type": "llama", "vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,

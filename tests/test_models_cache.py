@@ -7,24 +7,23 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snmf_jax.models import KVCache, Model, ModelConfig, forward, init_cache, init_params
+from snmf_jax.models import KVCache, Model, forward, init_cache, init_params
+from snmf_jax.testing import tiny_config
 
 TOL = 1e-4
 VOCAB = 97
 
 CONFIGS = {
-    "gpt2": ModelConfig("gpt2", VOCAB, 32, 2, 4, 4, 8, 64, max_position=64),
-    "llama": ModelConfig("llama", VOCAB, 32, 2, 4, 2, 8, 64, max_position=64,
-                         tie_embeddings=False),
-    "gemma2": ModelConfig("gemma2", VOCAB, 32, 2, 4, 2, 8, 64, max_position=64,
+    "gpt2": tiny_config("gpt2", vocab_size=VOCAB, n_kv_heads=4, d_mlp=64, tie_embeddings=True),
+    "llama": tiny_config("llama", vocab_size=VOCAB, d_mlp=64),
+    "gemma2": tiny_config("gemma2", vocab_size=VOCAB, d_mlp=64, tie_embeddings=True,
                           query_pre_attn_scalar=12.0, attn_logit_softcap=2.0,
-                          final_logit_softcap=3.0, sliding_window=4,
-                          layer_types=("sliding", "full")),
-    "gemma3": ModelConfig("gemma3", VOCAB, 32, 2, 4, 1, 8, 64, max_position=64,
-                          query_pre_attn_scalar=12.0, sliding_window=4,
-                          layer_types=("sliding", "full"), rope_theta=10000.0,
+                          final_logit_softcap=3.0),
+    "gemma3": tiny_config("gemma3", vocab_size=VOCAB, n_kv_heads=1, d_mlp=64,
+                          tie_embeddings=True, query_pre_attn_scalar=12.0,
                           rope_local_theta=100.0),
 }
+# (Gemma: layers "sliding", "full" with a window of 4, tiny_config's defaults.)
 
 # LLVM -O0 compiles the tiny test programs ~3x faster; the HLO (and so the
 # float semantics, which XLA keeps strict) is the same as in production.

@@ -10,10 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snmf_jax.models import (Model, ModelConfig, SitePatch, forward, init_params)
+from snmf_jax.models import Model, SitePatch, forward, init_params
 from snmf_jax.models import _layers
+from snmf_jax.testing import tiny_config
 
-CONFIG = ModelConfig("llama", 101, 32, 3, 4, 2, 8, 48, max_position=64)
+CONFIG = tiny_config(vocab_size=101, n_layers=3, tie_embeddings=True)
 SITES_ALL = tuple((layer, site) for layer in range(3)
                   for site in ("mlp_hidden", "mlp_out", "resid_post"))
 # LLVM -O0 compiles the tiny test programs ~3x faster; the HLO (and so the

@@ -9,22 +9,18 @@ import pytest
 from flax import nnx
 
 from snmf_jax import models
-from snmf_jax.models import Model, ModelConfig, init_params
+from snmf_jax.models import Model, init_params
+from snmf_jax.testing import tiny_config, tiny_model
 
 
-def _config(family, **kw):
-    extra = {}
-    if family == "gemma3":
-        extra = dict(layer_types=("sliding", "full", "sliding"), sliding_window=4,
-                     query_pre_attn_scalar=8.0)
-    return ModelConfig(family=family, vocab_size=64, d_model=32, n_layers=3, n_heads=4,
-                       n_kv_heads=2, head_dim=8, d_mlp=48, max_position=64, **(extra | kw))
+def _config(family, tie_embeddings=True, **kw):
+    return tiny_config(family, n_layers=3, tie_embeddings=tie_embeddings, **kw)
 
 
 @pytest.fixture(scope="module", params=["llama", "gemma3", "gpt2"])
 def model(request):
-    cfg = _config(request.param, tie_embeddings=request.param != "llama")
-    return Model(cfg, init_params(cfg, jax.random.key(0)), None, request.param)
+    return tiny_model(request.param, n_layers=3, tie_embeddings=request.param != "llama",
+                      name=request.param)
 
 
 TOKENS = np.random.default_rng(0).integers(0, 64, (2, 9)).astype(np.int32)

@@ -20,7 +20,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from snmf_jax import models
 from snmf_jax.activations import export_activations
-from snmf_jax.models import Model, ModelConfig, init_params
+from snmf_jax.models import init_params
+from snmf_jax.testing import tiny_config, tiny_model, word_texts, word_tokenizer
 
 N_DEVICES = 8
 on_8_devices = pytest.mark.skipif(
@@ -29,14 +30,9 @@ on_8_devices = pytest.mark.skipif(
 
 
 def _config(family):
-    extra = {}
-    if family == "gemma3":
-        extra = dict(layer_types=("sliding", "full", "sliding"), sliding_window=4,
-                     query_pre_attn_scalar=8.0)
     # 8 query heads, 4 KV heads (GQA); vocab, heads, KV heads and MLP all divide by 4.
-    return ModelConfig(family=family, vocab_size=64, d_model=32, n_layers=3, n_heads=8,
-                       n_kv_heads=4, head_dim=8, d_mlp=48, max_position=64,
-                       tie_embeddings=family == "gemma3", **extra)
+    return tiny_config(family, n_layers=3, n_heads=8, n_kv_heads=4,
+                       tie_embeddings=family == "gemma3")
 
 
 def _mesh(shape, names):
@@ -88,14 +84,12 @@ def test_forward_with_weights_sharded_over_data_model_mesh_equals_one_device(fam
 @on_8_devices
 @pytest.mark.parametrize("shape,names", [((8,), ("data",)), ((2, 4), ("data", "model"))])
 def test_export_over_a_mesh_equals_export_on_one_device(shape, names, tmp_path):
-    from test_activations_export import _texts, _word_tokenizer
-
-    tok = _word_tokenizer()
-    cfg = ModelConfig(family="llama", vocab_size=tok.vocab_size, d_model=16, n_layers=3,
-                      n_heads=4, n_kv_heads=4, head_dim=4, d_mlp=24, max_position=32,
-                      bos_token_id=1, pad_token_id=0)
-    model = Model(cfg, init_params(cfg, jax.random.key(0)), tok, "tiny")
-    texts = _texts()
+    tok = word_tokenizer()
+    # 4 heads of width 4: heads and KV heads divide by the 4-way "model" axis.
+    model = tiny_model(vocab_size=tok.vocab_size, d_model=16, n_layers=3, n_heads=4,
+                       n_kv_heads=4, head_dim=4, d_mlp=24, max_position=32, bos_token_id=1,
+                       pad_token_id=0, eos_token_ids=(), tie_embeddings=True, tokenizer=tok)
+    texts = word_texts()
     kw = dict(batch_size=3, max_length=16, min_bucket=8, progress=False)  # 3 rows -> 8 per batch
     one = export_activations(model, texts, [0, 2], **kw)
     mesh = _mesh(shape, names)

@@ -11,8 +11,9 @@ from snmf_jax import report
 from snmf_jax.activations import ActivationStore
 from snmf_jax.cli import main
 from snmf_jax.report import _dashboard_stats as stats
-from tests.test_interpret_cli import _result, _store
-from tests.test_report import synthetic
+from snmf_jax.testing import CharTokenizer, tiny_model
+
+from conftest import toy_report_data, write_toy_result, write_toy_store
 
 # What Neuronpedia's importer (utils/neuronpedia-utils/neuronpedia_utils/
 # convert-saedashboard-to-neuronpedia-export.py, `main` and `process_data`) reads
@@ -36,7 +37,7 @@ def planted(K=4, d=48, seed=0, noise=1.0):
     """Toy documents whose activations are X = C Φ + noise; the last feature has no
     neurons and codes that are a scaled copy of feature 0's (each is the other's
     correlated feature)."""
-    acts, codes, _ = synthetic(K=K, seed=seed)
+    acts, codes, _ = toy_report_data(K=K, seed=seed)
     rng = np.random.default_rng(seed + 1)
     codes = rng.uniform(0.01, 1.0, size=codes.shape).astype(np.float32)
     codes[:, -1] = 2 * codes[:, 0] + 0.01 * rng.uniform(size=len(codes))
@@ -148,7 +149,7 @@ def test_correlated_neurons_are_the_largest_weight_neurons():
 def test_streaming_correlations_match_numpy_across_store_chunks(tmp_path):
     """A store read chunk by chunk (16-row chunks) gives np.corrcoef's values, also
     when the activations sit far from zero (the shifted sums keep the precision)."""
-    n, d = _store(tmp_path / "store")
+    n, d = write_toy_store(tmp_path / "store")
     store = ActivationStore(tmp_path / "store")
     X = np.concatenate(list(store.iter_chunks()))
     codes = np.random.default_rng(3).uniform(0, 1, size=(n, 4)).astype(np.float32)
@@ -170,8 +171,7 @@ def test_streaming_correlations_match_numpy_across_store_chunks(tmp_path):
 
 
 def test_logit_histogram_covers_the_whole_vocabulary():
-    from tests.test_demo import tiny_model
-    model = tiny_model()
+    model = tiny_model(tokenizer=CharTokenizer(), logit_scale=3.0, max_position=256)
     acts, codes, phi = planted(K=3)
     rep = report.feature_report(phi, codes, acts, model=model, layer=1, k=2, plots=False)
     (batch,) = report.neuronpedia_batches(rep, phi, codes, acts, model=model, n_bins=20)
@@ -205,8 +205,8 @@ def test_bad_input_fails_before_writing(tmp_path):
 
 
 def test_cli_writes_batches_and_refuses_a_used_folder(tmp_path, capsys):
-    n, d = _store(tmp_path / "store")
-    _result(tmp_path / "res", n, d)
+    n, d = write_toy_store(tmp_path / "store")
+    write_toy_result(tmp_path / "res", n, d)
     args = ["interpret", "--features", str(tmp_path / "res"), "--activations",
             str(tmp_path / "store"), "--out", str(tmp_path / "r.html"), "--model", "none",
             "--contexts", "3", "--neuronpedia", str(tmp_path / "np")]

@@ -9,8 +9,9 @@ import snmf_jax as sj
 from snmf_jax.factorize import (CodesStore, OnlineOptions, _online_step, _solver, encode,
                                 encode_loss, fit_online)
 from snmf_jax.factorize._planted import planted_hierarchy
+from snmf_jax.testing import low_rank_data
 
-from conftest import run_on_simulated_devices
+from conftest import launch_fit_processes, run_on_simulated_devices
 
 KW = dict(sparsity=0.1, progress=False)
 
@@ -23,10 +24,8 @@ def _planted(tokens_per_leaf=150, seed=0, children=1):
                              tokens_per_leaf=tokens_per_leaf)
 
 
-def _data(n=600, d=32, k=4, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.random((n, k)) @ rng.standard_normal((k, d)) + 0.05 * rng.standard_normal((n, d))
-    return x.astype(np.float32)
+def _data(n=600, d=32, seed=0):
+    return low_rank_data(n, d, seed=seed)
 
 
 def _identical(a, b):
@@ -298,16 +297,15 @@ def test_two_processes_match_one(tmp_path):
     statistics are summed by one psum per batch. Resumed from the per-process
     checkpoints, it matches a single-process fit."""
     import json
-    from test_distributed import _launch
     x = _data(400, seed=8)
     _write_store(tmp_path / "acts", x, 128)
     common = [str(tmp_path / "acts"), "--rank", "4", "--sparsity", "0.1", "--online",
               "--batch-size", "60", "--local-devices", "2", "--no-progress",
               "--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "4",
               "--out", str(tmp_path / "out")]
-    _launch(common + ["--passes", "1"], 2, timeout=300)
+    launch_fit_processes(common + ["--passes", "1"], 2, timeout=300)
     # A second launch continues the fit (passes may grow) and replaces the result.
-    outs = _launch(common + ["--passes", "2", "--overwrite"], 2, timeout=300)
+    outs = launch_fit_processes(common + ["--passes", "2", "--overwrite"], 2, timeout=300)
     assert json.loads(outs[0].strip().splitlines()[-1])["rows_seen"] == 800
     got = sj.SNMFResult.load(tmp_path / "out")
     ref = fit_online(tmp_path / "acts", 4, batch_size=60, passes=2, **KW)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from snmf_jax import report
-from snmf_jax.activations import Activations
+
+from conftest import toy_report_data
 
 TREE = {"format": "snmf-jax/concept-tree", "version": 1, "ranks": [6, 2], "roots": ["1:0"],
         "nodes": [{"id": "1:0", "level": 1, "index": 0, "top_tokens": ["Monday"],
@@ -19,35 +20,8 @@ TREE = {"format": "snmf-jax/concept-tree", "version": 1, "ranks": [6, 2], "roots
                   {"id": "0:4", "level": 0, "index": 4, "children": []}]}
 
 
-def synthetic(K=6, docs=12, seed=0, evil=False):
-    """Labelled toy documents, random codes and sparse features."""
-    rng = np.random.default_rng(seed)
-    words = ["the", "cat", "sat", "Monday", "red", "</script>" if evil else "blue"]
-    texts, doc_ids, offs, toks, labels = [], [], [], [], []
-    for d in range(docs):
-        w = list(rng.choice(words, size=int(rng.integers(8, 20))))
-        text, pos = "", []
-        for x in w:
-            start = len(text) + (1 if text else 0)
-            text += (" " if text else "") + x
-            pos.append((start, len(text)))
-        texts.append(text)
-        doc_ids += [d] * len(w)
-        offs += pos
-        toks += [words.index(x) for x in w]
-        labels += [d % 3] * len(w)
-    n = len(doc_ids)
-    acts = Activations(X=np.zeros((n, 2), np.float32), doc_ids=np.asarray(doc_ids, np.int32),
-                       positions=np.zeros(n, np.int32), token_ids=np.asarray(toks, np.int32),
-                       offsets=np.asarray(offs, np.int32), texts=tuple(texts),
-                       labels=np.asarray(labels, np.int32), label_names=("x", "y", "z"))
-    codes = np.maximum(rng.standard_normal((n, K)), 0).astype(np.float32)
-    feats = (rng.standard_normal((K, 50)) * (rng.uniform(size=(K, 50)) < 0.2)).astype(np.float32)
-    return acts, codes, feats
-
-
 def test_feature_report_gathers_every_part():
-    acts, codes, feats = synthetic()
+    acts, codes, feats = toy_report_data()
     rep = report.feature_report(feats, codes, acts, losses=np.geomspace(5, 1, 10), k=4,
                                 window=3, descriptions={2: "planted"}, tree=TREE,
                                 steered={2: ["text a", {"text": "text b", "sign": "-"}]},
@@ -70,7 +44,7 @@ def test_feature_report_gathers_every_part():
 
 
 def test_bad_extras_fail_early():
-    acts, codes, feats = synthetic()
+    acts, codes, feats = toy_report_data()
     with pytest.raises(ValueError, match="descriptions has feature index 9"):
         report.feature_report(feats, codes, acts, descriptions={9: "x"}, plots=False)
     with pytest.raises(ValueError, match="missing child"):
@@ -81,7 +55,7 @@ def test_bad_extras_fail_early():
 
 
 def test_page_embeds_one_json_blob_safely():
-    acts, codes, feats = synthetic(evil=True)
+    acts, codes, feats = toy_report_data(evil=True)
     rep = report.feature_report(feats, codes, acts, k=5, plots=False)
     page = report.render_html(rep)
     assert page.count("</script>") == 2  # the blob and the code; a token cannot close it
@@ -97,7 +71,7 @@ def test_page_embeds_one_json_blob_safely():
 
 
 def test_plots_written_as_png_and_svg(tmp_path):
-    acts, codes, feats = synthetic()
+    acts, codes, feats = toy_report_data()
     figs = report.overview_figures(codes, feats, losses=np.geomspace(5, 1, 10))
     paths = report.save_plots(figs, tmp_path)
     assert sorted(p.name for p in paths) == sorted(

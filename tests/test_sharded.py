@@ -11,16 +11,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import snmf_jax as sj
 from snmf_jax.factorize import _inits, _rows_mesh, _solver
+from snmf_jax.testing import low_rank_data
 
 from conftest import run_on_simulated_devices
 
 KW = dict(sparsity=0.25, max_iter=30, patience=None, progress=False)
 
 
-def _data(n, d=24, k=4, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.random((n, k)) @ rng.standard_normal((k, d)) + 0.05 * rng.standard_normal((n, d))
-    return x.astype(np.float32)
+def _data(n, d=24, seed=0):
+    return low_rank_data(n, d, seed=seed)
 
 
 def _same(a, b, tol=1e-5):

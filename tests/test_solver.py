@@ -88,11 +88,12 @@ def test_fit_returns_reference_best_iterate():
             best, best_i = loss, i + 1
     assert res.best_iter == best_i
     np.testing.assert_allclose(res.loss, res.losses.min(), rtol=1e-5)
-    # The whole trajectory matches the reference's. (Its best iterate is
-    # compared in float64, where the absolute-tol rule picks the same index;
-    # in float32 it lands one iteration later here: 116 vs 115.)
+    # The whole trajectory matches the reference's to the 1e-6 the docs claim
+    # (measured 7.4e-7). (Its best iterate is compared in float64, where the
+    # absolute-tol rule picks the same index; in float32 it lands one
+    # iteration later here: 116 vs 115.)
     rel = np.abs(res.losses - r["losses"]) / r["losses"]
-    assert rel.max() < 1e-4, rel.max()
+    assert rel.max() < 1e-6, rel.max()
 
 
 def test_solver_factory_is_the_update():
@@ -114,6 +115,7 @@ _jit_update = jax.jit(F.update, static_argnames="config")
 
 
 # Shapes come from small sets so the jitted update compiles a few times only.
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None)
 @example(n=5, d=4, k=4, p=0.1, scale=1.0, seed=1399)  # 4 features on one neuron, opposite signs
 @given(n=st.sampled_from([5, 33]), d=st.sampled_from([4, 30]), k=st.sampled_from([1, 4]),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from snmf_jax import steer as st
-from snmf_jax.models import Model, ModelConfig, init_params
+from snmf_jax.testing import tiny_model
 
 PROMPT = [2, 5, 6, 7, 8]
 TARGETS = (0.05, 0.2, 0.5, 1000.0)  # the last one is out of reach of any alpha
@@ -15,11 +15,7 @@ RTOL = 0.02
 
 @pytest.fixture(scope="module")
 def model():
-    cfg = ModelConfig(family="llama", vocab_size=64, d_model=32, n_layers=2, n_heads=4,
-                      n_kv_heads=2, head_dim=8, d_mlp=48, max_position=64, tie_embeddings=False)
-    params = init_params(cfg, jax.random.PRNGKey(1))
-    params["unembed"]["kernel"] = params["unembed"]["kernel"] * 3.0
-    return Model(cfg, params, None, "tiny")
+    return tiny_model(seed=1, logit_scale=3.0)
 
 
 @pytest.fixture(scope="module")
@@ -135,13 +131,11 @@ def test_shared_prefix_gives_the_same_kl_as_the_full_forward(family):
     """batched_kl from the stream entering the layer (the model's own embed/run_blocks)
     equals the KL of full patched forwards, one row at a time."""
     from snmf_jax import models
-    extra = {}
-    if family == "gemma3":
-        extra = dict(layer_types=("sliding", "full", "sliding"), sliding_window=3)
-    cfg = ModelConfig(family=family, vocab_size=64, d_model=32, n_layers=3, n_heads=4,
-                      n_kv_heads=4 if family == "gpt2" else 2, head_dim=8, d_mlp=48,
-                      max_position=64, tie_embeddings=family == "gemma3", **extra)
-    params = init_params(cfg, jax.random.PRNGKey(2))
+    # Gemma 3 with a window of 3 (< the prompt's 5 tokens) and head_dim's query scaling.
+    extra = dict(sliding_window=3, query_pre_attn_scalar=None) if family == "gemma3" else {}
+    tiny = tiny_model(family, seed=2, n_layers=3, n_kv_heads=4 if family == "gpt2" else 2,
+                      tie_embeddings=family == "gemma3", **extra)
+    cfg, params = tiny.config, tiny.params
     tok, mask = jnp.asarray([PROMPT]), jnp.ones((1, len(PROMPT)), jnp.int32)
     base = jax.nn.log_softmax(st.patched_forward(params, tok, None, config=cfg).logits[0, -1])
     vecs = jnp.asarray(np.random.default_rng(0).standard_normal((4, 48)), jnp.float32)

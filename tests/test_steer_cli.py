@@ -2,32 +2,17 @@
 
 import argparse
 
-import jax
 import numpy as np
 import pytest
 
 from snmf_jax.factorize import SNMFResult
-from snmf_jax.models import Model, ModelConfig, init_params
+from snmf_jax.testing import CharTokenizer, tiny_model
 from snmf_jax.cli import steer as _cli
 
 
-class CharTokenizer:
-    bos_id, eos_ids, pad_id, chat_template = 2, (1,), 0, None
-
-    def encode(self, text, add_bos=True):
-        return ([2] if add_bos else []) + [3 + ord(c) % 60 for c in text]
-
-    def decode(self, ids, skip_special=False):
-        return "".join(chr(97 + i % 26) for i in ids)
-
-
-def tiny_model():
-    cfg = ModelConfig(family="llama", vocab_size=64, d_model=32, n_layers=2, n_heads=4,
-                      n_kv_heads=2, head_dim=8, d_mlp=48, max_position=64, eos_token_ids=(1,),
-                      tie_embeddings=False)
-    params = init_params(cfg, jax.random.PRNGKey(0))
-    params["unembed"]["kernel"] = params["unembed"]["kernel"] * 3.0
-    return Model(cfg, params, CharTokenizer(), "tiny")
+def _load_tiny(name):
+    """Stands in for the CLI's model loader: the tiny llama with peaked logits."""
+    return tiny_model(tokenizer=CharTokenizer(), logit_scale=3.0)
 
 
 def save_result(path, metadata):
@@ -45,7 +30,7 @@ def parse(argv):
 
 @pytest.mark.slow
 def test_steer_command_prints_both_signs_next_to_unsteered(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(_cli, "_load_model", lambda name: tiny_model())
+    monkeypatch.setattr(_cli, "_load_model", _load_tiny)
     path = save_result(tmp_path / "res", {"layer": 1, "site": "mlp_hidden"})
     args = parse(["steer", "--model", "tiny", "--features", str(path), "--feature", "0",
                   "--kl", "0.5", "--prompt", "hello", "--max-new-tokens", "5"])
@@ -59,7 +44,7 @@ def test_steer_command_prints_both_signs_next_to_unsteered(tmp_path, monkeypatch
 
 
 def test_steer_command_needs_a_layer(tmp_path, monkeypatch):
-    monkeypatch.setattr(_cli, "_load_model", lambda name: tiny_model())
+    monkeypatch.setattr(_cli, "_load_model", _load_tiny)
     path = save_result(tmp_path / "res", {})
     args = parse(["steer", "--model", "tiny", "--features", str(path), "--feature", "0"])
     with pytest.raises(ValueError, match="does not record its layer; pass --layer"):

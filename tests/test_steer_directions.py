@@ -1,21 +1,16 @@
 """Feature -> steering direction, including Gemma's post-feedforward norm."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from snmf_jax import steer as st
-from snmf_jax.models import Model, ModelConfig, init_params
+from snmf_jax.testing import tiny_model
 
 
 def tiny(family):
-    extra = {}
-    if family == "gemma3":
-        extra = dict(layer_types=("sliding", "full"), sliding_window=4, query_pre_attn_scalar=8.0)
-    cfg = ModelConfig(family=family, vocab_size=64, d_model=32, n_layers=2, n_heads=4,
-                      n_kv_heads=2, head_dim=8, d_mlp=48, max_position=64, **extra)
-    return Model(cfg, init_params(cfg, jax.random.PRNGKey(0)), None, family)
+    # Gemma 3: sandwich norms, so a feature's direction passes its post-MLP norm.
+    return tiny_model(family, tie_embeddings=True, name=family)
 
 
 @pytest.fixture(scope="module")

@@ -11,34 +11,19 @@ import numpy as np
 import pytest
 
 from snmf_jax import steer as st
-from snmf_jax.models import Model, ModelConfig, init_params
+from snmf_jax.models import Model
 from snmf_jax.steer._generate import encode_prompts
+from snmf_jax.testing import CharTokenizer, tiny_model
 
-
-class FakeTokenizer:
-    """Character-level stand-in for the Tokenizer contract."""
-
-    bos_id, eos_ids, pad_id = 2, (1,), 0
-    chat_template = "<user>{content}<assistant>"
-
-    def encode(self, text, add_bos=True):
-        return ([self.bos_id] if add_bos else []) + [3 + ord(c) % 60 for c in text]
-
-    def decode(self, ids, skip_special=False):
-        return " ".join(str(i) for i in ids)
-
-    def apply_chat_template(self, messages, add_generation_prompt=True):
-        return self.chat_template.format(content=messages[0]["content"])
+TEMPLATE = "<user>{content}<assistant>"
 
 
 @pytest.fixture(scope="module")
 def model():
-    cfg = ModelConfig(family="llama", vocab_size=64, d_model=32, n_layers=2, n_heads=4,
-                      n_kv_heads=2, head_dim=8, d_mlp=48, max_position=64, eos_token_ids=(1,),
-                      tie_embeddings=False)
-    params = init_params(cfg, jax.random.PRNGKey(0))
-    params["unembed"]["kernel"] = params["unembed"]["kernel"] * 3.0  # peaked next-token dists
-    return Model(cfg, params, FakeTokenizer(), "tiny")
+    # Decoded text is the ids joined by spaces, so a test can read back which
+    # tokens were generated; peaked next-token distributions (logits x3).
+    return tiny_model(tokenizer=CharTokenizer(chat_template=TEMPLATE, decode_ids=True),
+                      logit_scale=3.0)
 
 
 PROMPTS = [[2, 5, 6, 7, 8], [2, 9, 10]]
@@ -99,7 +84,7 @@ def test_stop_tokens_end_rows_and_pad_the_rest(model, patch):
     out = gen(model, patch, stop_ids=(stop,))
     assert out.lengths[0, 0, 0] == first + 1
     np.testing.assert_array_equal(out.tokens[0, 0, 0, :first + 1], row[:first + 1])
-    assert (out.tokens[0, 0, 0, first + 1:] == FakeTokenizer.pad_id).all()
+    assert (out.tokens[0, 0, 0, first + 1:] == CharTokenizer.pad_id).all()
     # Every row stops at its own first stop token (rows are independent).
     hit = free == stop
     np.testing.assert_array_equal(out.lengths, np.where(hit.any(-1), hit.argmax(-1) + 1, NEW))
@@ -125,11 +110,11 @@ def test_no_recompilation_across_alphas_and_seeds(model, patch):
 
 
 def test_chat_template_wraps_text_prompts(model):
-    tok = FakeTokenizer()
+    tok = model.tokenizer
     assert encode_prompts(model, "hi", chat=True) == [
         tok.encode("<user>hi<assistant>", add_bos=False)]
     assert encode_prompts(model, ["hi", "yo"]) == [tok.encode("hi"), tok.encode("yo")]
-    no_template = type("NoTemplate", (FakeTokenizer,), {"chat_template": None})()
+    no_template = CharTokenizer(decode_ids=True)
     with pytest.raises(ValueError, match="has no chat template"):
         encode_prompts(Model(model.config, model.params, no_template), "hi", chat=True)
     with pytest.raises(ValueError, match="chat=True needs text prompts"):

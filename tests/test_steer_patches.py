@@ -6,13 +6,11 @@ import numpy as np
 import pytest
 
 from snmf_jax import steer as st
-from snmf_jax.models import Model, ModelConfig, init_params
+from snmf_jax.testing import tiny_model
 
 
 def tiny(seed=0):
-    cfg = ModelConfig(family="llama", vocab_size=64, d_model=32, n_layers=2, n_heads=4,
-                      n_kv_heads=2, head_dim=8, d_mlp=48, max_position=64, eos_token_ids=(1,))
-    return Model(cfg, init_params(cfg, jax.random.PRNGKey(seed)), None, "tiny-llama")
+    return tiny_model(seed=seed, tie_embeddings=True, name="tiny-llama")
 
 
 TOKENS = jnp.array([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]], jnp.int32)

@@ -11,16 +11,15 @@ import pytest
 
 import snmf_jax as sj
 from snmf_jax import factorize as S
+from snmf_jax.testing import low_rank_data
 
 KW = dict(sparsity=0.25, patience=None, progress=False)
 # One data shape and chunking throughout, so the jitted chunk programs compile once.
 N, D, ROWS = 700, 32, 96
 
 
-def _data(n=N, d=D, k=4, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.random((n, k)) @ rng.standard_normal((k, d)) + 0.05 * rng.standard_normal((n, d))
-    return x.astype(np.float32)
+def _data(n=N, d=D, seed=0):
+    return low_rank_data(n, d, seed=seed)
 
 
 def _same(a, b, tol=1e-5):

@@ -1,7 +1,9 @@
 """The one place evaluate/ touches a language model: activations, log-likelihoods,
-sampling, steering directions and calibration. Every call evaluate/ makes into
-`snmf_jax.models`, `activations` and `steer` goes through these few functions,
-so the judges and the protocol can be read (and stubbed) without them.
+sampling, steering directions and calibration. Every call evaluate/ makes that
+runs a model goes through these few functions, so the judges and the protocol
+can be read (and stubbed) without them; evaluate/ imports only data helpers
+from `activations` and `steer` directly (`Activations`, `from_texts`,
+`sampler_settings`).
 """
 
 from __future__ import annotations
