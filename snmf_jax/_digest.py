@@ -1,8 +1,7 @@
 """SHA-256 digests of bytes, JSON values, files and arrays: the ones the package
 records and verifies (store, result and checkpoint identities). (The online
-fit's running digest of a pass's rows, `factorize/_online_*.py`, and the
-GGUF tokenizer cache's file key, `models/_tokenizer_gguf.py`, call hashlib
-themselves.)
+fit's running digest of a pass's rows, `factorize/_online_*.py`, is an
+incremental hashlib object fed block by block, which none of these are.)
 
 Which one to use:
 
