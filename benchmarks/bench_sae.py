@@ -30,7 +30,8 @@ def make_data(n: int, d: int, seed: int = 0) -> np.ndarray:
 def ours(X, args) -> float:
     import jax
     import jax.numpy as jnp
-    from snmf_jax.baselines import SAEConfig, TrainConfig, make_optimizer, make_train_step
+    from snmf_jax.baselines import SAEConfig, TrainConfig
+    from snmf_jax.baselines._train import make_optimizer, make_train_step
     from snmf_jax.baselines._sae import init_params
 
     cfg = SAEConfig(d_in=X.shape[1], d_sae=args.width, architecture=args.arch, k=args.k)

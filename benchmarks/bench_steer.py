@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 from snmf_jax import steer as st  # noqa: E402
 from snmf_jax.models import load_model  # noqa: E402
 from snmf_jax.steer._calibrate import SearchState, _base  # noqa: E402
+from snmf_jax.steer import _calibrate  # noqa: E402
 
 LAYER = 15
 PROMPT = "I think that"
@@ -84,9 +85,9 @@ def naive_sequential(model, dirs, targets, steps, n_features, *, scalar=False):
             state = SearchState(tgt, 0.25 * ref, alpha_min=1e-4 * ref, alpha_max=100 * ref,
                                 growth=2.0)
             for _ in range(steps):
-                kl = st.batched_kl(model.params, tok, mask, base_logp, vec,
-                                   jnp.asarray(state.alpha, jnp.float32), config=cfg,
-                                   layer=LAYER, site="mlp_hidden")
+                kl = _calibrate.batched_kl(model.params, tok, mask, base_logp, vec,
+                                           jnp.asarray(state.alpha, jnp.float32), config=cfg,
+                                           layer=LAYER, site="mlp_hidden")
                 state.update(np.asarray(kl))
             row.append(state.best_alpha)
         alphas.append(np.concatenate(row))

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snmf_jax.activations import (ActivationStore, StoreWriter, export_activations,
-                                  from_texts, length_buckets, tokenize_with_offsets)
+from snmf_jax.activations import ActivationStore, StoreWriter, export_activations, from_texts
 from snmf_jax.activations import _export
+from snmf_jax.activations._export import length_buckets, tokenize_with_offsets
 from snmf_jax.models import Model, ModelConfig, Tokenizer, as_arrays, init_params
 
 WORDS = ("the a cat dog sat ran on under mat rug red blue green big small quick slow "

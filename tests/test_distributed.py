@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from snmf_jax.factorize import _solver
 import snmf_jax as sj
 from snmf_jax import _io
 from snmf_jax.factorize import _distributed as D
@@ -43,7 +44,7 @@ def test_initialize_checks_arguments():
 
 
 def _fit_state(step):
-    s = sj.factorize.init(np.ones((3, 2), np.float32), np.ones((3, 2), np.float32))
+    s = _solver.init(np.ones((3, 2), np.float32), np.ones((3, 2), np.float32))
     return _loop.init_fit_state(s._replace(step=np.int32(step)))
 
 

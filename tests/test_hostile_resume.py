@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from snmf_jax.factorize import _sources
 from snmf_jax import factorize as F
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def replace(a, b):
     return real_replace(a, b)
 os.replace = replace
 
-class Source(F.ArraySource):
+class Source(_sources.ArraySource):
     def chunk(self, i):
         counts["read"] += 1
         if counts["read"] == kill_read:

@@ -12,6 +12,8 @@ import pytest
 
 from snmf_jax import steer as st
 from snmf_jax.models import Model, ModelConfig, init_params
+from snmf_jax.steer import _generate
+from snmf_jax.steer import _patches
 
 V, DM, DH = 64, 32, 48
 
@@ -59,7 +61,7 @@ def _vec(n=DH):
 def test_bad_site_patch(kw, match):
     kw = {"vector": _vec(), **kw}
     with pytest.raises((ValueError, TypeError), match=match) as e:
-        st.site_patch(kw.pop("vector"), **kw)
+        _patches.site_patch(kw.pop("vector"), **kw)
     _one_line(e.value)
 
 
@@ -97,7 +99,7 @@ def test_inconsistent_variants(model):
     a = st.make_patch(0, "mlp_hidden", np.ones((2, DH)), config=model.config)
     b = st.make_patch(1, "mlp_hidden", np.ones((3, DH)), config=model.config)
     with pytest.raises(ValueError, match="variant"):
-        st.check_patch(st.combine(a, b), model.config)
+        _patches.check_patch(st.combine(a, b), model.config)
     with pytest.raises(ValueError, match="more than one"):
         st.combine(a, a)
 
@@ -171,9 +173,9 @@ def test_sample_logits_refuses_nonfinite_logits():
 
 def test_left_pad_refuses_bad_input():
     with pytest.raises(ValueError, match="multiple"):
-        st.left_pad([[1, 2]], 0, multiple=0)
+        _generate.left_pad([[1, 2]], 0, multiple=0)
     with pytest.raises(ValueError, match="token"):
-        st.left_pad([[1, 2], []], 0)
+        _generate.left_pad([[1, 2], []], 0)
 
 
 # -- directions and calibration (the open cases are in test_hostile_models) ----------

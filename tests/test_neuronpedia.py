@@ -11,6 +11,7 @@ from snmf_jax import report
 from snmf_jax.activations import ActivationStore
 from snmf_jax.cli import main
 from snmf_jax.report import _dashboard_stats as stats
+from snmf_jax.report import _neuronpedia
 from tests.test_interpret_cli import _result, _store
 from tests.test_report import synthetic
 
@@ -50,7 +51,7 @@ def planted(K=4, d=48, seed=0, noise=1.0):
 def batches(K=4, **kw):
     acts, codes, phi = planted(K)
     rep = report.feature_report(phi, codes, acts, k=3, plots=False)
-    return rep, codes, phi, acts, report.neuronpedia_batches(rep, phi, codes, acts, layer=3,
+    return rep, codes, phi, acts, _neuronpedia.neuronpedia_batches(rep, phi, codes, acts, layer=3,
                                                              model_id="m", **kw)
 
 
@@ -174,7 +175,7 @@ def test_logit_histogram_covers_the_whole_vocabulary():
     model = tiny_model()
     acts, codes, phi = planted(K=3)
     rep = report.feature_report(phi, codes, acts, model=model, layer=1, k=2, plots=False)
-    (batch,) = report.neuronpedia_batches(rep, phi, codes, acts, model=model, n_bins=20)
+    (batch,) = _neuronpedia.neuronpedia_batches(rep, phi, codes, acts, model=model, n_bins=20)
     assert batch["layer"] == 1 and batch["model_id"] == "tiny"
     for f in batch["features"]:
         assert sum(f["logits_hist_data_bar_heights"]) == model.config.vocab_size
@@ -192,13 +193,13 @@ def test_logit_histogram_covers_the_whole_vocabulary():
 def test_bad_input_fails_before_writing(tmp_path):
     rep, codes, phi, acts, _ = batches()
     with pytest.raises(ValueError, match="layer"):
-        report.neuronpedia_batches(rep, phi, codes, acts)  # no layer in the report
+        _neuronpedia.neuronpedia_batches(rep, phi, codes, acts)  # no layer in the report
     with pytest.raises(ValueError, match="agree on K"):
-        report.neuronpedia_batches(rep, phi[:2], codes[:, :2], acts, layer=1)
+        _neuronpedia.neuronpedia_batches(rep, phi[:2], codes[:, :2], acts, layer=1)
     with pytest.raises(ValueError, match="one .n, d. row per code row"):
-        report.neuronpedia_batches(rep, phi, codes, acts.X[:5], layer=1)
+        _neuronpedia.neuronpedia_batches(rep, phi, codes, acts.X[:5], layer=1)
     with pytest.raises(ValueError, match="data has 47 neurons per row"):
-        report.neuronpedia_batches(rep, phi, codes, acts.X[:, :47], layer=1)
+        _neuronpedia.neuronpedia_batches(rep, phi, codes, acts.X[:, :47], layer=1)
     (tmp_path / "batch-0.json").write_text("{}")
     with pytest.raises(ValueError, match="already holds batch-0.json"):
         report.write_neuronpedia(rep, tmp_path, phi, codes, acts, layer=1)

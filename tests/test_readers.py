@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from snmf_jax.activations import (TextDataset, from_texts, read_concept_json,
-                                  read_dataset, read_jsonl, read_text)
+from snmf_jax.activations import TextDataset, from_texts, read_dataset
+from snmf_jax.activations._readers import read_concept_json, read_jsonl, read_text
 
 
 def test_from_texts_string_and_int_labels():

@@ -195,7 +195,7 @@ def test_metrics_match_numpy():
 
 
 def test_minibatches_use_every_row_once_per_pass(tmp_path):
-    from snmf_jax.baselines import iter_minibatches
+    from snmf_jax.baselines._stream import iter_minibatches
     X = np.arange(2 * 1300, dtype=np.float32).reshape(1300, 2)
     store = _store(tmp_path, X, chunk_rows=300)  # 5 chunks, the last one short
     it = iter_minibatches(store, 100, buffer=450, seed=3)

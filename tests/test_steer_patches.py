@@ -7,6 +7,7 @@ import pytest
 
 from snmf_jax import steer as st
 from snmf_jax.models import Model, ModelConfig, init_params
+from snmf_jax.steer import _patches
 
 
 def tiny(seed=0):
@@ -58,14 +59,14 @@ def test_replace_mode_sets_the_site_to_the_vector(llama):
 
 
 def test_position_masks():
-    m = st.position_mask("prompt", 4, prompt_len=5, offset=3)
+    m = _patches.position_mask("prompt", 4, prompt_len=5, offset=3)
     np.testing.assert_array_equal(m, [[1, 1, 0, 0]])
-    m = st.position_mask("generated", 4, prompt_len=5, offset=3)
+    m = _patches.position_mask("generated", 4, prompt_len=5, offset=3)
     np.testing.assert_array_equal(m, [[0, 0, 1, 1]])
-    m = st.position_mask("all", 3, prompt_len=0, attention_mask=jnp.array([[0, 1, 1]]))
+    m = _patches.position_mask("all", 3, prompt_len=0, attention_mask=jnp.array([[0, 1, 1]]))
     np.testing.assert_array_equal(m, [[0, 1, 1]])
     with pytest.raises(ValueError, match="where must be one of"):
-        st.position_mask("middle", 3, prompt_len=1)
+        _patches.position_mask("middle", 3, prompt_len=1)
 
 
 def test_where_modes_in_forward(llama):
@@ -101,7 +102,7 @@ def test_batched_patch_rows_and_vmap_match_single_patches(llama):
     def row(p, tok):
         return st.patched_forward(llama.params, tok[None], p, config=llama.config).logits[0]
 
-    mapped = jax.vmap(row, in_axes=(st.vmap_axes(stacked), 0))(stacked, TOKENS)
+    mapped = jax.vmap(row, in_axes=(_patches.vmap_axes(stacked), 0))(stacked, TOKENS)
     np.testing.assert_allclose(np.asarray(mapped), expected, atol=1e-5)
 
 
@@ -145,7 +146,7 @@ def test_patch_builders_validate_inputs(llama):
 
 def test_repeat_rows_is_variant_major():
     p = st.make_patch(0, "mlp_hidden", np.arange(6.0).reshape(2, 3), scale=np.array([1.0, 2.0]))
-    r = st.repeat_rows(p, 2, 3)[(0, "mlp_hidden")]
+    r = _patches.repeat_rows(p, 2, 3)[(0, "mlp_hidden")]
     np.testing.assert_array_equal(r.scale, [1, 1, 1, 2, 2, 2])
     np.testing.assert_array_equal(r.vector[3], [3, 4, 5])
 

@@ -50,3 +50,30 @@ def from_args(cls, args: argparse.Namespace):
 def signature_default(fn, name: str):
     """The default of `fn`'s keyword `name` (flags reuse library defaults)."""
     return inspect.signature(fn).parameters[name].default
+
+
+def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds one `--flag` per FitOptions field, with its default and help."""
+    from snmf_jax.factorize import FitOptions  # pylint: disable=g-import-not-at-top
+    for f in dataclasses.fields(FitOptions):
+        meta = dict(f.metadata)
+        flag = "--" + f.name.replace("_", "-")
+        kw: dict[str, Any] = {"help": meta.pop("help"), "dest": f.name}
+        if "choices" in meta:
+            kw["choices"] = meta.pop("choices")
+        if f.default is dataclasses.MISSING:
+            kw["required"] = True
+            kw["type"] = int
+        else:
+            kw["default"] = f.default
+            kw["type"] = meta.pop("type", type(f.default))
+        parser.add_argument(flag, **kw)
+
+
+def fit_options_from_args(args: argparse.Namespace):
+    """The FitOptions of parsed `add_fit_arguments` flags (patience 0 means None)."""
+    from snmf_jax.factorize import FitOptions  # pylint: disable=g-import-not-at-top
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(FitOptions)}
+    if values["patience"] == 0:
+        values["patience"] = None
+    return FitOptions(**values)

@@ -14,7 +14,10 @@ import shlex
 import sys
 
 from snmf_jax.cli._llm_args import add_llm_args, check_llm_args, llm_judge
-from snmf_jax.evaluate._compare import METHODS
+from snmf_jax.evaluate import CompareConfig
+
+# Every method: CompareConfig's default (the dataclass keeps it as the class attribute).
+METHODS = CompareConfig.methods
 
 # Per protocol: (rank, sparsity, max_iter, patience, minus_alpha) when not given.
 _DEFAULTS = {"per-feature": (100, 0.01, 2000, 1500, "reuse"),
@@ -83,7 +86,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def _steering_config(args, targets):
-    from snmf_jax.evaluate._steering import SteeringConfig
+    from snmf_jax.evaluate import SteeringConfig
     signs = {"+": (1,), "-": (-1,), "+-": (1, -1)}[args.signs]
     return SteeringConfig(targets=tuple(targets), signs=signs, n_samples=args.samples,
                           max_new_tokens=args.max_new_tokens, sampler=args.sampler,
@@ -91,9 +94,7 @@ def _steering_config(args, targets):
 
 
 def _configs(args):
-    from snmf_jax.evaluate._compare import CompareConfig
-    from snmf_jax.evaluate._per_feature import PER_FEATURE_TARGETS, PerFeatureConfig
-    from snmf_jax.evaluate._steering import PAPER_TARGETS
+    from snmf_jax.evaluate import PAPER_TARGETS, PER_FEATURE_TARGETS, PerFeatureConfig
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     rank, sparsity, max_iter, patience, minus = _DEFAULTS[args.protocol]
     args.rank = rank if args.rank is None else args.rank
@@ -165,8 +166,7 @@ def _check_flags(args) -> None:
 
 
 def _dataset(args):
-    from snmf_jax.activations import read_dataset
-    from snmf_jax.activations._text import TextDataset
+    from snmf_jax.activations import TextDataset, read_dataset
     data = read_dataset(args.dataset)
     if data.labels is None:
         raise ValueError(f"--dataset {args.dataset!r} has no labels; evaluate needs labelled "
@@ -182,7 +182,7 @@ def _dataset(args):
 
 def _feature_judge(args, model, stack):
     if args.judge == "llm":
-        from snmf_jax.evaluate._steering import LLMFeatureJudge
+        from snmf_jax.evaluate import LLMFeatureJudge
         return LLMFeatureJudge(llm_judge(args, stack)), "llm"
     from snmf_jax.evaluate import offline_judge
     return offline_judge(model), "offline"
@@ -192,10 +192,8 @@ def run_per_feature(args, methods, config) -> int:
     import time
 
     from snmf_jax.activations import export_activations, read_dataset
-    from snmf_jax.evaluate._banks import sae_bank, snmf_bank
-    from snmf_jax.evaluate._per_feature import per_feature_generations, score_per_feature
-    from snmf_jax.evaluate._per_feature_outputs import write_per_feature
-    from snmf_jax.evaluate._per_feature_stats import per_feature_summary
+    from snmf_jax.evaluate import (per_feature_generations, per_feature_summary, sae_bank,
+                                   score_per_feature, snmf_bank, write_per_feature)
     from snmf_jax.factorize import fit
     from snmf_jax.models import load_model
     data = read_dataset(args.dataset)
@@ -246,15 +244,15 @@ def run(args: argparse.Namespace) -> int:
     data = _dataset(args)
     from snmf_jax.models import load_model
     model = load_model(args.model, progress=not args.no_progress)
-    from snmf_jax.evaluate._compare import compare_methods
+    from snmf_jax.evaluate import compare_methods
     with contextlib.ExitStack() as stack:
         judge = None
         if args.judge == "llm" and steering is not None:
-            from snmf_jax.evaluate._steering import LLMSteeringJudge
+            from snmf_jax.evaluate import LLMSteeringJudge
             judge = LLMSteeringJudge(llm_judge(args, stack))
         comp = compare_methods(model, data, layer=args.layer, config=compare, steering=steering,
                                judge=judge, progress=not args.no_progress)
-    from snmf_jax.evaluate._outputs import write_comparisons
+    from snmf_jax.evaluate import write_comparisons
     label = f"{model.name or args.model} L{args.layer}"
     command = "snmf-jax " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_comparisons(args.out, {label: comp}, command=command)

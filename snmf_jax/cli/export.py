@@ -69,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
     """Executes `snmf-jax export`."""
     import dataclasses
 
-    from snmf_jax.activations._export import export_activations
-    from snmf_jax.activations._readers import read_dataset
+    from snmf_jax.activations import export_activations, read_dataset
     from snmf_jax.models import load_model
 
     from pathlib import Path

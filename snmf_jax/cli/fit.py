@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snmf_jax.factorize import _options
+from snmf_jax.cli._options import add_fit_arguments, fit_options_from_args
 
 log = logging.getLogger("snmf_jax")
 
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("input", help="activation store directory or .safetensors file")
     p.add_argument("--out", required=True, help="output folder for the result")
-    _options.add_arguments(p)  # one flag per FitOptions field, same defaults
+    add_fit_arguments(p)  # one flag per FitOptions field, same defaults
     p.add_argument("--layer", type=int, default=None, help="layer of a multi-layer store")
     p.add_argument("--key", default="X", help="tensor name in a .safetensors input")
     p.add_argument("--checkpoint-dir", default=None,
@@ -72,13 +72,13 @@ def register(subparsers) -> None:
 
 
 def _source(args):
-    from snmf_jax.factorize import _sources  # pylint: disable=g-import-not-at-top
+    from snmf_jax.factorize import SafetensorsSource, as_source  # pylint: disable=g-import-not-at-top
     path = Path(args.input)
     if not path.exists():
         raise FileNotFoundError(f"input {str(path)!r} does not exist")
     if path.is_file():
-        return _sources.SafetensorsSource(path, args.key, args.chunk_rows)
-    return _sources.as_source(path, layer=args.layer)
+        return SafetensorsSource(path, args.key, args.chunk_rows)
+    return as_source(path, layer=args.layer)
 
 
 def _load_all(src) -> np.ndarray:
@@ -86,8 +86,8 @@ def _load_all(src) -> np.ndarray:
 
 
 def _online_options(args):
-    from snmf_jax.factorize import _online  # pylint: disable=g-import-not-at-top
-    return _online.OnlineOptions(
+    from snmf_jax.factorize import OnlineOptions  # pylint: disable=g-import-not-at-top
+    return OnlineOptions(
         rank=args.rank, sparsity=args.sparsity, batch_size=args.batch_size,
         passes=args.passes, init=args.init or "kmeans", seed=args.seed, forget=args.forget,
         code_iters=args.code_iters, reg=args.reg, mu_eps=args.mu_eps,
@@ -103,10 +103,10 @@ def run(args) -> int:
     elif args.codes:
         raise ValueError("--codes applies to --online (the other fits always write codes)")
     args.init = args.init or "random"
-    opts = _options.from_args(args)  # every option checked before any work
+    opts = fit_options_from_args(args)  # every option checked before any work
     from snmf_jax import _checks, _outputs  # pylint: disable=g-import-not-at-top
-    from snmf_jax.factorize._result import FILES  # pylint: disable=g-import-not-at-top
-    _outputs.check_outputs([_outputs.Output("--out", args.out, FILES)],
+    from snmf_jax.factorize import SNMFResult  # pylint: disable=g-import-not-at-top
+    _outputs.check_outputs([_outputs.Output("--out", args.out, SNMFResult.FILES)],
                            inputs={"INPUT": args.input}, overwrite=args.overwrite)
     _checks.integer("--chunk-rows", args.chunk_rows, lo=1)
     if args.layer is not None:
@@ -122,15 +122,17 @@ def run(args) -> int:
         if args.streaming:
             raise ValueError("--streaming runs in one process; drop "
                              "--coordinator or --streaming")
-        from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
-        _distributed.initialize(args.coordinator, args.num_processes, args.process_id,
-                                local_device_count=args.local_devices)
+        from snmf_jax.factorize import initialize_distributed  # pylint: disable=g-import-not-at-top
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id,
+                               local_device_count=args.local_devices)
     elif args.local_devices is not None:
         import jax  # pylint: disable=g-import-not-at-top
         jax.config.update("jax_num_cpu_devices", args.local_devices)
 
     import jax  # pylint: disable=g-import-not-at-top
-    from snmf_jax.factorize import _codes, _fit, _sharded, _streaming  # pylint: disable=g-import-not-at-top
+    from snmf_jax import factorize  # pylint: disable=g-import-not-at-top
+    # barrier: the CLI's multi-process sync between the per-process code writes; not API.
+    from snmf_jax.factorize._distributed import barrier  # pylint: disable=g-import-not-at-top
 
     out = Path(args.out)
     src = _source(args)
@@ -142,34 +144,31 @@ def run(args) -> int:
               metadata=metadata)
     t0 = time.perf_counter()
     if args.online:
-        from snmf_jax.factorize import _distributed, _online  # pylint: disable=g-import-not-at-top
-        mesh = _distributed.global_mesh() if (multi or args.local_devices) else None
-        result = _online.fit_online(
+        mesh = factorize.global_mesh() if (multi or args.local_devices) else None
+        result = factorize.fit_online(
             src, mesh=mesh, checkpoint_dir=args.checkpoint_dir,
             codes=(out / "codes") if args.codes and jax.process_index() == 0 else False,
             **{**kw, "options": online})
     elif args.streaming:
-        result = _streaming.fit_streaming(
+        result = factorize.fit_streaming(
             src, checkpoint_dir=args.checkpoint_dir or out / "stream", **kw)
     elif multi:
-        from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
-        rows, start = _distributed.load_process_rows(src)
-        result = _sharded.fit_sharded(rows, mesh=_distributed.global_mesh(),
+        rows, start = factorize.load_process_rows(src)
+        result = factorize.fit_sharded(rows, mesh=factorize.global_mesh(),
                                       checkpoint_dir=args.checkpoint_dir, **kw)
         # Codes stay with their process: one chunk per process in OUT/codes.
         codes_dir = out / "codes"
-        _codes.CodesStore.write_chunk(codes_dir, jax.process_index(), result.codes)
-        _distributed.barrier("snmf-jax fit: codes written")
+        factorize.CodesStore.write_chunk(codes_dir, jax.process_index(), result.codes)
+        barrier("snmf-jax fit: codes written")
         if jax.process_index() == 0:
-            _codes.CodesStore.finish(codes_dir, opts.rank, store=metadata.get("store"))
+            factorize.CodesStore.finish(codes_dir, opts.rank, store=metadata.get("store"))
         result = dataclasses.replace(result, codes=None, metadata={
             **result.metadata, "codes_store": "codes"})
     else:
         mesh = None
         if args.shard:
-            from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
-            mesh = _distributed.global_mesh()
-        result = _fit.fit(_load_all(src), mesh=mesh, checkpoint_dir=args.checkpoint_dir, **kw)
+            mesh = factorize.global_mesh()
+        result = factorize.fit(_load_all(src), mesh=mesh, checkpoint_dir=args.checkpoint_dir, **kw)
     seconds = time.perf_counter() - t0
     if jax.process_index() == 0:
         result.save(out)
@@ -183,7 +182,6 @@ def run(args) -> int:
                        "seconds": round(seconds, 3)}
         print(json.dumps(summary))
     if multi:
-        from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
-        _distributed.barrier("snmf-jax fit: done")
+        barrier("snmf-jax fit: done")
     return 0
 

@@ -50,7 +50,7 @@ def _is_store(x) -> bool:
 
 def _store(x):
     if isinstance(x, (str, os.PathLike)):
-        from snmf_jax.activations._store import ActivationStore  # pylint: disable=g-import-not-at-top
+        from snmf_jax.activations import ActivationStore  # pylint: disable=g-import-not-at-top
         return ActivationStore(x)
     return x
 

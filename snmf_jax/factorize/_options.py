@@ -2,14 +2,13 @@
 
 A frozen dataclass validated once, in `__post_init__` (plus `check_shape`
 against the data). The `snmf-jax fit` flags are derived from its fields
-(`add_arguments` / `from_args`), so names, defaults and help cannot drift
-from the Python API. `fit`, `fit_sharded` and `fit_streaming` take the same
+(`snmf_jax.cli._options.add_fit_arguments`), so names, defaults and help
+cannot drift from the Python API. `fit`, `fit_sharded` and `fit_streaming` take the same
 keyword arguments and build one of these.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 from typing import Any
@@ -122,8 +121,6 @@ class FitOptions:
                 "dtype": str(np.dtype(dtype)), "n_tokens": int(n), "d": int(d)}
 
 
-FIELDS = tuple(f.name for f in dataclasses.fields(FitOptions))
-
 
 def resolve(fn: str, rank, options, kwargs: dict, cls=FitOptions):
     """The options of a fit call: `options=`, or rank and option keywords.
@@ -155,27 +152,3 @@ def resolve(fn: str, rank, options, kwargs: dict, cls=FitOptions):
         raise TypeError(f"{fn}() needs rank (or options=)")
     return cls(rank=rank, **kwargs)
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds one `--flag` per FitOptions field, with its default and help."""
-    for f in dataclasses.fields(FitOptions):
-        meta = dict(f.metadata)
-        flag = "--" + f.name.replace("_", "-")
-        kw: dict[str, Any] = {"help": meta.pop("help"), "dest": f.name}
-        if "choices" in meta:
-            kw["choices"] = meta.pop("choices")
-        if f.default is dataclasses.MISSING:
-            kw["required"] = True
-            kw["type"] = int
-        else:
-            kw["default"] = f.default
-            kw["type"] = meta.pop("type", type(f.default))
-        parser.add_argument(flag, **kw)
-
-
-def from_args(args: argparse.Namespace) -> FitOptions:
-    """The FitOptions of parsed `add_arguments` flags (patience 0 means None)."""
-    values = {name: getattr(args, name) for name in FIELDS}
-    if values["patience"] == 0:
-        values["patience"] = None
-    return FitOptions(**values)

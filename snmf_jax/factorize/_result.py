@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -41,6 +41,8 @@ class SNMFResult:
     converged: bool
     settings: dict[str, Any]
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The files `save` writes in its folder (the CLI's overwrite checks name them).
+    FILES: ClassVar[tuple[str, ...]] = FILES
 
     @property
     def rank(self) -> int:

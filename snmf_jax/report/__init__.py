@@ -7,18 +7,24 @@
                              model=model)  # SAEDashboard's batch-<n>.json for Neuronpedia
 """
 
-from snmf_jax.report._chromium import dump_dom, find_chromium, screenshot
+# pylint: disable=g-importing-member
+# The Chromium helpers (report/_chromium.py) are test and benchmark tooling: private.
+
+# The report: features, their contexts, plots, as one JSON-able mapping.
 from snmf_jax.report._data import feature_report, overview_figures
-from snmf_jax.report._html import compact, render_html, write_html
-from snmf_jax.report._neuronpedia import (check_export_folder, neuronpedia_batches,
-                                          write_neuronpedia)
-from snmf_jax.report._plots import (figure_uri, plot_code_distribution, plot_losses,
-                                    plot_overlap, save_plots)
+from snmf_jax.report._plots import save_plots
+
+# The self-contained HTML browser.
+from snmf_jax.report._html import render_html, write_html
+
+# The Neuronpedia (SAEDashboard) export.
+from snmf_jax.report._neuronpedia import check_export_folder, write_neuronpedia
 
 __all__ = [
-    "dump_dom", "find_chromium", "screenshot",
-    "feature_report", "overview_figures",
-    "compact", "render_html", "write_html",
-    "check_export_folder", "neuronpedia_batches", "write_neuronpedia",
-    "figure_uri", "plot_code_distribution", "plot_losses", "plot_overlap", "save_plots",
+    # The report
+    "feature_report", "overview_figures", "save_plots",
+    # HTML
+    "render_html", "write_html",
+    # Neuronpedia
+    "write_neuronpedia", "check_export_folder",
 ]
