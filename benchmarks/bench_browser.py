@@ -81,7 +81,7 @@ def main() -> None:
                     zip(rng.integers(0, len(vocab), 75), np.linspace(9, 3, 75))]
     n_ctx = sum(len(f["contexts"]) for f in rep["features"])
     with tempfile.TemporaryDirectory() as tmp:
-        path = report.write_html(rep, Path(tmp) / "report.html")
+        path = report.save_html(rep, Path(tmp) / "report.html")
         size = path.stat().st_size
         loads, searches, worst = [], [], []
         for _ in range(args.runs):

@@ -185,7 +185,7 @@ def main():
     import snmf_jax as sj
     from snmf_jax.activations import from_texts
     from snmf_jax.evaluate._compare import CompareConfig, compare_methods
-    from snmf_jax.evaluate._outputs import write_comparisons
+    from snmf_jax.evaluate._outputs import save_comparisons
     from snmf_jax.evaluate._steering import PAPER_TARGETS, SteeringConfig
 
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
@@ -220,7 +220,7 @@ def main():
             comp.info["seconds"] = time.time() - t0
             comp.info["sae"].update(sae_info[layer])
             comps[f"{args.model} L{layer} {name}"] = comp
-            write_comparisons(args.out, comps, command=command)
+            save_comparisons(args.out, comps, command=command)
             print(f"L{layer} {name}: {time.time() - t0:.0f}s", flush=True)
 
 

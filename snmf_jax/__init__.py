@@ -8,7 +8,7 @@ from snmf_jax import (activations, baselines, evaluate, factorize, interpret, mo
                       steer)
 from snmf_jax.activations import (Activations, ActivationStore, TextDataset,
                                   export_activations, load_concepts, read_dataset)
-from snmf_jax.factorize import (FitOptions, HierarchicalResult, SNMFConfig, SNMFResult,
+from snmf_jax.factorize import (FitConfig, HierarchicalResult, SNMFConfig, SNMFResult,
                                 SNMFState, encode, fit, fit_hierarchical, fit_online,
                                 fit_sharded, fit_streaming)
 from snmf_jax.models import load_model
@@ -19,6 +19,6 @@ __all__ = [
     "activations", "baselines", "evaluate", "factorize", "interpret", "models", "report",
     "steer",
     "Activations", "ActivationStore", "TextDataset", "export_activations", "load_concepts",
-    "read_dataset", "FitOptions", "SNMFConfig", "SNMFResult", "SNMFState", "fit", "fit_sharded",
+    "read_dataset", "FitConfig", "SNMFConfig", "SNMFResult", "SNMFState", "fit", "fit_sharded",
     "fit_streaming", "fit_online", "encode", "HierarchicalResult", "fit_hierarchical", "load_model", "__version__",
 ]

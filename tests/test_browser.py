@@ -52,7 +52,7 @@ def page(tmp_path_factory):
                                 descriptions=desc, tree=TREE,
                                 steered={7: [{"text": "a steered sample", "sign": "+"}]})
     path = tmp_path_factory.mktemp("browser") / "report.html"
-    report.write_html(rep, path)
+    report.save_html(rep, path)
     return path
 
 

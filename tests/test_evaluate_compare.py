@@ -8,7 +8,7 @@ import pytest
 
 from snmf_jax.activations._text import TextDataset
 from snmf_jax.evaluate._compare import CompareConfig, compare_methods
-from snmf_jax.evaluate._outputs import write_comparisons
+from snmf_jax.evaluate._outputs import save_comparisons
 from snmf_jax.evaluate._steering import SteeringConfig
 from snmf_jax.models import Model
 from tests.test_evaluate_steering import StubJudge, model as tiny  # noqa: F401  (fixture)
@@ -67,7 +67,7 @@ def test_compare_methods_and_outputs(model, tmp_path):  # noqa: F811
     assert comp.info["sae"]["tokens_seen"] >= 2048
     if "unsupervised_features" in comp.info:
         assert methods[3] == "snmf-unsupervised"
-    blob = write_comparisons(tmp_path / "out", {"tiny L1": comp}, command="test")
+    blob = save_comparisons(tmp_path / "out", {"tiny L1": comp}, command="test")
     md = (tmp_path / "out" / "results.md").read_text()
     assert "## tiny L1" in md and "S_CD" in md and "harmonic" in md
     assert (tmp_path / "out" / "steering.png").read_bytes()[:4] == b"\x89PNG"

@@ -293,7 +293,7 @@ def test_options_are_one_type_shared_by_the_fits_and_the_cli():
     import argparse
     import dataclasses
     from snmf_jax.cli import _options
-    opts = F.FitOptions(rank=3, sparsity=0.2, max_iter=7, patience=None)
+    opts = F.FitConfig(rank=3, sparsity=0.2, max_iter=7, patience=None)
     a = sj.fit(_data(), options=opts, progress=False)
     b = sj.fit(_data(), 3, sparsity=0.2, max_iter=7, patience=None, progress=False)
     np.testing.assert_array_equal(a.losses, b.losses)
@@ -305,8 +305,8 @@ def test_options_are_one_type_shared_by_the_fits_and_the_cli():
     p = argparse.ArgumentParser()
     _options.add_fit_arguments(p)
     args = p.parse_args(["--rank", "5"])
-    assert _options.fit_options_from_args(args) == F.FitOptions(rank=5)
-    for f in dataclasses.fields(F.FitOptions):
+    assert _options.fit_options_from_args(args) == F.FitConfig(rank=5)
+    for f in dataclasses.fields(F.FitConfig):
         if f.name != "rank":
             assert p.get_default(f.name) == f.default, f.name
     assert _options.fit_options_from_args(p.parse_args(["--rank", "5", "--patience", "0"])).patience is None

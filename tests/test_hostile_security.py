@@ -207,7 +207,7 @@ def test_hostile_strings_render_as_text_in_chromium(tmp_path, view, payload):
         pytest.skip("no chromium")
     s = PWN if payload == "full" else PWN.replace("<!--<script>", "")
     rep = hostile_report(s, active=s)
-    path = report.write_html(rep, tmp_path / "page.html")
+    path = report.save_html(rep, tmp_path / "page.html")
     dom = _chromium.dump_dom(path, "f=0" if view == "detail" else "q=zzzz", budget_ms=2000)
     assert 'data-ready="1"' in dom, "the page's script did not finish"
     assert "data-pwned" not in dom, "a hostile string ran as script"

@@ -63,7 +63,7 @@ def test_sae_dashboard_classes_accept_the_written_batches(tmp_path):
         reason="sae-dashboard is not installed (pip install --no-deps sae-dashboard==0.8.0)")
     acts, codes, phi = planted()
     rep = report.feature_report(phi, codes, acts, k=3, plots=False)
-    paths = report.write_neuronpedia(rep, tmp_path / "np", phi, codes, acts, layer=3,
+    paths = report.save_neuronpedia(rep, tmp_path / "np", phi, codes, acts, layer=3,
                                      model_id="m", features_per_batch=3)
     assert [p.name for p in paths] == ["batch-0.json", "batch-1.json"]
     for p in paths:
@@ -82,7 +82,7 @@ def test_every_key_the_importer_reads_is_present_and_usable(tmp_path):
     rep, codes, phi, acts, _ = batches()
     rep["features"][0]["pos"] = [["a", 2.0], ["b", 1.0]]
     rep["features"][0]["neg"] = [["c", 3.0]]  # the score of −φ̂
-    report.write_neuronpedia(rep, tmp_path, phi, codes, acts, layer=3)
+    report.save_neuronpedia(rep, tmp_path, phi, codes, acts, layer=3)
     # The importer lists the folder for names starting "batch-".
     files = sorted(f.name for f in tmp_path.iterdir() if f.name.startswith("batch-"))
     assert files == ["batch-0.json"]
@@ -202,7 +202,7 @@ def test_bad_input_fails_before_writing(tmp_path):
         _neuronpedia.neuronpedia_batches(rep, phi, codes, acts.X[:, :47], layer=1)
     (tmp_path / "batch-0.json").write_text("{}")
     with pytest.raises(ValueError, match="already holds batch-0.json"):
-        report.write_neuronpedia(rep, tmp_path, phi, codes, acts, layer=1)
+        report.save_neuronpedia(rep, tmp_path, phi, codes, acts, layer=1)
 
 
 def test_cli_writes_batches_and_refuses_a_used_folder(tmp_path, capsys):

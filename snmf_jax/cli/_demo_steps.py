@@ -6,7 +6,7 @@ exists):
 
 - export: the activation store's own resume check (model weights digest,
   dataset fingerprint, layer, site, batching; a complete store is reused);
-- fit: the saved SNMFResult's recorded settings (`FitOptions.settings`),
+- fit: the saved SNMFResult's recorded settings (`FitConfig.settings`),
   restarts, and the identity of the store's rows (`source_identity`);
 - steer: `steered.json` records the features' content hash, the KL target,
   prompts, generation length and the picked features.
@@ -60,7 +60,7 @@ def fit_step(store, layer: int, options, restarts: int, out: Path, metadata: dic
     path = out / "features"
     ident = source_identity(as_source(store, layer=layer))
     X = None
-    # max_iter is not a trajectory setting (FitOptions.settings) but decides the result.
+    # max_iter is not a trajectory setting (FitConfig.settings) but decides the result.
     want = {"restarts": int(restarts), "max_iter": int(options.max_iter), "data": ident}
     if (path / "snmf.json").is_file():
         try:

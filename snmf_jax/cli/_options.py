@@ -53,9 +53,9 @@ def signature_default(fn, name: str):
 
 
 def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds one `--flag` per FitOptions field, with its default and help."""
-    from snmf_jax.factorize import FitOptions  # pylint: disable=g-import-not-at-top
-    for f in dataclasses.fields(FitOptions):
+    """Adds one `--flag` per FitConfig field, with its default and help."""
+    from snmf_jax.factorize import FitConfig  # pylint: disable=g-import-not-at-top
+    for f in dataclasses.fields(FitConfig):
         meta = dict(f.metadata)
         flag = "--" + f.name.replace("_", "-")
         kw: dict[str, Any] = {"help": meta.pop("help"), "dest": f.name}
@@ -71,9 +71,9 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def fit_options_from_args(args: argparse.Namespace):
-    """The FitOptions of parsed `add_fit_arguments` flags (patience 0 means None)."""
-    from snmf_jax.factorize import FitOptions  # pylint: disable=g-import-not-at-top
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(FitOptions)}
+    """The FitConfig of parsed `add_fit_arguments` flags (patience 0 means None)."""
+    from snmf_jax.factorize import FitConfig  # pylint: disable=g-import-not-at-top
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(FitConfig)}
     if values["patience"] == 0:
         values["patience"] = None
-    return FitOptions(**values)
+    return FitConfig(**values)

@@ -193,7 +193,7 @@ def run_per_feature(args, methods, config) -> int:
 
     from snmf_jax.activations import export_activations, read_dataset
     from snmf_jax.evaluate import (per_feature_generations, per_feature_summary, sae_bank,
-                                   score_per_feature, snmf_bank, write_per_feature)
+                                   score_per_feature, snmf_bank, save_per_feature)
     from snmf_jax.factorize import fit
     from snmf_jax.models import load_model
     data = read_dataset(args.dataset)
@@ -231,7 +231,7 @@ def run_per_feature(args, methods, config) -> int:
     info.update(judge=judge_name, seconds=round(time.time() - t0, 1),
                 command="snmf-jax " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     title = f"{model.name or args.model} L{args.layer}: per-feature protocol"
-    write_per_feature(args.out, "per_feature", run, scores, summary, info=info, title=title)
+    save_per_feature(args.out, "per_feature", run, scores, summary, info=info, title=title)
     print(f"wrote {args.out}/per_feature.md, per_feature.json, per_feature.png")
     return 0
 
@@ -252,10 +252,10 @@ def run(args: argparse.Namespace) -> int:
             judge = LLMSteeringJudge(llm_judge(args, stack))
         comp = compare_methods(model, data, layer=args.layer, config=compare, steering=steering,
                                judge=judge, progress=not args.no_progress)
-    from snmf_jax.evaluate import write_comparisons
+    from snmf_jax.evaluate import save_comparisons
     label = f"{model.name or args.model} L{args.layer}"
     command = "snmf-jax " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    write_comparisons(args.out, {label: comp}, command=command)
+    save_comparisons(args.out, {label: comp}, command=command)
     print(f"wrote {args.out}/results.md, results.json" + ("" if steering is None
                                                           else ", steering.png"))
     return 0

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("input", help="activation store directory or .safetensors file")
     p.add_argument("--out", required=True, help="output folder for the result")
-    add_fit_arguments(p)  # one flag per FitOptions field, same defaults
+    add_fit_arguments(p)  # one flag per FitConfig field, same defaults
     p.add_argument("--layer", type=int, default=None, help="layer of a multi-layer store")
     p.add_argument("--key", default="X", help="tensor name in a .safetensors input")
     p.add_argument("--checkpoint-dir", default=None,
@@ -86,8 +86,8 @@ def _load_all(src) -> np.ndarray:
 
 
 def _online_options(args):
-    from snmf_jax.factorize import OnlineOptions  # pylint: disable=g-import-not-at-top
-    return OnlineOptions(
+    from snmf_jax.factorize import OnlineConfig  # pylint: disable=g-import-not-at-top
+    return OnlineConfig(
         rank=args.rank, sparsity=args.sparsity, batch_size=args.batch_size,
         passes=args.passes, init=args.init or "kmeans", seed=args.seed, forget=args.forget,
         code_iters=args.code_iters, reg=args.reg, mu_eps=args.mu_eps,

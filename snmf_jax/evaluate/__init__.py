@@ -39,7 +39,7 @@ from snmf_jax.evaluate._detection import concept_detection, detection_table, spl
 
 # The matching protocol (one direction per labelled concept; the second table).
 from snmf_jax.evaluate._compare import CompareConfig, compare_methods
-from snmf_jax.evaluate._outputs import write_comparisons
+from snmf_jax.evaluate._outputs import save_comparisons
 from snmf_jax.evaluate._steering import (PAPER_TARGETS, SteeringConfig, SteeringSpec,
                                           score_steering, steering_generations,
                                           steering_summary)
@@ -48,7 +48,7 @@ from snmf_jax.evaluate._steering import (PAPER_TARGETS, SteeringConfig, Steering
 from snmf_jax.evaluate._banks import describe_features, sae_bank, snmf_bank
 from snmf_jax.evaluate._per_feature import (PER_FEATURE_TARGETS, PerFeatureConfig,
                                             per_feature_generations, score_per_feature)
-from snmf_jax.evaluate._per_feature_outputs import write_per_feature
+from snmf_jax.evaluate._per_feature_outputs import save_per_feature
 from snmf_jax.evaluate._per_feature_stats import per_feature_summary
 
 __all__ = [
@@ -65,8 +65,8 @@ __all__ = [
     # The matching protocol
     "SteeringConfig", "SteeringSpec", "PAPER_TARGETS", "steering_generations",
     "score_steering", "steering_summary", "CompareConfig", "compare_methods",
-    "write_comparisons",
+    "save_comparisons",
     # The per-feature protocol
     "PerFeatureConfig", "PER_FEATURE_TARGETS", "snmf_bank", "sae_bank", "describe_features",
-    "per_feature_generations", "score_per_feature", "per_feature_summary", "write_per_feature",
+    "per_feature_generations", "score_per_feature", "per_feature_summary", "save_per_feature",
 ]

@@ -2,12 +2,12 @@
 
 One pipeline, several places for the rows: `fit` (one device), `fit_sharded`
 (a mesh; several hosts after `initialize_distributed`), `fit_streaming`
-(chunks on disk). All take the same options (`FitOptions`, or its fields as
+(chunks on disk). All take the same options (`FitConfig`, or its fields as
 keywords), run the same solver (`snmf(config) -> (init, update)`), the same
 inits, the same loop and checkpoints, and return an `SNMFResult`.
 
 `fit_online` (mini-batches, a few passes: corpora too large for full passes;
-`OnlineOptions`) folds codes of each batch into running statistics and
+`OnlineConfig`) folds codes of each batch into running statistics and
 re-solves the features with the same solver steps. `encode` codes new rows
 for fixed features (`encode_loss` scores features on held-out rows).
 """
@@ -18,8 +18,8 @@ for fixed features (`encode_loss` scores features on held-out rows).
 from snmf_jax.factorize._fit import fit
 from snmf_jax.factorize._sharded import fit_sharded
 from snmf_jax.factorize._streaming import fit_streaming
-from snmf_jax.factorize._online import OnlineOptions, fit_online
-from snmf_jax.factorize._options import FitOptions
+from snmf_jax.factorize._online import OnlineConfig, fit_online
+from snmf_jax.factorize._options import FitConfig
 from snmf_jax.factorize._result import SNMFResult
 
 # Codes of new rows for fixed features.
@@ -46,7 +46,7 @@ from snmf_jax.factorize._planted import parent_recovery, planted_hierarchy
 
 __all__ = [
     # The fits
-    "fit", "fit_sharded", "fit_streaming", "fit_online", "FitOptions", "OnlineOptions",
+    "fit", "fit_sharded", "fit_streaming", "fit_online", "FitConfig", "OnlineConfig",
     "SNMFResult",
     # Encoding
     "encode", "encode_loss",

@@ -2,8 +2,8 @@
 
     rep = report.feature_report(result.features, result.codes, acts, model=model,
                                 layer=6, losses=result.losses)
-    report.write_html(rep, "report.html")            # open by double-click
-    report.write_neuronpedia(rep, "np/", result.features, result.codes, acts,
+    report.save_html(rep, "report.html")            # open by double-click
+    report.save_neuronpedia(rep, "np/", result.features, result.codes, acts,
                              model=model)  # SAEDashboard's batch-<n>.json for Neuronpedia
 """
 
@@ -15,16 +15,16 @@ from snmf_jax.report._data import feature_report, overview_figures
 from snmf_jax.report._plots import save_plots
 
 # The self-contained HTML browser.
-from snmf_jax.report._html import render_html, write_html
+from snmf_jax.report._html import render_html, save_html
 
 # The Neuronpedia (SAEDashboard) export.
-from snmf_jax.report._neuronpedia import check_export_folder, write_neuronpedia
+from snmf_jax.report._neuronpedia import check_export_folder, save_neuronpedia
 
 __all__ = [
     # The report
     "feature_report", "overview_figures", "save_plots",
     # HTML
-    "render_html", "write_html",
+    "render_html", "save_html",
     # Neuronpedia
-    "write_neuronpedia", "check_export_folder",
+    "save_neuronpedia", "check_export_folder",
 ]
