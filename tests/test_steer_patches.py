@@ -97,7 +97,7 @@ def test_batched_patch_rows_and_vmap_match_single_patches(llama):
     batched = st.make_patch(1, "mlp_hidden", vecs, scale=scales)
     np.testing.assert_allclose(logits(llama, batched), expected, atol=1e-5)
     # Stacked patches mapped with jax.vmap (each variant on its own row).
-    stacked = st.stack_patches(singles)
+    stacked = _patches.stack_patches(singles)
 
     def row(p, tok):
         return st.patched_forward(llama.params, tok[None], p, config=llama.config).logits[0]
@@ -137,7 +137,7 @@ def test_patch_builders_validate_inputs(llama):
     with pytest.raises(ValueError, match="patch has 3 variants, so tokens must have 3 rows"):
         st.steer(llama, st.make_patch(0, "mlp_hidden", np.ones((3, 48)))).forward(TOKENS)
     with pytest.raises(ValueError, match="cannot stack add and replace"):
-        st.stack_patches([st.make_patch(0, "mlp_hidden", np.ones(48)),
+        _patches.stack_patches([st.make_patch(0, "mlp_hidden", np.ones(48)),
                           st.make_patch(0, "mlp_hidden", np.ones(48), mode="replace")])
     with pytest.raises(ValueError, match="appears in more than one patch"):
         p = st.make_patch(0, "mlp_hidden", np.ones(48))

@@ -18,7 +18,7 @@ forward is `patched_forward`.
 # pylint: disable=g-importing-member
 
 # Patches: {(layer, site): SitePatch} built from directions and strengths.
-from snmf_jax.steer._patches import combine, make_patch, stack_patches, with_positions, with_scale
+from snmf_jax.steer._patches import combine, make_patch, with_scale
 
 # Directions of features at a site.
 from snmf_jax.steer._directions import Directions, feature_directions
@@ -28,8 +28,8 @@ from snmf_jax.steer._forward import patched_forward
 from snmf_jax.steer._steer import SteeredModel, check_steered_logits, steer
 
 # Strengths calibrated to a KL budget.
-from snmf_jax.steer._calibrate import (DEFAULT_PROMPT, DEFAULT_TARGETS, Calibration, calibrate,
-                                       calibrate_both, calibrate_signs)
+from snmf_jax.steer._calibrate import (DEFAULT_PROMPT, Calibration, calibrate, calibrate_both,
+                                       calibrate_signs)
 
 # Generation with a patch.
 from snmf_jax.steer._generate import Generation, generate
@@ -37,14 +37,13 @@ from snmf_jax.steer._sampling import sample_logits, sampler_settings
 
 __all__ = [
     # Patches
-    "make_patch", "combine", "with_scale", "with_positions", "stack_patches",
+    "make_patch", "combine", "with_scale",
     # Directions
     "Directions", "feature_directions",
     # The steered model
     "steer", "SteeredModel", "patched_forward", "check_steered_logits",
     # Calibration
     "calibrate", "calibrate_both", "calibrate_signs", "Calibration", "DEFAULT_PROMPT",
-    "DEFAULT_TARGETS",
     # Generation
     "generate", "Generation", "sample_logits", "sampler_settings",
 ]
