@@ -28,8 +28,8 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 os.environ["JAX_PLATFORMS"] = "cpu"
 import jax, numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
-from snmf_jax.factorize import _layout
 from snmf_jax import factorize as F
+from snmf_jax.factorize import _layout
 mesh = Mesh(np.array(jax.devices()), ("tokens",))
 rows = _layout.token_sharding(mesh)
 out = []

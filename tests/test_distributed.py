@@ -12,12 +12,12 @@ import sys
 import numpy as np
 import pytest
 
-from snmf_jax.factorize import _solver
 import snmf_jax as sj
 from snmf_jax import _io
 from snmf_jax.factorize import _distributed as D
 from snmf_jax.factorize import _loop
 from snmf_jax.factorize import CodesStore
+from snmf_jax.factorize import _solver
 
 
 def test_process_ranges_cover_rows_contiguously():

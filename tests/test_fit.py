@@ -6,11 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import snmf_jax as sj
+from snmf_jax import factorize as F
 from snmf_jax.factorize import _checkpoint
 from snmf_jax.factorize import _inits
 from snmf_jax.factorize import _solver
-import snmf_jax as sj
-from snmf_jax import factorize as F
 
 
 def _data(n=120, d=40, k=5, seed=0):

@@ -11,11 +11,11 @@ import math
 import numpy as np
 import pytest
 
-from snmf_jax.factorize import _checkpoint
-from snmf_jax.factorize import _sources
 import snmf_jax as sj
 from snmf_jax import _io
 from snmf_jax import factorize as F
+from snmf_jax.factorize import _checkpoint
+from snmf_jax.factorize import _sources
 
 KW = dict(sparsity=0.5, patience=None, progress=False, max_iter=3)
 

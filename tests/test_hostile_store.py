@@ -11,11 +11,11 @@ import math
 import numpy as np
 import pytest
 
-from snmf_jax.factorize import _sources
 import snmf_jax as sj
 from snmf_jax import _io
 from snmf_jax.activations import ActivationStore, StoreWriter
 from snmf_jax.factorize import CodesStore, fit_streaming
+from snmf_jax.factorize import _sources
 
 N, D, ROWS = 40, 6, 16
 

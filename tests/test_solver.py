@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from snmf_jax.factorize import _solver
 from snmf_jax import factorize as F
+from snmf_jax.factorize import _solver
 
 # Trajectories of the paper's official code (copied from shared/reference/, so
 # every clone checks the solver against them; README.md there says how).

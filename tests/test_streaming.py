@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from snmf_jax.factorize import _sources
 import snmf_jax as sj
 from snmf_jax import factorize as S
+from snmf_jax.factorize import _sources
 
 KW = dict(sparsity=0.25, patience=None, progress=False)
 # One data shape and chunking throughout, so the jitted chunk programs compile once.
@@ -159,8 +159,8 @@ def vm():
 
 path, chunk_rows, d, headroom = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 # Warm-up on two chunks of the same shape: imports, XLA compiles, thread pools.
-S.fit_streaming(_sources.ArraySource(np.random.default_rng(1).random((2 * chunk_rows, d),
-                dtype=np.float32), chunk_rows), 4, max_iter=2, progress=False)
+S.fit_streaming(S.as_source(np.random.default_rng(1).random((2 * chunk_rows, d),
+                dtype=np.float32), chunk_rows=chunk_rows), 4, max_iter=2, progress=False)
 base = vm()
 limit = base + headroom
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
