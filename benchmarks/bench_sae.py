@@ -38,7 +38,7 @@ def ours(X, args) -> float:
     train = TrainConfig(total_tokens=args.batch * (args.steps + 3), batch_size=args.batch,
                         lr=4e-4)
     tx = make_optimizer(train)
-    params = init_params(jax.random.key(0), cfg)
+    params = init_params(cfg, jax.random.key(0))
     opt = tx.init(params)
     step = make_train_step(cfg, train, tx)
     since = jnp.zeros((cfg.d_sae,), jnp.int32)
