@@ -12,11 +12,14 @@ from typing import Any
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
     """One `--flag` per field of `cls`: dest = field name, default and help
-    from the field (metadata "help", optional "choices", "type", "flag")."""
+    from the field (metadata "help", optional "choices", "type", "flag"); a
+    field without a default is a required flag."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         meta = dict(f.metadata)
         kw: dict[str, Any] = {"dest": f.name, "help": meta.pop("help", None)}
+        required = (f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING)
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         hint = hints[f.name]
@@ -28,10 +31,15 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
         else:
             args = [a for a in typing.get_args(hint) if a is not type(None)]
             kw["type"] = meta.pop("type", args[0] if args else hint)
-            kw["default"] = default
             if "choices" in meta:
                 kw["choices"] = meta.pop("choices")
-            kw["help"] = f"{kw['help']} (default: {default})"
+            if required:
+                kw["required"] = True
+            else:
+                kw["default"] = default
+                # %(default)s: argparse fills it in (and ArgumentDefaultsHelpFormatter
+                # then adds no second copy).
+                kw["help"] = f"{kw['help']} (default: %(default)s)"
         flag = meta.pop("flag", "--" + f.name.replace("_", "-"))
         parser.add_argument(flag, **kw)
 
@@ -52,28 +60,16 @@ def signature_default(fn, name: str):
     return inspect.signature(fn).parameters[name].default
 
 
+
 def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds one `--flag` per FitConfig field, with its default and help."""
     from snmf_jax.factorize import FitConfig  # pylint: disable=g-import-not-at-top
-    for f in dataclasses.fields(FitConfig):
-        meta = dict(f.metadata)
-        flag = "--" + f.name.replace("_", "-")
-        kw: dict[str, Any] = {"help": meta.pop("help"), "dest": f.name}
-        if "choices" in meta:
-            kw["choices"] = meta.pop("choices")
-        if f.default is dataclasses.MISSING:
-            kw["required"] = True
-            kw["type"] = int
-        else:
-            kw["default"] = f.default
-            kw["type"] = meta.pop("type", type(f.default))
-        parser.add_argument(flag, **kw)
+    add_dataclass_arguments(parser, FitConfig)
 
 
 def fit_options_from_args(args: argparse.Namespace):
     """The FitConfig of parsed `add_fit_arguments` flags (patience 0 means None)."""
     from snmf_jax.factorize import FitConfig  # pylint: disable=g-import-not-at-top
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(FitConfig)}
-    if values["patience"] == 0:
-        values["patience"] = None
-    return FitConfig(**values)
+    if args.patience == 0:
+        args = argparse.Namespace(**{**vars(args), "patience": None})
+    return from_args(FitConfig, args)
