@@ -191,7 +191,7 @@ def main():
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     model = sj.load_model(args.model, progress=False)
     args.sae_width = args.sae_width or 4 * model.config.d_model
-    sets = {"paper20": lambda: sj.read_dataset(str(PAPER.resolve())),
+    sets = {"paper20": lambda: sj.load_dataset(str(PAPER.resolve())),
             "package": sj.load_concepts}
     signs = {"+": (1,), "-": (-1,), "+-": (1, -1)}[args.signs]
     steer = SteeringConfig(targets=tuple(args.targets or PAPER_TARGETS), signs=signs,

@@ -13,7 +13,7 @@ from snmf_jax import (activations, baselines, evaluate, factorize, interpret, mo
 # Shortcuts: a model, its activations, a fit.
 from snmf_jax.models import load_model
 from snmf_jax.activations import (Activations, ActivationStore, TextDataset,
-                                  export_activations, load_concepts, read_dataset)
+                                  export_activations, load_concepts, load_dataset)
 from snmf_jax.factorize import (FitConfig, HierarchicalResult, SNMFConfig, SNMFResult,
                                 SNMFState, encode, fit, fit_hierarchical, fit_online,
                                 fit_sharded, fit_streaming)
@@ -26,7 +26,7 @@ __all__ = [
     "steer",
     # A model and its activations
     "load_model", "Activations", "ActivationStore", "TextDataset", "export_activations",
-    "load_concepts", "read_dataset",
+    "load_concepts", "load_dataset",
     # Fits
     "fit", "fit_sharded", "fit_streaming", "fit_online", "encode", "FitConfig", "SNMFConfig",
     "SNMFResult", "SNMFState", "fit_hierarchical", "HierarchicalResult",

@@ -10,7 +10,7 @@
 
 # Text in: datasets and the bundled concept sentences.
 from snmf_jax.activations._dataset import load_concepts
-from snmf_jax.activations._readers import read_dataset
+from snmf_jax.activations._readers import load_dataset
 from snmf_jax.activations._text import TextDataset, from_texts
 
 # Activations out: in memory, or a chunked store on disk.
@@ -21,7 +21,7 @@ from snmf_jax.activations._writer import StoreWriter
 
 __all__ = [
     # Text in
-    "TextDataset", "from_texts", "read_dataset", "load_concepts",
+    "TextDataset", "from_texts", "load_dataset", "load_concepts",
     # Activations out
     "export_activations", "Activations", "ActivationStore", "StoreWriter",
 ]

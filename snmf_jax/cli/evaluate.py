@@ -166,8 +166,8 @@ def _check_flags(args) -> None:
 
 
 def _dataset(args):
-    from snmf_jax.activations import TextDataset, read_dataset
-    data = read_dataset(args.dataset)
+    from snmf_jax.activations import TextDataset, load_dataset
+    data = load_dataset(args.dataset)
     if data.labels is None:
         raise ValueError(f"--dataset {args.dataset!r} has no labels; evaluate needs labelled "
                          "concept sentences")
@@ -191,12 +191,12 @@ def _feature_judge(args, model, stack):
 def run_per_feature(args, methods, config) -> int:
     import time
 
-    from snmf_jax.activations import export_activations, read_dataset
+    from snmf_jax.activations import export_activations, load_dataset
     from snmf_jax.evaluate import (per_feature_generations, per_feature_summary, sae_bank,
                                    score_per_feature, snmf_bank, save_per_feature)
     from snmf_jax.factorize import fit
     from snmf_jax.models import load_model
-    data = read_dataset(args.dataset)
+    data = load_dataset(args.dataset)
     model = load_model(args.model)
     if args.layer >= model.config.n_layers:
         raise ValueError(f"--layer must be in [0, {model.config.n_layers}); got {args.layer}")
