@@ -24,6 +24,7 @@ import numpy as np
 
 from snmf_jax import report
 from snmf_jax.activations import Activations
+from snmf_jax.report import _chromium
 
 
 def synthetic(n_feat: int, n_tokens: int, seed: int = 0):
@@ -65,7 +66,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=60_000, help="rows of the synthetic data")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    if report.find_chromium() is None:
+    if _chromium.find_chromium() is None:
         raise SystemExit("no chromium binary (apt-get install chromium)")
     acts, codes, feats, vocab, rng = synthetic(args.features, args.tokens)
     t = time.perf_counter()
@@ -80,11 +81,11 @@ def main() -> None:
                     zip(rng.integers(0, len(vocab), 75), np.linspace(9, 3, 75))]
     n_ctx = sum(len(f["contexts"]) for f in rep["features"])
     with tempfile.TemporaryDirectory() as tmp:
-        path = report.write_html(rep, Path(tmp) / "report.html")
+        path = report.save_html(rep, Path(tmp) / "report.html")
         size = path.stat().st_size
         loads, searches, worst = [], [], []
         for _ in range(args.runs):
-            dom = report.dump_dom(path, "bench")
+            dom = _chromium.dump_dom(path, "bench")
             body = re.search(r"<body([^>]*)>", dom).group(1)
             val = lambda k: float(re.search(rf'{k}="([\d.]+)"', body).group(1))
             loads.append(val("data-load-ms"))

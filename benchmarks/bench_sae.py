@@ -30,14 +30,15 @@ def make_data(n: int, d: int, seed: int = 0) -> np.ndarray:
 def ours(X, args) -> float:
     import jax
     import jax.numpy as jnp
-    from snmf_jax.baselines import SAEConfig, TrainConfig, make_optimizer, make_train_step
+    from snmf_jax.baselines import SAEConfig, TrainConfig
+    from snmf_jax.baselines._train import make_optimizer, make_train_step
     from snmf_jax.baselines._sae import init_params
 
     cfg = SAEConfig(d_in=X.shape[1], d_sae=args.width, architecture=args.arch, k=args.k)
     train = TrainConfig(total_tokens=args.batch * (args.steps + 3), batch_size=args.batch,
                         lr=4e-4)
     tx = make_optimizer(train)
-    params = init_params(jax.random.key(0), cfg)
+    params = init_params(cfg, jax.random.key(0))
     opt = tx.init(params)
     step = make_train_step(cfg, train, tx)
     since = jnp.zeros((cfg.d_sae,), jnp.int32)

@@ -28,7 +28,8 @@ def main():
     import jax.numpy as jnp
 
     import snmf_jax as sj
-    from snmf_jax.steer import Directions, generate_tokens
+    from snmf_jax.steer import Directions
+    from snmf_jax.steer._generate import generate_tokens
     from snmf_jax.steer._patches import repeat_rows
 
     model = sj.load_model("smollm2-135m", progress=False)

@@ -29,8 +29,9 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 import jax, numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 from snmf_jax import factorize as F
+from snmf_jax.factorize import _layout
 mesh = Mesh(np.array(jax.devices()), ("tokens",))
-rows = F.token_sharding(mesh)
+rows = _layout.token_sharding(mesh)
 out = []
 for n, d, k in json.loads(sys.argv[1]):
     # One iteration of the public solver, shard_map'ed over the token axis as
@@ -117,7 +118,7 @@ def time_streaming(n: int, d: int, k: int, iters: int, chunk_rows: int) -> None:
         # The same, with the activations in memory (isolates the per-chunk overhead
         # from disk reads).
         stamps.clear()
-        sj.fit_streaming(sj.factorize.ArraySource(x, chunk_rows), k, max_iter=iters + 1,
+        sj.fit_streaming(sj.factorize.as_source(x, chunk_rows=chunk_rows), k, max_iter=iters + 1,
                          checkpoint_dir=f"{tmp}/w2",
                          callback=lambda s, l: stamps.append(time.perf_counter()), **skw)
         t_stream_mem = (stamps[-1] - stamps[0]) / (len(stamps) - 1)

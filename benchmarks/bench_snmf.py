@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import snmf_jax as sj
-from snmf_jax.factorize import FitOptions
+from snmf_jax.factorize import FitConfig
 
 
 def numpy_gemm_pair(x, c, phi):
@@ -69,7 +69,7 @@ def bench(n, d, k, iters, repeats):
     xj, cj = jnp.asarray(x), jnp.asarray(c)
     # The whole public fit (validation, init state, one device call of
     # `iters` iterations, result to host), from the same initial codes.
-    opts = FitOptions(rank=k, sparsity=0.01, patience=None, max_iter=iters, chunk_size=iters)
+    opts = FitConfig(rank=k, sparsity=0.01, patience=None, max_iter=iters, chunk_size=iters)
     t0 = time.perf_counter()
     sj.fit(xj, codes_init=cj, options=opts, progress=False)
     compile_s = time.perf_counter() - t0

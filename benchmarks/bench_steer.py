@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 from snmf_jax import steer as st  # noqa: E402
 from snmf_jax.models import load_model  # noqa: E402
 from snmf_jax.steer._calibrate import SearchState, _base  # noqa: E402
+from snmf_jax.steer import _calibrate  # noqa: E402
 
 LAYER = 15
 PROMPT = "I think that"
@@ -84,9 +85,9 @@ def naive_sequential(model, dirs, targets, steps, n_features, *, scalar=False):
             state = SearchState(tgt, 0.25 * ref, alpha_min=1e-4 * ref, alpha_max=100 * ref,
                                 growth=2.0)
             for _ in range(steps):
-                kl = st.batched_kl(model.params, tok, mask, base_logp, vec,
-                                   jnp.asarray(state.alpha, jnp.float32), config=cfg,
-                                   layer=LAYER, site="mlp_hidden")
+                kl = _calibrate.batched_kl(model.params, tok, mask, base_logp, vec,
+                                           jnp.asarray(state.alpha, jnp.float32), config=cfg,
+                                           layer=LAYER, site="mlp_hidden")
                 state.update(np.asarray(kl))
             row.append(state.best_alpha)
         alphas.append(np.concatenate(row))
@@ -112,15 +113,15 @@ class Timer:
 
 def bench_calibration(model, n_features, steps, n_seq, n_scalar):
     d = model.config.d_mlp
-    n_t = len(st.DEFAULT_TARGETS)
+    n_t = len(_calibrate.DEFAULT_TARGETS)
     dirs = st.Directions.from_vectors(sparse_features(n_features, d), layer=LAYER, site="mlp_hidden")
-    kw = dict(targets=st.DEFAULT_TARGETS, prompt=PROMPT, max_steps=steps, rtol=0.0,
+    kw = dict(targets=_calibrate.DEFAULT_TARGETS, prompt=PROMPT, max_steps=steps, rtol=0.0,
               progress=False)
     # Compile every kernel once, outside the timings.
     st.calibrate(model, dirs, **{**kw, "max_steps": 1})
     st.calibrate(model, dirs.select(0), **{**kw, "max_steps": 1})
-    naive_sequential(model, dirs, st.DEFAULT_TARGETS, 1, 1)
-    naive_sequential(model, dirs, st.DEFAULT_TARGETS[:1], 1, 1, scalar=True)
+    naive_sequential(model, dirs, _calibrate.DEFAULT_TARGETS, 1, 1)
+    naive_sequential(model, dirs, _calibrate.DEFAULT_TARGETS[:1], 1, 1, scalar=True)
 
     with Timer() as t_batched:
         batched = st.calibrate(model, dirs, **kw)
@@ -128,12 +129,12 @@ def bench_calibration(model, n_features, steps, n_seq, n_scalar):
         seq = [st.calibrate(model, dirs.select(f), **kw) for f in range(n_seq)]
     t_seq.scaled(n_features / n_seq)
     with Timer() as t_naive:
-        naive = naive_sequential(model, dirs, st.DEFAULT_TARGETS, steps, n_seq)
+        naive = naive_sequential(model, dirs, _calibrate.DEFAULT_TARGETS, steps, n_seq)
     t_naive.scaled(n_features / n_seq)
     # Scalar searches: the first n_scalar (feature, target) pairs, feature-major.
     n_f_scalar = -(-n_scalar // n_t)
     with Timer() as t_scalar:
-        scalar = naive_sequential(model, dirs, st.DEFAULT_TARGETS, steps, n_f_scalar,
+        scalar = naive_sequential(model, dirs, _calibrate.DEFAULT_TARGETS, steps, n_f_scalar,
                                   scalar=True)
     t_scalar.scaled(n_features / n_f_scalar)
 

@@ -54,8 +54,8 @@ def check_disjoint(judge, texts, what):
 
 
 def paper_concepts(judge, path):
-    from snmf_jax.activations import read_dataset
-    ds = read_dataset(str(path))
+    from snmf_jax.activations import load_dataset
+    ds = load_dataset(str(path))
     groups = {}
     for t, l in zip(ds.texts, ds.labels):
         groups.setdefault(ds.label_names[l], []).append(t)

@@ -21,7 +21,7 @@ import numpy as np
 
 import snmf_jax as sj
 from snmf_jax.cli import _demo_steps as steps
-from snmf_jax.factorize import FitOptions
+from snmf_jax.factorize import FitConfig
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
                 map(int, args.ranks.split(",")), map(float, args.sparsities.split(",")),
                 args.inits.split(","), map(int, args.restarts.split(","))):
             t0 = time.perf_counter()
-            opts = FitOptions(rank=rank, sparsity=sp, init=init, max_iter=args.max_iter)
+            opts = FitConfig(rank=rank, sparsity=sp, init=init, max_iter=args.max_iter)
             d = out / f"L{layer}-K{rank}-p{sp}-{init}-r{rs}"
             res = steps.fit_step(store, layer, opts, rs, d, {"layer": layer})
             c = steps.clarity(res.codes, store)

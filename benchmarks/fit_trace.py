@@ -49,7 +49,7 @@ def _trace(scenario: str) -> dict:
     fit = sj.fit
     if scenario == "streaming":
         fit = sj.fit_streaming
-        x = sj.factorize.ArraySource(x, kw.pop("chunk_rows"))
+        x = sj.factorize.as_source(x, chunk_rows=kw.pop("chunk_rows"))
     if scenario == "checkpoint+resume":  # a first fit writes the checkpoint the traced one resumes
         sj.fit(x, 4, max_iter=10, patience=None, progress=False, checkpoint_every=5, **kw)
     seq: list[str] = []

@@ -20,8 +20,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from snmf_jax.models import (PRESETS, ModelConfig, abstract_model, as_arrays,  # noqa: E402
-                             config_from_gguf, forward, read_gguf)
+from snmf_jax.models import (PRESETS, ModelConfig, as_arrays, config_from_gguf,  # noqa: E402
+                             forward, read_gguf)
+from snmf_jax.models._modules import abstract_model  # noqa: E402
 
 
 def configs() -> dict[str, ModelConfig]:

@@ -25,7 +25,7 @@ import numpy as np
 
 import snmf_jax as sj
 from snmf_jax import interpret
-from snmf_jax.activations import read_dataset
+from snmf_jax.activations import load_dataset
 
 HERE = Path(__file__).resolve().parent
 PAPER = HERE.parent.parent / "shared" / "data" / "paper" / "hier_concepts.json"
@@ -160,7 +160,7 @@ def main() -> None:
     if args.only in (None, "concepts"):
         print("\n".join(run("concepts", sj.load_concepts(), model, args)), flush=True)
     if args.only in (None, "paper"):
-        print("\n".join(run("hier_concepts", read_dataset(str(PAPER)), model, args)), flush=True)
+        print("\n".join(run("hier_concepts", load_dataset(str(PAPER)), model, args)), flush=True)
 
 
 if __name__ == "__main__":

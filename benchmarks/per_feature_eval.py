@@ -91,7 +91,7 @@ def make_judge(model, docs, max_new_tokens: int = 50):
 
 def score_and_write(model, run, args, info, docs):
     from snmf_jax.evaluate._per_feature import score_per_feature
-    from snmf_jax.evaluate._per_feature_outputs import write_per_feature
+    from snmf_jax.evaluate._per_feature_outputs import save_per_feature
     from snmf_jax.evaluate._per_feature_stats import per_feature_summary
     t0 = time.time()
     judge, judge_name = make_judge(model, docs, run.config.steering.max_new_tokens)
@@ -103,7 +103,7 @@ def score_and_write(model, run, args, info, docs):
     info = {**info, "judge": judge_name, "judge_seconds": round(time.time() - t0, 1),
             "model_file": preset.description if preset else args.model}
     title = f"{args.model} L{run.layer}: per-feature protocol ({args.features} features/method)"
-    write_per_feature(args.out, args.name, run, scores, summary, info=info, title=title)
+    save_per_feature(args.out, args.name, run, scores, summary, info=info, title=title)
     print(f"wrote {args.out}/{args.name}.json/.md/.png (judge {time.time() - t0:.0f}s)",
           flush=True)
 

@@ -216,13 +216,13 @@ def main():
     import snmf_jax as sj
     from snmf_jax.activations import from_texts
     from snmf_jax.evaluate._compare import CompareConfig, compare_methods
-    from snmf_jax.evaluate._outputs import write_comparisons
+    from snmf_jax.evaluate._outputs import save_comparisons
     from snmf_jax.evaluate._steering import PAPER_TARGETS, SteeringConfig
 
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     model = sj.load_model(args.model, progress=False)
     args.sae_width = args.sae_width or 4 * model.config.d_model
-    sets = {"paper20": lambda: sj.read_dataset(str(PAPER.resolve())),
+    sets = {"paper20": lambda: sj.load_dataset(str(PAPER.resolve())),
             "package": sj.load_concepts}
     signs = {"+": (1,), "-": (-1,), "+-": (1, -1)}[args.signs]
     steer = SteeringConfig(targets=tuple(args.targets or PAPER_TARGETS), signs=signs,
@@ -259,7 +259,7 @@ def main():
             if layer in bank_info:
                 comp.info["snmf"].update(bank_info[layer])
             comps[f"{args.model} L{layer} {name}"] = comp
-            write_comparisons(args.out, comps, command=command)
+            save_comparisons(args.out, comps, command=command)
             print(f"L{layer} {name}: {time.time() - t0:.0f}s", flush=True)
 
 

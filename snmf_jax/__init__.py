@@ -4,21 +4,31 @@
     result = sj.fit(X, rank=100, sparsity=0.01)
 """
 
+# pylint: disable=g-importing-member
+
+# The subpackages, bottom layer first.
 from snmf_jax import (activations, baselines, evaluate, factorize, interpret, models, report,
                       steer)
+
+# Shortcuts: a model, its activations, a fit.
+from snmf_jax.models import load_model
 from snmf_jax.activations import (Activations, ActivationStore, TextDataset,
-                                  export_activations, load_concepts, read_dataset)
-from snmf_jax.factorize import (FitOptions, HierarchicalResult, SNMFConfig, SNMFResult,
+                                  export_activations, load_concepts, load_dataset)
+from snmf_jax.factorize import (FitConfig, HierarchicalResult, SNMFConfig, SNMFResult,
                                 SNMFState, encode, fit, fit_hierarchical, fit_online,
                                 fit_sharded, fit_streaming)
-from snmf_jax.models import load_model
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # The subpackages
     "activations", "baselines", "evaluate", "factorize", "interpret", "models", "report",
     "steer",
-    "Activations", "ActivationStore", "TextDataset", "export_activations", "load_concepts",
-    "read_dataset", "FitOptions", "SNMFConfig", "SNMFResult", "SNMFState", "fit", "fit_sharded",
-    "fit_streaming", "fit_online", "encode", "HierarchicalResult", "fit_hierarchical", "load_model", "__version__",
+    # A model and its activations
+    "load_model", "Activations", "ActivationStore", "TextDataset", "export_activations",
+    "load_concepts", "load_dataset",
+    # Fits
+    "fit", "fit_sharded", "fit_streaming", "fit_online", "encode", "FitConfig", "SNMFConfig",
+    "SNMFResult", "SNMFState", "fit_hierarchical", "HierarchicalResult",
+    "__version__",
 ]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from snmf_jax.activations import ActivationStore, StoreWriter, write_safetensors
+from snmf_jax._io import write_safetensors
+from snmf_jax.activations import ActivationStore, StoreWriter
 from snmf_jax.activations import _store
 
 D = 6

@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snmf_jax.activations import (ActivationStore, StoreWriter, export_activations,
-                                  from_texts, length_buckets, tokenize_with_offsets)
+from snmf_jax.activations import ActivationStore, StoreWriter, export_activations, from_texts
 from snmf_jax.activations import _export
 from snmf_jax.models import Model, Tokenizer, as_arrays
 from snmf_jax.testing import tiny_model, word_texts, word_tokenizer
+from snmf_jax.activations._export import length_buckets, tokenize_with_offsets
 
 B, MAXLEN, MINB = 4, 16, 8  # two buckets (8, 16): every test reuses two shapes
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from snmf_jax import report
+from snmf_jax.report import _chromium
 
-pytestmark = pytest.mark.skipif(report.find_chromium() is None,
+pytestmark = pytest.mark.skipif(_chromium.find_chromium() is None,
                                 reason="chromium is not installed (apt-get install chromium)")
 
 K = 30
@@ -51,7 +52,7 @@ def page(tmp_path_factory):
                                 descriptions=desc, tree=TREE,
                                 steered={7: [{"text": "a steered sample", "sign": "+"}]})
     path = tmp_path_factory.mktemp("browser") / "report.html"
-    report.write_html(rep, path)
+    report.save_html(rep, path)
     return path
 
 
@@ -60,30 +61,30 @@ def _entries(dom):
 
 
 def test_list_shows_every_feature(page):
-    dom = report.dump_dom(page)
+    dom = _chromium.dump_dom(page)
     assert 'data-ready="1"' in dom
     assert sorted(_entries(dom)) == list(range(K))
     assert re.search(r'<input type="search"', dom)
 
 
 def test_search_filters_the_list(page):
-    dom = report.dump_dom(page, "q=zebra0")
+    dom = _chromium.dump_dom(page, "q=zebra0")
     assert sorted(_entries(dom)) == [i for i in range(0, K, 2) if i % 3 == 0]
-    dom = report.dump_dom(page, "q=zebra0%20nothing-like-this")  # every term must match
+    dom = _chromium.dump_dom(page, "q=zebra0%20nothing-like-this")  # every term must match
     assert _entries(dom) == [] and '<div class="feat empty-list">no feature matches' in dom
-    dom = report.dump_dom(page, "q=%23" + "7")  # "#7": the index
+    dom = _chromium.dump_dom(page, "q=%23" + "7")  # "#7": the index
     assert 7 in _entries(dom) and len(_entries(dom)) < K
 
 
 def test_detail_panel_contexts_and_hierarchy(page, tmp_path):
-    dom = report.dump_dom(page, "f=7")
+    dom = _chromium.dump_dom(page, "f=7")
     assert "Feature #7" in dom
     # The first 10 contexts are rendered, the rest on demand.
     assert len(re.findall(r'<div class="ctx"><span class="v">\d', dom)) == 10
     assert "Place in the hierarchy" in dom and "weekdays" in dom and "time words" in dom
     assert "a steered sample" in dom
     assert re.search(r'siblings: <a class="fl" data-goto="8"', dom)
-    dom = report.dump_dom(page, "q=zebra")  # a search without a feature: the overview
+    dom = _chromium.dump_dom(page, "q=zebra")  # a search without a feature: the overview
     assert "Concept tree" in dom and len(re.findall(r'<img alt="\w+" src="data:image/png', dom)) == 3
-    png = report.screenshot(page, tmp_path / "feature7.png", "f=7")
+    png = _chromium.screenshot(page, tmp_path / "feature7.png", "f=7")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -11,8 +11,8 @@ from snmf_jax.evaluate._compare import CompareConfig
 from snmf_jax.evaluate._per_feature import PerFeatureConfig
 from snmf_jax.evaluate._steering import SteeringConfig
 from snmf_jax.factorize import fit_hierarchical
-from snmf_jax.factorize._online import OnlineOptions
-from snmf_jax.factorize._options import FitOptions
+from snmf_jax.factorize._online import OnlineConfig
+from snmf_jax.factorize._options import FitConfig
 from snmf_jax.interpret import concept_tree
 from snmf_jax.report import feature_report
 from snmf_jax.steer import feature_directions, generate
@@ -33,9 +33,9 @@ def _field(cls, name):
 
 
 @pytest.mark.parametrize("command, expected", [
-    ("fit", {**{f.name: f.default for f in dataclasses.fields(FitOptions)
+    ("fit", {**{f.name: f.default for f in dataclasses.fields(FitConfig)
                 if f.name not in ("rank", "init")},
-             **{n: _field(OnlineOptions, n) for n in ("passes", "batch_size", "forget",
+             **{n: _field(OnlineConfig, n) for n in ("passes", "batch_size", "forget",
                                                       "code_iters")}}),
     ("hierarchy", {"sparsity": [_sig(fit_hierarchical, "sparsity")],
                    **{n: _sig(fit_hierarchical, n) for n in ("init", "seed", "restarts",
@@ -71,8 +71,8 @@ def test_fit_help_shows_the_options_defaults():
 def test_one_generator_handles_required_and_none_fields():
     import argparse
     p = argparse.ArgumentParser()
-    cli_options.add_dataclass_arguments(p, FitOptions)
+    cli_options.add_dataclass_arguments(p, FitConfig)
     with pytest.raises(SystemExit):
         p.parse_args([])  # --rank is required (no default)
-    opts = cli_options.from_args(FitOptions, p.parse_args(["--rank", "4", "--patience", "0"]))
-    assert opts == FitOptions(rank=4, patience=None)
+    opts = cli_options.from_args(FitConfig, p.parse_args(["--rank", "4", "--patience", "0"]))
+    assert opts == FitConfig(rank=4, patience=None)

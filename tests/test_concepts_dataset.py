@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 import snmf_jax.activations
-from snmf_jax.activations import concept_children, load_concepts
+from snmf_jax.activations import load_concepts
+from snmf_jax.activations._dataset import concept_children
 
 FILE = Path(snmf_jax.activations.__file__).resolve().parents[1] / "data" / "concepts.json"
 

@@ -12,6 +12,7 @@ from snmf_jax import _io
 from snmf_jax.factorize import _distributed as D
 from snmf_jax.factorize import _loop
 from snmf_jax.factorize import CodesStore
+from snmf_jax.factorize import _solver
 
 from conftest import launch_fit_processes
 
@@ -40,7 +41,7 @@ def test_initialize_checks_arguments():
 
 
 def _fit_state(step):
-    s = sj.factorize.init(np.ones((3, 2), np.float32), np.ones((3, 2), np.float32))
+    s = _solver.init(np.ones((3, 2), np.float32), np.ones((3, 2), np.float32))
     return _loop.init_fit_state(s._replace(step=np.int32(step)))
 
 

@@ -3,11 +3,12 @@ concept and method, detections, steering runs, and the written tables and plot."
 
 import json
 
+import numpy as np
 import pytest
 
 from snmf_jax.activations._text import TextDataset
 from snmf_jax.evaluate._compare import CompareConfig, compare_methods
-from snmf_jax.evaluate._outputs import write_comparisons
+from snmf_jax.evaluate._outputs import save_comparisons
 from snmf_jax.evaluate._steering import SteeringConfig
 
 from conftest import StubJudge
@@ -44,7 +45,7 @@ def test_compare_methods_and_outputs(tiny_llama_invertible, tmp_path):
     assert comp.info["sae"]["tokens_seen"] >= 2048
     if "unsupervised_features" in comp.info:
         assert methods[3] == "snmf-unsupervised"
-    blob = write_comparisons(tmp_path / "out", {"tiny L1": comp}, command="test")
+    blob = save_comparisons(tmp_path / "out", {"tiny L1": comp}, command="test")
     md = (tmp_path / "out" / "results.md").read_text()
     assert "## tiny L1" in md and "S_CD" in md and "harmonic" in md
     assert (tmp_path / "out" / "steering.png").read_bytes()[:4] == b"\x89PNG"
@@ -84,15 +85,15 @@ def test_compare_config_errors():
         CompareConfig(rank=0)
 
 
-def test_compare_methods_uses_a_given_snmf_bank_and_counts_distinct_matches(model):  # noqa: F811
+def test_compare_methods_uses_a_given_snmf_bank_and_counts_distinct_matches(tiny_llama_invertible):
     """A bank fitted elsewhere (e.g. on the SAE's corpus) is matched as it is, and
     `distinct` counts how many of its features the concepts ended up with."""
     rng = np.random.default_rng(0)
-    d = model.config.d_mlp
+    d = tiny_llama_invertible.config.d_mlp
     bank = rng.standard_normal((6, d)).astype(np.float32)
     cfg = CompareConfig(methods=("snmf",), unsupervised=2)
     steer = SteeringConfig(prompt="ab", targets=(0.05,), n_samples=1, max_new_tokens=2)
-    comp = compare_methods(model, dataset(), layer=1, config=cfg, snmf=bank, steering=steer,
+    comp = compare_methods(tiny_llama_invertible, dataset(), layer=1, config=cfg, snmf=bank, steering=steer,
                            judge=StubJudge())
     info = comp.info["snmf"]
     assert info["given"] and info["rank"] == 6
@@ -101,11 +102,11 @@ def test_compare_methods_uses_a_given_snmf_bank_and_counts_distinct_matches(mode
     assert [s.run.method for s in comp.scored] == ["snmf", "snmf-unsupervised"]
     # one direction repeated K times: every concept gets a copy of the same feature
     same = np.repeat(bank[:1], 6, axis=0)
-    comp = compare_methods(model, dataset(), layer=1, config=CompareConfig(methods=("snmf",)),
+    comp = compare_methods(tiny_llama_invertible, dataset(), layer=1, config=CompareConfig(methods=("snmf",)),
                            snmf=same)
     assert comp.info["snmf"]["distinct"] == 1
     with pytest.raises(ValueError, match=rf"snmf: expected \(K, {d}\)"):
-        compare_methods(model, dataset(), layer=1, config=cfg, snmf=bank[:, :-1])
+        compare_methods(tiny_llama_invertible, dataset(), layer=1, config=cfg, snmf=bank[:, :-1])
     bank[2, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
-        compare_methods(model, dataset(), layer=1, config=cfg, snmf=bank)
+        compare_methods(tiny_llama_invertible, dataset(), layer=1, config=cfg, snmf=bank)

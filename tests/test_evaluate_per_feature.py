@@ -18,7 +18,7 @@ from snmf_jax.evaluate._per_feature import (PER_FEATURE_STEERING, PER_FEATURE_TA
                                             PerFeatureConfig, per_feature_diffmean,
                                             per_feature_generations, score_per_feature)
 from snmf_jax.evaluate._per_feature_outputs import (run_from_json, run_to_json,
-                                                    write_per_feature)
+                                                    save_per_feature)
 from snmf_jax.evaluate._per_feature_stats import per_feature_summary
 from snmf_jax.evaluate._steering import SteeringConfig
 from snmf_jax.steer import sample_logits, sampler_settings
@@ -147,7 +147,7 @@ def test_per_feature_protocol_end_to_end(tiny_llama_invertible, tmp_path):
     assert {r["method"] for r in summary["rows"]} == {"snmf", "diffmean", "sae"}
     assert all(r["lo"] <= r["mean"] <= r["hi"] for r in summary["rows"])
     assert {(p["a"], p["b"]) for p in summary["paired"]} == {("snmf", "diffmean")}
-    blob = write_per_feature(tmp_path, "tiny_L1", run, scores, summary,
+    blob = save_per_feature(tmp_path, "tiny_L1", run, scores, summary,
                              info={"command": "test"}, title="tiny")
     js = json.loads((tmp_path / "tiny_L1.json").read_text())
     assert js["protocol"] == "per-feature" and js["n_samples"] == 2

@@ -8,6 +8,9 @@ import pytest
 
 import snmf_jax as sj
 from snmf_jax import factorize as F
+from snmf_jax.factorize import _checkpoint
+from snmf_jax.factorize import _inits
+from snmf_jax.factorize import _solver
 
 
 def _data(n=120, d=40, k=5, seed=0):
@@ -26,7 +29,7 @@ def test_fit_shapes_sparsity_and_monotone_best():
     assert res.codes.min() >= 0
     assert np.all((res.features != 0).sum(1) == math.ceil(0.1 * 40))
     assert res.n_iter == len(res.losses) <= 200
-    assert res.loss == pytest.approx(float(F.dense_loss(jnp.asarray(x), res.codes, res.features)),
+    assert res.loss == pytest.approx(float(_solver.dense_loss(jnp.asarray(x), res.codes, res.features)),
                                      rel=1e-4)
     # The fit explains most of the variance of planted low-rank data.
     assert res.loss < 0.1 * float(np.sum(x * x))
@@ -59,7 +62,7 @@ def test_inits_reach_a_good_fit(init):
 def test_svd_init_matches_truncated_svd():
     x = jnp.asarray(_data(n=300, d=200))
     import jax
-    codes, feats = F.svd_init(x, 3, jax.random.PRNGKey(0))  # randomized path
+    codes, feats = _inits.svd_init(x, 3, jax.random.PRNGKey(0))  # randomized path
     _, s, _ = np.linalg.svd(np.asarray(x), full_matrices=False)
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1) ** 2, s[:3], rtol=1e-3)
     assert codes.min() >= np.float32(1e-6)
@@ -68,8 +71,8 @@ def test_svd_init_matches_truncated_svd():
 def test_random_codes_independent_of_split():
     import jax
     key = jax.random.PRNGKey(3)
-    whole = F.random_codes(key, 0, 9000, 4)
-    parts = jnp.concatenate([F.random_codes(key, 0, 4000, 4), F.random_codes(key, 4000, 9000, 4)])
+    whole = _inits.random_codes(key, 0, 9000, 4)
+    parts = jnp.concatenate([_inits.random_codes(key, 0, 4000, 4), _inits.random_codes(key, 4000, 9000, 4)])
     np.testing.assert_array_equal(whole, parts)
     assert whole.min() >= np.float32(1e-6) and float(whole.max()) < 1
 
@@ -184,13 +187,13 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path):
 def test_checkpoint_for_other_data_or_settings_is_refused(tmp_path):
     x = _data()
     sj.fit(x, rank=4, max_iter=10, checkpoint_dir=tmp_path, checkpoint_every=5, progress=False)
-    before = (tmp_path / F.CHECKPOINT_FILE).read_bytes()
+    before = (tmp_path / _checkpoint.CHECKPOINT_FILE).read_bytes()
     with pytest.raises(ValueError, match="written for different data"):
         sj.fit(x + 1, rank=4, max_iter=10, checkpoint_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match=r"different settings \(rank: checkpoint 4 vs now 3"):
         sj.fit(x, rank=3, max_iter=10, checkpoint_dir=tmp_path, progress=False)
     # A refused resume leaves the saved state untouched.
-    assert (tmp_path / F.CHECKPOINT_FILE).read_bytes() == before
+    assert (tmp_path / _checkpoint.CHECKPOINT_FILE).read_bytes() == before
 
 
 def test_fits_pin_blas_to_one_thread_and_restore_it():
@@ -238,7 +241,7 @@ def test_checkpoint_and_result_files_are_verified(tmp_path):
     x = _data()
     res = sj.fit(x, rank=4, max_iter=6, checkpoint_dir=tmp_path / "ck", progress=False)
     res.save(tmp_path / "res")
-    for path in (tmp_path / "ck" / F.CHECKPOINT_FILE, tmp_path / "res" / "snmf.safetensors"):
+    for path in (tmp_path / "ck" / _checkpoint.CHECKPOINT_FILE, tmp_path / "res" / "snmf.safetensors"):
         data = bytearray(path.read_bytes())
         data[-5] ^= 0xFF  # flip bits of the last array's bytes
         path.write_bytes(bytes(data))
@@ -290,7 +293,7 @@ def test_options_are_one_type_shared_by_the_fits_and_the_cli():
     import argparse
     import dataclasses
     from snmf_jax.cli import _options as cli_options
-    opts = F.FitOptions(rank=3, sparsity=0.2, max_iter=7, patience=None)
+    opts = F.FitConfig(rank=3, sparsity=0.2, max_iter=7, patience=None)
     a = sj.fit(_data(), options=opts, progress=False)
     b = sj.fit(_data(), 3, sparsity=0.2, max_iter=7, patience=None, progress=False)
     np.testing.assert_array_equal(a.losses, b.losses)
@@ -300,11 +303,11 @@ def test_options_are_one_type_shared_by_the_fits_and_the_cli():
         sj.fit(_data(), 3, sparsty=0.2)
     # The CLI flags are the fields, with the same defaults.
     p = argparse.ArgumentParser()
-    cli_options.add_dataclass_arguments(p, F.FitOptions)
+    cli_options.add_dataclass_arguments(p, F.FitConfig)
     args = p.parse_args(["--rank", "5"])
-    assert cli_options.from_args(F.FitOptions, args) == F.FitOptions(rank=5)
-    for f in dataclasses.fields(F.FitOptions):
+    assert cli_options.from_args(F.FitConfig, args) == F.FitConfig(rank=5)
+    for f in dataclasses.fields(F.FitConfig):
         if f.name != "rank":
             assert p.get_default(f.name) == f.default, f.name
     assert cli_options.from_args(
-        F.FitOptions, p.parse_args(["--rank", "5", "--patience", "0"])).patience is None
+        F.FitConfig, p.parse_args(["--rank", "5", "--patience", "0"])).patience is None

@@ -1,4 +1,4 @@
-"""`snmf-jax fit`: flags derived from FitOptions, same result as the Python API."""
+"""`snmf-jax fit`: flags derived from FitConfig, same result as the Python API."""
 
 import numpy as np
 import pytest

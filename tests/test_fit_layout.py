@@ -41,7 +41,7 @@ def test_init_names_come_from_one_table():
 
 
 def test_an_unknown_init_is_refused_by_every_fit():
-    for make in (lambda: sj.factorize.FitOptions(rank=2, init="pca"),
-                 lambda: sj.factorize.OnlineOptions(rank=2, init="pca")):
+    for make in (lambda: sj.factorize.FitConfig(rank=2, init="pca"),
+                 lambda: sj.factorize.OnlineConfig(rank=2, init="pca")):
         with pytest.raises(ValueError, match="init must be one of"):
             make()

@@ -18,8 +18,8 @@ gguf = pytest.importorskip("gguf")
 
 from snmf_jax.models import config_from_hf, params_from_hf  # noqa: E402
 from snmf_jax.models._config import RopeScaling  # noqa: E402
-from snmf_jax.models import (GGUFError, config_from_gguf, params_from_gguf,  # noqa: E402
-                             read_gguf)
+from snmf_jax.models import config_from_gguf, params_from_gguf, read_gguf  # noqa: E402
+from snmf_jax.models._gguf import GGUFError  # noqa: E402
 from snmf_jax.models._presets import PRESETS  # noqa: E402
 
 Q = gguf.GGMLQuantizationType
@@ -300,7 +300,8 @@ def test_loaded_weights_fill_the_module_tree(tiny, family):
     """The loader's output has exactly the names and shapes of the NNX module tree."""
     import jax
 
-    from snmf_jax.models import Model, abstract_model, layout
+    from snmf_jax.models import Model, layout
+    from snmf_jax.models._modules import abstract_model
 
     gf = read_gguf(tiny[family][0])
     config = config_from_gguf(gf)

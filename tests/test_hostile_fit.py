@@ -14,6 +14,8 @@ import pytest
 import snmf_jax as sj
 from snmf_jax import _io
 from snmf_jax import factorize as F
+from snmf_jax.factorize import _checkpoint
+from snmf_jax.factorize import _row_sources as _sources
 
 KW = dict(sparsity=0.5, patience=None, progress=False, max_iter=3)
 
@@ -104,7 +106,7 @@ def test_bad_codes_init_is_refused(codes, match):
 ])
 def test_bad_codes_init_is_refused_by_the_streaming_fit(codes, match, tmp_path):
     with pytest.raises(ValueError, match=match):
-        F.fit_streaming(F.ArraySource(_x(), 16), 3, codes_init=codes,
+        F.fit_streaming(_sources.ArraySource(_x(), 16), 3, codes_init=codes,
                         checkpoint_dir=tmp_path / "ck", **KW)
 
 
@@ -112,18 +114,18 @@ def test_streaming_chunk_with_nan_names_the_chunk(tmp_path):
     x = _x()
     x[30, 2] = np.nan
     with pytest.raises(ValueError, match="chunk 1") as e:
-        F.fit_streaming(F.ArraySource(x, 16), 3, **KW)
+        F.fit_streaming(_sources.ArraySource(x, 16), 3, **KW)
     _one_line(e.value)
 
 
 def test_streaming_overflow_is_an_error(tmp_path):
     # Refused after the first pass, naming the scale, before it can overflow.
     with pytest.raises(ValueError, match="largest .value. is 3.9e\\+18, outside"):
-        F.fit_streaming(F.ArraySource(_x() * np.float32(1e18), 16), 3, **KW)
+        F.fit_streaming(_sources.ArraySource(_x() * np.float32(1e18), 16), 3, **KW)
 
 
 def test_streaming_source_that_lies_about_its_shape(tmp_path):
-    class Liar(F.ArraySource):
+    class Liar(_sources.ArraySource):
         def chunk(self, i):
             return super().chunk(i)[:, :5]  # narrower than d
     with pytest.raises(ValueError, match="chunk 0") as e:
@@ -194,7 +196,7 @@ def _damage(path, how):
 def test_damaged_checkpoint_fails_naming_the_file(tmp_path, how):
     x = _x()
     sj.fit(x, 3, checkpoint_dir=tmp_path, checkpoint_every=1, **KW)
-    ck = tmp_path / F.CHECKPOINT_FILE
+    ck = tmp_path / _checkpoint.CHECKPOINT_FILE
     _damage(ck, how)
     with pytest.raises(ValueError) as e:
         sj.fit(x, 3, checkpoint_dir=tmp_path, checkpoint_every=1, **KW)
@@ -205,7 +207,7 @@ def test_checkpoint_with_rewritten_header_is_refused(tmp_path):
     """Arrays swapped under a copied header: the recorded digest catches it."""
     x = _x()
     sj.fit(x, 3, checkpoint_dir=tmp_path, checkpoint_every=1, **KW)
-    ck = tmp_path / F.CHECKPOINT_FILE
+    ck = tmp_path / _checkpoint.CHECKPOINT_FILE
     meta = _io.read_metadata(ck)
     arrays = _io.load_arrays(ck)
     arrays["best_features"] = arrays["best_features"] * 2
@@ -309,6 +311,6 @@ def test_streaming_fit_never_deletes_a_folder_it_did_not_write(tmp_path):
     mine.mkdir(parents=True)
     (mine / "thesis.tex").write_text("years of work")
     with pytest.raises(ValueError, match="thesis.tex") as e:
-        F.fit_streaming(F.ArraySource(_x(), 16), 3, checkpoint_dir=tmp_path / "ck", **KW)
+        F.fit_streaming(_sources.ArraySource(_x(), 16), 3, checkpoint_dir=tmp_path / "ck", **KW)
     _one_line(e.value)
     assert (mine / "thesis.tex").read_text() == "years of work"

@@ -27,6 +27,7 @@ import numpy as np
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from snmf_jax import _io
 from snmf_jax import factorize as F
+from snmf_jax.factorize import _sources
 
 kind, out, ck = sys.argv[1], sys.argv[2], sys.argv[3]
 kill_read = int(os.environ.get("KILL_READ", "0"))
@@ -41,7 +42,7 @@ def replace(a, b):
     return real_replace(a, b)
 os.replace = replace
 
-class Source(F.ArraySource):
+class Source(_sources.ArraySource):
     def chunk(self, i):
         counts["read"] += 1
         if counts["read"] == kill_read:

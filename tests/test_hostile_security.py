@@ -25,6 +25,8 @@ from snmf_jax.activations import Activations, StoreWriter
 from snmf_jax.cli import main
 from snmf_jax.factorize import SNMFResult
 from snmf_jax.interpret import format_tree
+from snmf_jax.report import _chromium
+from snmf_jax.report import _html
 
 # A script that marks the page if it ever runs, in every context it could break out of.
 PWN = ('"\'><img src=x onerror="document.documentElement.dataset.pwned=1">'
@@ -101,7 +103,7 @@ def test_title_lands_as_title_text(title):
     got, blob = page_parts(page)
     assert got == html.escape(title), "the title was not substituted as plain text"
     assert page.count('<script type="application/json" id="data">') == 1
-    assert json.loads(blob) == json.loads(json.dumps(report.compact(rep)))
+    assert json.loads(blob) == json.loads(json.dumps(_html.compact(rep)))
 
 
 @pytest.mark.parametrize("s", ["</script><script>x()</script>", "</SCRIPT >", "<!--<script>",
@@ -131,7 +133,7 @@ def test_any_string_in_any_field_round_trips_as_data(s):
     low = blob.lower()
     assert "</" not in low and "<!--" not in low
     assert "\u2028" not in blob and "\u2029" not in blob
-    assert json.loads(blob) == json.loads(json.dumps(report.compact(rep)))
+    assert json.loads(blob) == json.loads(json.dumps(_html.compact(rep)))
 
 
 def test_meta_cannot_replace_a_number_the_page_formats():
@@ -201,12 +203,12 @@ def test_hostile_strings_render_as_text_in_chromium(tmp_path, view, payload):
     page loads, shows it as text and none runs (events get 2 s of virtual
     time). Without "<!--" too: before this was fixed, "<!--" broke the blob's
     JSON (so the page showed nothing) and hid the scripts that then ran."""
-    if report.find_chromium() is None:
+    if _chromium.find_chromium() is None:
         pytest.skip("no chromium")
     s = PWN if payload == "full" else PWN.replace("<!--<script>", "")
     rep = hostile_report(s, active=s)
-    path = report.write_html(rep, tmp_path / "page.html")
-    dom = report.dump_dom(path, "f=0" if view == "detail" else "q=zzzz", budget_ms=2000)
+    path = report.save_html(rep, tmp_path / "page.html")
+    dom = _chromium.dump_dom(path, "f=0" if view == "detail" else "q=zzzz", budget_ms=2000)
     assert 'data-ready="1"' in dom, "the page's script did not finish"
     assert "data-pwned" not in dom, "a hostile string ran as script"
     assert "&lt;img src=x onerror=" in dom, "the hostile string is not shown as text"

@@ -383,29 +383,29 @@ def test_evaluate_sae_width_0_is_refused_not_replaced(tmp_path, capsys):
 
 
 def test_a_text_line_holding_u2028_is_one_document(tmp_path):
-    from snmf_jax.activations import read_dataset
+    from snmf_jax.activations import load_dataset
     p = tmp_path / "t.txt"
     p.write_text("one\u2028still one\ntwo\x0cstill two\n", encoding="utf-8")
-    assert read_dataset(str(p)).texts == ("one\u2028still one", "two\x0cstill two")
+    assert load_dataset(str(p)).texts == ("one\u2028still one", "two\x0cstill two")
 
 
 def test_a_jsonl_record_holding_u2028_is_one_record(tmp_path):
-    from snmf_jax.activations import read_dataset
+    from snmf_jax.activations import load_dataset
     p = tmp_path / "t.jsonl"
     p.write_text(json.dumps({"text": "a\u2028b"}, ensure_ascii=False) + "\n", encoding="utf-8")
-    assert read_dataset(str(p)).texts == ("a\u2028b",)
+    assert load_dataset(str(p)).texts == ("a\u2028b",)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json"])
 def test_labels_null_and_None_stay_distinct(tmp_path, suffix):
-    from snmf_jax.activations import read_dataset
+    from snmf_jax.activations import load_dataset
     recs = [{"text": "x", "label": None}, {"text": "y", "label": "None"}]
     p = tmp_path / f"d{suffix}"
     if suffix == ".jsonl":
         p.write_text("\n".join(json.dumps(r) for r in recs))
     else:
         p.write_text(json.dumps([{"prompt": r["text"], "label": r["label"]} for r in recs]))
-    data = read_dataset(str(p), label_field="label", text_field="text"
+    data = load_dataset(str(p), label_field="label", text_field="text"
                         if suffix == ".jsonl" else None)
     assert data.labels[0] != data.labels[1]
 

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from snmf_jax import steer as st
+from snmf_jax.steer import _generate
+from snmf_jax.steer import _patches
 
 V, DM, DH = 64, 32, 48  # the tiny_llama fixture's vocabulary, d_model, d_mlp (conftest)
 
@@ -39,7 +41,7 @@ def _vec(n=DH):
 def test_bad_site_patch(kw, match):
     kw = {"vector": _vec(), **kw}
     with pytest.raises((ValueError, TypeError), match=match) as e:
-        st.site_patch(kw.pop("vector"), **kw)
+        _patches.site_patch(kw.pop("vector"), **kw)
     _one_line(e.value)
 
 
@@ -77,7 +79,7 @@ def test_inconsistent_variants(tiny_llama):
     a = st.make_patch(0, "mlp_hidden", np.ones((2, DH)), config=tiny_llama.config)
     b = st.make_patch(1, "mlp_hidden", np.ones((3, DH)), config=tiny_llama.config)
     with pytest.raises(ValueError, match="variant"):
-        st.check_patch(st.combine(a, b), tiny_llama.config)
+        _patches.check_patch(st.combine(a, b), tiny_llama.config)
     with pytest.raises(ValueError, match="more than one"):
         st.combine(a, a)
 
@@ -151,9 +153,9 @@ def test_sample_logits_refuses_nonfinite_logits():
 
 def test_left_pad_refuses_bad_input():
     with pytest.raises(ValueError, match="multiple"):
-        st.left_pad([[1, 2]], 0, multiple=0)
+        _generate.left_pad([[1, 2]], 0, multiple=0)
     with pytest.raises(ValueError, match="token"):
-        st.left_pad([[1, 2], []], 0)
+        _generate.left_pad([[1, 2], []], 0)
 
 
 # -- directions and calibration (the open cases are in test_hostile_models) ----------

@@ -15,6 +15,7 @@ import snmf_jax as sj
 from snmf_jax import _io
 from snmf_jax.activations import ActivationStore, StoreWriter
 from snmf_jax.factorize import CodesStore, fit_streaming
+from snmf_jax.factorize import _row_sources as _sources
 
 N, D, ROWS = 40, 6, 16
 
@@ -238,7 +239,7 @@ def test_fit_of_a_store_with_a_corrupt_chunk_names_the_chunk(tmp_path):
 
 def _codes_store(tmp_path):
     """A streaming fit's codes store (codes kept on disk, not returned)."""
-    r = fit_streaming(sj.factorize.ArraySource(
+    r = fit_streaming(_sources.ArraySource(
         np.random.default_rng(0).standard_normal((N, D)).astype(np.float32), ROWS), 2,
         sparsity=0.5, max_iter=2, progress=False, checkpoint_dir=tmp_path / "ck",
         return_codes=False)

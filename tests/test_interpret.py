@@ -10,6 +10,7 @@ import pytest
 from snmf_jax import interpret
 from snmf_jax.activations import Activations
 from snmf_jax.testing import tiny_model
+from snmf_jax.interpret import _vocab
 
 
 def _tiny(family, **kw):
@@ -153,7 +154,7 @@ def test_summary_labels_and_vocab():
     codes[:3, 0] = [3, 2, 1]
     codes[3:, 1] = [1, 2, 3]
     labels = np.array([0, 0, 1, 1, 1, 1])
-    proj = interpret.VocabProjection(np.array([[1], [0]]), np.ones((2, 1)),
+    proj = _vocab.VocabProjection(np.array([[1], [0]]), np.ones((2, 1)),
                                      np.array([[2], [1]]), np.ones((2, 1)))
     s = interpret.summarize_features(codes, labels=labels, label_names=["a", "b"],
                                      projection=proj, decode=lambda t: "xyz"[t], k=3,

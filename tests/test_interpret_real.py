@@ -15,6 +15,7 @@ import pytest
 import snmf_jax as sj
 from snmf_jax import interpret, report
 from snmf_jax.models import PRESETS
+from snmf_jax.report import _chromium
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 
@@ -130,15 +131,15 @@ def test_cli_writes_browser_exports_and_plots(fitted):
     assert len(np_json["features"]) == K and len(np_json["features"][0]["pos_str"]) == 10
     assert {p.name for p in (tmp / "plots").iterdir()} >= {"loss.png", "codes.svg",
                                                             "overlap.png"}
-    if report.find_chromium() is None:
+    if _chromium.find_chromium() is None:
         pytest.skip("chromium is not installed: the page itself is not opened")
-    dom = report.dump_dom(out)
+    dom = _chromium.dump_dom(out)
     assert len(re.findall(r'<div class="feat[^"]*" data-feature="\d+"', dom)) == K
     first = np_json["features"][0]["pos_str"][0].strip().lower()
-    dom = report.dump_dom(out, "q=" + first.replace("%", "%25").replace("&", "%26"))
+    dom = _chromium.dump_dom(out, "q=" + first.replace("%", "%25").replace("&", "%26"))
     hits = [int(i) for i in re.findall(r'<div class="feat[^"]*" data-feature="(\d+)"', dom)]
     assert 0 in hits and len(hits) <= K
-    png = report.screenshot(out, tmp / "smollm2.png", "f=0")
+    png = _chromium.screenshot(out, tmp / "smollm2.png", "f=0")
     assert png.stat().st_size > 10_000
 
 

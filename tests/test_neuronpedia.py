@@ -14,6 +14,7 @@ from snmf_jax.report import _dashboard_stats as stats
 from snmf_jax.testing import CharTokenizer, tiny_model
 
 from conftest import toy_report_data, write_toy_result, write_toy_store
+from snmf_jax.report import _neuronpedia
 
 # What Neuronpedia's importer (utils/neuronpedia-utils/neuronpedia_utils/
 # convert-saedashboard-to-neuronpedia-export.py, `main` and `process_data`) reads
@@ -51,7 +52,7 @@ def planted(K=4, d=48, seed=0, noise=1.0):
 def batches(K=4, **kw):
     acts, codes, phi = planted(K)
     rep = report.feature_report(phi, codes, acts, k=3, plots=False)
-    return rep, codes, phi, acts, report.neuronpedia_batches(rep, phi, codes, acts, layer=3,
+    return rep, codes, phi, acts, _neuronpedia.neuronpedia_batches(rep, phi, codes, acts, layer=3,
                                                              model_id="m", **kw)
 
 
@@ -63,7 +64,7 @@ def test_sae_dashboard_classes_accept_the_written_batches(tmp_path):
         reason="sae-dashboard is not installed (pip install --no-deps sae-dashboard==0.8.0)")
     acts, codes, phi = planted()
     rep = report.feature_report(phi, codes, acts, k=3, plots=False)
-    paths = report.write_neuronpedia(rep, tmp_path / "np", phi, codes, acts, layer=3,
+    paths = report.save_neuronpedia(rep, tmp_path / "np", phi, codes, acts, layer=3,
                                      model_id="m", features_per_batch=3)
     assert [p.name for p in paths] == ["batch-0.json", "batch-1.json"]
     for p in paths:
@@ -82,7 +83,7 @@ def test_every_key_the_importer_reads_is_present_and_usable(tmp_path):
     rep, codes, phi, acts, _ = batches()
     rep["features"][0]["pos"] = [["a", 2.0], ["b", 1.0]]
     rep["features"][0]["neg"] = [["c", 3.0]]  # the score of −φ̂
-    report.write_neuronpedia(rep, tmp_path, phi, codes, acts, layer=3)
+    report.save_neuronpedia(rep, tmp_path, phi, codes, acts, layer=3)
     # The importer lists the folder for names starting "batch-".
     files = sorted(f.name for f in tmp_path.iterdir() if f.name.startswith("batch-"))
     assert files == ["batch-0.json"]
@@ -174,7 +175,7 @@ def test_logit_histogram_covers_the_whole_vocabulary():
     model = tiny_model(tokenizer=CharTokenizer(), logit_scale=3.0, max_position=256)
     acts, codes, phi = planted(K=3)
     rep = report.feature_report(phi, codes, acts, model=model, layer=1, k=2, plots=False)
-    (batch,) = report.neuronpedia_batches(rep, phi, codes, acts, model=model, n_bins=20)
+    (batch,) = _neuronpedia.neuronpedia_batches(rep, phi, codes, acts, model=model, n_bins=20)
     assert batch["layer"] == 1 and batch["model_id"] == "tiny"
     for f in batch["features"]:
         assert sum(f["logits_hist_data_bar_heights"]) == model.config.vocab_size
@@ -192,16 +193,16 @@ def test_logit_histogram_covers_the_whole_vocabulary():
 def test_bad_input_fails_before_writing(tmp_path):
     rep, codes, phi, acts, _ = batches()
     with pytest.raises(ValueError, match="layer"):
-        report.neuronpedia_batches(rep, phi, codes, acts)  # no layer in the report
+        _neuronpedia.neuronpedia_batches(rep, phi, codes, acts)  # no layer in the report
     with pytest.raises(ValueError, match="agree on K"):
-        report.neuronpedia_batches(rep, phi[:2], codes[:, :2], acts, layer=1)
+        _neuronpedia.neuronpedia_batches(rep, phi[:2], codes[:, :2], acts, layer=1)
     with pytest.raises(ValueError, match="one .n, d. row per code row"):
-        report.neuronpedia_batches(rep, phi, codes, acts.X[:5], layer=1)
+        _neuronpedia.neuronpedia_batches(rep, phi, codes, acts.X[:5], layer=1)
     with pytest.raises(ValueError, match="data has 47 neurons per row"):
-        report.neuronpedia_batches(rep, phi, codes, acts.X[:, :47], layer=1)
+        _neuronpedia.neuronpedia_batches(rep, phi, codes, acts.X[:, :47], layer=1)
     (tmp_path / "batch-0.json").write_text("{}")
     with pytest.raises(ValueError, match="already holds batch-0.json"):
-        report.write_neuronpedia(rep, tmp_path, phi, codes, acts, layer=1)
+        report.save_neuronpedia(rep, tmp_path, phi, codes, acts, layer=1)
 
 
 def test_cli_writes_batches_and_refuses_a_used_folder(tmp_path, capsys):

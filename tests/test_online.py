@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import snmf_jax as sj
-from snmf_jax.factorize import (CodesStore, OnlineOptions, _online_step, _solver, encode,
+from snmf_jax.factorize import (CodesStore, OnlineConfig, _online_step, _solver, encode,
                                 encode_loss, fit_online)
 from snmf_jax.factorize._planted import planted_hierarchy
 from snmf_jax.testing import low_rank_data
@@ -229,7 +229,7 @@ def test_bad_input_fails_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="rank 8 needs at least 8"):
         fit_online([x[:5]], 8, progress=False)
     with pytest.raises(ValueError, match="sparsity"):
-        OnlineOptions(rank=4, sparsity=0)
+        OnlineConfig(rank=4, sparsity=0)
 
 
 # ---------------------------------------------------------------------------

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from snmf_jax.activations import (TextDataset, from_texts, read_concept_json,
-                                  read_dataset, read_jsonl, read_text)
+from snmf_jax.activations import TextDataset, from_texts, load_dataset
+from snmf_jax.activations._readers import read_concept_json, read_jsonl, read_text
 
 
 def test_from_texts_string_and_int_labels():
@@ -77,13 +77,13 @@ def test_concept_json_errors(tmp_path, content, message):
 
 def test_paper_concept_files(shared_dir):
     paper = shared_dir / "data" / "paper"
-    ds = read_dataset(paper / "final_dataset_20_concepts.json")
+    ds = load_dataset(paper / "final_dataset_20_concepts.json")
     assert len(ds) == 200 and len(ds.label_names) == 20
     raw = json.loads((paper / "final_dataset_20_concepts.json").read_text())
     assert ds.texts[7] == raw[7]["prompt"] and ds.label_of(7) == raw[7]["label"]
     for name in ("hier_concepts.json", "languages.json"):
         raw = json.loads((paper / name).read_text())
-        ds = read_dataset(paper / name)
+        ds = load_dataset(paper / name)
         assert ds.label_names == tuple(raw)
         assert len(ds) == sum(len(v) for v in raw.values())
         first = next(iter(raw))
@@ -129,16 +129,16 @@ def test_non_utf8_names_file_and_byte_offset(tmp_path, reader):
 
 def test_read_dataset_dispatch(tmp_path):
     ds = from_texts(["a"])
-    assert read_dataset(ds) is ds
-    assert read_dataset(["x", "y"]).texts == ("x", "y")
-    assert read_dataset("concepts").label_names[0] == "cooking"
+    assert load_dataset(ds) is ds
+    assert load_dataset(["x", "y"]).texts == ("x", "y")
+    assert load_dataset("concepts").label_names[0] == "cooking"
     (tmp_path / "c.json").write_text(json.dumps({"k": ["s1"]}))
     (tmp_path / "c.jsonl").write_text('{"text": "j"}\n')
     (tmp_path / "c.md").write_text("p1\n\np2 a\np2 b\n")
-    assert read_dataset(tmp_path / "c.json").label_names == ("k",)
-    assert read_dataset(str(tmp_path / "c.jsonl")).texts == ("j",)
-    assert read_dataset(tmp_path / "c.md", split="paragraphs").texts == ("p1", "p2 a\np2 b")
+    assert load_dataset(tmp_path / "c.json").label_names == ("k",)
+    assert load_dataset(str(tmp_path / "c.jsonl")).texts == ("j",)
+    assert load_dataset(tmp_path / "c.md", split="paragraphs").texts == ("p1", "p2 a\np2 b")
     with pytest.raises(FileNotFoundError, match="neither an existing file nor a known dataset"):
-        read_dataset(tmp_path / "missing.txt")
+        load_dataset(tmp_path / "missing.txt")
     with pytest.raises(TypeError, match="got int"):
-        read_dataset(5)
+        load_dataset(5)

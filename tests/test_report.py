@@ -10,6 +10,7 @@ import pytest
 from snmf_jax import report
 
 from conftest import toy_report_data
+from snmf_jax.report import _html
 
 TREE = {"format": "snmf-jax/concept-tree", "version": 1, "ranks": [6, 2], "roots": ["1:0"],
         "nodes": [{"id": "1:0", "level": 1, "index": 0, "top_tokens": ["Monday"],
@@ -61,7 +62,7 @@ def test_page_embeds_one_json_blob_safely():
     assert page.count("</script>") == 2  # the blob and the code; a token cannot close it
     blob = re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S)
     data = json.loads(blob.group(1))
-    assert data == json.loads(json.dumps(report.compact(rep)))
+    assert data == json.loads(json.dumps(_html.compact(rep)))
     f = data["features"][0]
     c = f["c"][0]
     assert c[3] == rep["features"][0]["contexts"][0]["value"] and max(c[1]) <= 99

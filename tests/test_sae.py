@@ -28,7 +28,7 @@ def _planted(n, seed=0):
 
 def test_init_unit_decoder_and_tied_encoder():
     cfg = SAEConfig(d_in=8, d_sae=20, architecture="standard")
-    p = init_params(jax.random.key(0), cfg)
+    p = init_params(cfg, jax.random.key(0))
     np.testing.assert_allclose(np.linalg.norm(p["W_dec"], axis=1), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(p["W_enc"], p["W_dec"].T)
     assert not np.any(p["b_enc"]) and not np.any(p["b_dec"])
@@ -64,7 +64,7 @@ def test_encode_matches_numpy():
 def test_fold_scale_is_exact(arch):
     """Weights trained on scale * x, folded, read raw x: same latents / scale."""
     cfg = SAEConfig(d_in=6, d_sae=12, architecture=arch, k=4, jumprelu_init_threshold=0.3)
-    p = init_params(jax.random.key(2), cfg)
+    p = init_params(cfg, jax.random.key(2))
     p["b_enc"] = jnp.linspace(-0.5, 0.5, 12)
     p["b_dec"] = jnp.linspace(-1, 1, 6)
     x = jax.random.normal(jax.random.key(3), (7, 6))
@@ -109,7 +109,7 @@ def test_other_architectures_learn(arch, coef):
 
 def test_topk_aux_loss_matches_reference():
     cfg = SAEConfig(d_in=8, d_sae=10, architecture="topk", k=2)
-    p = init_params(jax.random.key(0), cfg)
+    p = init_params(cfg, jax.random.key(0))
     rng = np.random.default_rng(0)
     pre = rng.normal(size=(5, 10)).astype(np.float32)
     res = rng.normal(size=(5, 8)).astype(np.float32)
@@ -195,7 +195,7 @@ def test_metrics_match_numpy():
 
 
 def test_minibatches_use_every_row_once_per_pass(tmp_path):
-    from snmf_jax.baselines import iter_minibatches
+    from snmf_jax.baselines._stream import iter_minibatches
     X = np.arange(2 * 1300, dtype=np.float32).reshape(1300, 2)
     store = _store(tmp_path, X, chunk_rows=300)  # 5 chunks, the last one short
     it = iter_minibatches(store, 100, buffer=450, seed=3)

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from snmf_jax import factorize as F
+from snmf_jax.factorize import _solver
 
 # Trajectories of the paper's official code (copied from shared/reference/, so
 # every clone checks the solver against them; README.md there says how).
@@ -27,8 +28,8 @@ def _run_reference(r, dtype):
     x = jnp.asarray(r["A"].T, dtype)
     cfg = F.SNMFConfig(rank=int(r["K"]), sparsity=float(r["sparsity"]),
                        reg=float(r["reg"]), mu_eps=float(r["mu_eps"]))
-    state = F.init(x, jnp.asarray(r["G0"], dtype))
-    step = jax.jit(lambda s: F.update(x, s, cfg))
+    state = _solver.init(x, jnp.asarray(r["G0"], dtype))
+    step = jax.jit(lambda s: _solver.update(x, s, cfg))
     losses = []
     for _ in range(int(r["iterations"])):
         state = step(state)
@@ -104,14 +105,14 @@ def test_solver_factory_is_the_update():
     solver = F.snmf(cfg)
     a = b = solver.init(x, jnp.asarray(r["G0"]))
     step_a = jax.jit(lambda s: solver.update(x, s))
-    step_b = jax.jit(lambda s: F.update(x, s, cfg))
+    step_b = jax.jit(lambda s: _solver.update(x, s, cfg))
     for _ in range(5):
         a, b = step_a(a), step_b(b)
     for fa, fb in zip(a, b):
         np.testing.assert_array_equal(np.asarray(fa), np.asarray(fb))
 
 
-_jit_update = jax.jit(F.update, static_argnames="config")
+_jit_update = jax.jit(_solver.update, static_argnames="config")
 
 
 # Shapes come from small sets so the jitted update compiles a few times only.
@@ -126,7 +127,7 @@ def test_update_invariants(n, d, k, p, scale, seed):
     x = jnp.asarray(scale * rng.standard_normal((n, d)), jnp.float32)
     codes = jnp.asarray(rng.uniform(size=(n, k)) + 1e-3, jnp.float32)
     cfg = F.SNMFConfig(rank=k, sparsity=p)
-    s = F.init(x, codes)
+    s = _solver.init(x, codes)
     for _ in range(3):
         s = _jit_update(x, s, config=cfg)
         assert bool(jnp.all(s.codes >= 0))
@@ -151,7 +152,7 @@ def test_winner_take_all_matches_sort(k, d, keep, seed):
     rng = np.random.default_rng(seed)
     phi = rng.standard_normal((k, d)).astype(np.float32)
     phi[:, : d // 3] = np.round(phi[:, : d // 3])  # plant ties, zeros, -0.0
-    out = np.asarray(F.winner_take_all(jnp.asarray(phi), keep))
+    out = np.asarray(_solver.winner_take_all(jnp.asarray(phi), keep))
     thresh = -np.sort(-np.abs(phi), axis=1)[:, keep - 1]
     expect = np.where(np.abs(phi) >= thresh[:, None], phi, 0)
     np.testing.assert_array_equal(out, expect)
@@ -161,7 +162,7 @@ def test_winner_take_all_matches_sort(k, d, keep, seed):
 
 def test_winner_take_all_keeps_exact_count_without_ties():
     phi = jax.random.normal(jax.random.PRNGKey(0), (7, 300))
-    out = F.winner_take_all(phi, 4)
+    out = _solver.winner_take_all(phi, 4)
     np.testing.assert_array_equal(np.asarray(jnp.sum(out != 0, axis=1)), [4] * 7)
 
 
@@ -169,7 +170,7 @@ def test_solve_features_survives_singular_gram():
     codes = jnp.ones((10, 3), jnp.float32) * 1e4  # identical columns: G is rank 1
     x = jax.random.normal(jax.random.PRNGKey(1), (10, 5))
     g = codes.T @ codes
-    phi = F.solve_features(g, codes.T @ x, 1e-6)
+    phi = _solver.solve_features(g, codes.T @ x, 1e-6)
     assert bool(jnp.all(jnp.isfinite(phi)))
 
 
@@ -177,7 +178,7 @@ def test_update_is_jittable_and_vmappable():
     xs = jax.random.normal(jax.random.PRNGKey(2), (3, 20, 12))
     codes = jax.random.uniform(jax.random.PRNGKey(3), (3, 20, 4)) + 0.1
     cfg = F.SNMFConfig(rank=4, sparsity=0.25)
-    states = jax.vmap(F.init)(xs, codes)
-    out = jax.jit(jax.vmap(lambda x, s: F.update(x, s, cfg)))(xs, states)
-    single = F.update(xs[1], F.init(xs[1], codes[1]), cfg)
+    states = jax.vmap(_solver.init)(xs, codes)
+    out = jax.jit(jax.vmap(lambda x, s: _solver.update(x, s, cfg)))(xs, states)
+    single = _solver.update(xs[1], _solver.init(xs[1], codes[1]), cfg)
     np.testing.assert_allclose(out.loss[1], single.loss, rtol=1e-5)

@@ -7,6 +7,7 @@ import pytest
 
 from snmf_jax import steer as st
 from snmf_jax.testing import tiny_model
+from snmf_jax.steer import _calibrate
 
 PROMPT = [2, 5, 6, 7, 8]
 TARGETS = (0.05, 0.2, 0.5, 1000.0)  # the last one is out of reach of any alpha
@@ -89,12 +90,12 @@ def test_batched_search_matches_per_feature_search_and_chunking(model, dirs, bot
 
 
 def test_new_directions_reuse_the_compiled_search(model, dirs, both):
-    size = st.batched_kl._cache_size()
+    size = _calibrate.batched_kl._cache_size()
     rng = np.random.default_rng(5)
     other = st.Directions.from_vectors(rng.standard_normal((3, 48)), layer=1, site="mlp_hidden")
     res = st.calibrate_both(model, other, targets=TARGETS, prompt=PROMPT, rtol=RTOL,
                             progress=False)
-    assert st.batched_kl._cache_size() == size
+    assert _calibrate.batched_kl._cache_size() == size
     assert np.abs(res[0].alphas[:, :3] / both[0].alphas[:, :3] - 1).max() > 0.01
 
 
@@ -150,6 +151,6 @@ def test_shared_prefix_gives_the_same_kl_as_the_full_forward(family):
     x = models.embed(params, tok, config=cfg)
     stream, _, _ = models.run_blocks(params, x, config=cfg, stop=2)  # (1, T, D)
     for s in (stream[0], None):
-        kl = st.batched_kl(params, tok, mask, base, vecs, scales, s, config=cfg, layer=2,
+        kl = _calibrate.batched_kl(params, tok, mask, base, vecs, scales, s, config=cfg, layer=2,
                            site="mlp_hidden")
         np.testing.assert_allclose(np.asarray(kl), ref, rtol=1e-4, atol=1e-7)

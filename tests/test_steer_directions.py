@@ -6,6 +6,7 @@ import pytest
 
 from snmf_jax import steer as st
 from snmf_jax.testing import tiny_model
+from snmf_jax.steer import _directions
 
 
 def tiny(family):
@@ -62,7 +63,7 @@ def test_gemma_directions_go_through_down_projection_and_post_norm(gemma):
 
 def test_hidden_preimage_is_the_least_norm_solution(llama):
     target = np.random.default_rng(1).standard_normal(32).astype(np.float32)
-    v = st.hidden_preimage(llama.params, llama.config, 0, target)
+    v = _directions.hidden_preimage(llama.params, llama.config, 0, target)
     w = np.asarray(llama.params["layers"]["down"]["kernel"][0], np.float64)  # (48, 32)
     np.testing.assert_allclose(v @ w, target, atol=1e-4)
     # Least norm: v lies in the row space of W^T (the column space of W).

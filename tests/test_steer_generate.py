@@ -14,6 +14,8 @@ from snmf_jax import steer as st
 from snmf_jax.models import Model
 from snmf_jax.steer._generate import encode_prompts
 from snmf_jax.testing import CharTokenizer, tiny_model
+from snmf_jax.steer import _generate
+from snmf_jax.steer import _sampling
 
 TEMPLATE = "<user>{content}<assistant>"
 
@@ -101,11 +103,11 @@ def test_top_k_1_and_tiny_top_p_sample_the_greedy_token(model, patch):
 
 def test_no_recompilation_across_alphas_and_seeds(model, patch):
     gen(model, patch, **SAMPLING)
-    size = st.generate_tokens._cache_size()
+    size = _generate.generate_tokens._cache_size()
     outs = [gen(model, st.with_scale(patch, np.array([3.0, -3.0]) * 0.5 * (i + 1)), seed=i,
                 **SAMPLING).tokens
             for i in range(3)]
-    assert st.generate_tokens._cache_size() == size
+    assert _generate.generate_tokens._cache_size() == size
     assert (outs[0] != outs[2]).any()
 
 
@@ -142,7 +144,7 @@ def test_candidate_sampler_draws_the_filtered_distribution(t, k, p):
     logits = rng.normal(size=(1, 500)).astype(np.float32) * 2.0
     logits[0, :6] = logits[0].max() - 0.5  # six tokens tied near the top
     logits = jnp.asarray(logits)
-    want = np.asarray(jax.nn.softmax(st.filter_logits(logits, temperature=t, top_k=k, top_p=p)))[0]
+    want = np.asarray(jax.nn.softmax(_sampling.filter_logits(logits, temperature=t, top_k=k, top_p=p)))[0]
     keys = jax.random.split(jax.random.PRNGKey(0), 6000)
     draws = np.asarray(jax.jit(jax.vmap(lambda key: st.sample_logits(
         key, logits, temperature=t, top_k=k, top_p=p, max_k=32)[0]))(keys))
@@ -168,22 +170,22 @@ def test_candidate_sampler_keeps_ties_and_refuses_k_above_its_bound():
 
 def test_top_k_filter_keeps_exactly_the_k_largest():
     x = jnp.asarray([[0.1, 3.0, -1.0, 2.0, 5.0, -7.0], [1.0, 1.0, 0.0, -2.0, 0.5, 0.2]])
-    out = np.asarray(st.top_k_filter(x, 3))
+    out = np.asarray(_sampling.top_k_filter(x, 3))
     np.testing.assert_array_equal(np.isfinite(out[0]), [0, 1, 0, 1, 1, 0])
     np.testing.assert_array_equal(out[0][np.isfinite(out[0])], [3.0, 2.0, 5.0])
     np.testing.assert_array_equal(np.isfinite(out[1]), [1, 1, 0, 0, 1, 0])
-    per_row = np.asarray(st.top_k_filter(x, jnp.asarray([1, 2])))
+    per_row = np.asarray(_sampling.top_k_filter(x, jnp.asarray([1, 2])))
     assert np.isfinite(per_row).sum(1).tolist() == [1, 2]
-    assert np.isfinite(np.asarray(st.top_k_filter(x, 0))).all()  # 0: off
-    assert np.isfinite(np.asarray(st.top_k_filter(x, 99))).all()
-    ties = np.asarray(st.top_k_filter(jnp.asarray([1.0, 2.0, 2.0, 0.0]), 2))
+    assert np.isfinite(np.asarray(_sampling.top_k_filter(x, 0))).all()  # 0: off
+    assert np.isfinite(np.asarray(_sampling.top_k_filter(x, 99))).all()
+    ties = np.asarray(_sampling.top_k_filter(jnp.asarray([1.0, 2.0, 2.0, 0.0]), 2))
     np.testing.assert_array_equal(np.isfinite(ties), [0, 1, 1, 0])
 
 
 def test_top_p_filter_keeps_the_smallest_nucleus():
     probs = np.array([0.05, 0.5, 0.15, 0.3])
     x = jnp.log(jnp.asarray(probs, jnp.float32))
-    keep = lambda p: np.isfinite(np.asarray(st.top_p_filter(x, p))).astype(int).tolist()
+    keep = lambda p: np.isfinite(np.asarray(_sampling.top_p_filter(x, p))).astype(int).tolist()
     assert keep(0.4) == [0, 1, 0, 0]
     assert keep(0.79) == [0, 1, 0, 1]
     assert keep(0.81) == [0, 1, 1, 1]

@@ -7,6 +7,7 @@ import pytest
 
 from snmf_jax import steer as st
 from snmf_jax.testing import tiny_model
+from snmf_jax.steer import _patches
 
 
 def tiny(seed=0):
@@ -56,14 +57,14 @@ def test_replace_mode_sets_the_site_to_the_vector(llama):
 
 
 def test_position_masks():
-    m = st.position_mask("prompt", 4, prompt_len=5, offset=3)
+    m = _patches.position_mask("prompt", 4, prompt_len=5, offset=3)
     np.testing.assert_array_equal(m, [[1, 1, 0, 0]])
-    m = st.position_mask("generated", 4, prompt_len=5, offset=3)
+    m = _patches.position_mask("generated", 4, prompt_len=5, offset=3)
     np.testing.assert_array_equal(m, [[0, 0, 1, 1]])
-    m = st.position_mask("all", 3, prompt_len=0, attention_mask=jnp.array([[0, 1, 1]]))
+    m = _patches.position_mask("all", 3, prompt_len=0, attention_mask=jnp.array([[0, 1, 1]]))
     np.testing.assert_array_equal(m, [[0, 1, 1]])
     with pytest.raises(ValueError, match="where must be one of"):
-        st.position_mask("middle", 3, prompt_len=1)
+        _patches.position_mask("middle", 3, prompt_len=1)
 
 
 def test_where_modes_in_forward(llama):
@@ -94,12 +95,12 @@ def test_batched_patch_rows_and_vmap_match_single_patches(llama):
     batched = st.make_patch(1, "mlp_hidden", vecs, scale=scales)
     np.testing.assert_allclose(logits(llama, batched), expected, atol=1e-5)
     # Stacked patches mapped with jax.vmap (each variant on its own row).
-    stacked = st.stack_patches(singles)
+    stacked = _patches.stack_patches(singles)
 
     def row(p, tok):
         return st.patched_forward(llama.params, tok[None], p, config=llama.config).logits[0]
 
-    mapped = jax.vmap(row, in_axes=(st.vmap_axes(stacked), 0))(stacked, TOKENS)
+    mapped = jax.vmap(row, in_axes=(_patches.vmap_axes(stacked), 0))(stacked, TOKENS)
     np.testing.assert_allclose(np.asarray(mapped), expected, atol=1e-5)
 
 
@@ -134,7 +135,7 @@ def test_patch_builders_validate_inputs(llama):
     with pytest.raises(ValueError, match="patch has 3 variants, so tokens must have 3 rows"):
         st.steer(llama, st.make_patch(0, "mlp_hidden", np.ones((3, 48)))).forward(TOKENS)
     with pytest.raises(ValueError, match="cannot stack add and replace"):
-        st.stack_patches([st.make_patch(0, "mlp_hidden", np.ones(48)),
+        _patches.stack_patches([st.make_patch(0, "mlp_hidden", np.ones(48)),
                           st.make_patch(0, "mlp_hidden", np.ones(48), mode="replace")])
     with pytest.raises(ValueError, match="appears in more than one patch"):
         p = st.make_patch(0, "mlp_hidden", np.ones(48))
@@ -143,7 +144,7 @@ def test_patch_builders_validate_inputs(llama):
 
 def test_repeat_rows_is_variant_major():
     p = st.make_patch(0, "mlp_hidden", np.arange(6.0).reshape(2, 3), scale=np.array([1.0, 2.0]))
-    r = st.repeat_rows(p, 2, 3)[(0, "mlp_hidden")]
+    r = _patches.repeat_rows(p, 2, 3)[(0, "mlp_hidden")]
     np.testing.assert_array_equal(r.scale, [1, 1, 1, 2, 2, 2])
     np.testing.assert_array_equal(r.vector[3], [3, 4, 5])
 

@@ -1,3 +1,5 @@
+from snmf_jax.steer import _directions
+from snmf_jax.steer import _generate
 """Steering SmolLM2-135M: a word's unembedding pushed through the MLP, and an SNMF feature."""
 
 import importlib.util
@@ -45,11 +47,11 @@ def model():
 
 def test_unembedding_preimage_raises_the_word_monotonically(model):
     from snmf_jax import steer as st
-    from snmf_jax.models import unembedding_matrix
+    from snmf_jax.models._transformer import unembedding_matrix
     tok = model.tokenizer
     (word,) = tok.encode(" pizza", add_bos=False)
     target = np.asarray(unembedding_matrix(model.params, model.config))[:, word]  # (D,)
-    v = st.hidden_preimage(model.params, model.config, LAYER, target)
+    v = _directions.hidden_preimage(model.params, model.config, LAYER, target)
     d = st.Directions.from_vectors(v, layer=LAYER, site="mlp_hidden")
     alphas = np.array([0, 2, 4, 8, 16, 32, 64], np.float32)
     patch = st.make_patch(LAYER, "mlp_hidden", np.repeat(d.vectors, len(alphas), 0),
@@ -69,7 +71,7 @@ def test_snmf_feature_changes_generation_at_its_calibrated_alpha(model):
     from snmf_jax.factorize import fit
     tok = model.tokenizer
     seqs = [tok.encode(s) for s in SENTENCES]
-    tokens, mask = st.left_pad(seqs, tok.pad_id, 8)
+    tokens, mask = _generate.left_pad(seqs, tok.pad_id, 8)
     out = model.forward(jnp.asarray(tokens), attention_mask=jnp.asarray(mask),
                         capture=[(LAYER, "mlp_hidden")])
     x = np.asarray(out.captures[(LAYER, "mlp_hidden")])[mask.astype(bool)]  # (n, d_mlp)

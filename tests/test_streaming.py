@@ -12,6 +12,7 @@ import pytest
 import snmf_jax as sj
 from snmf_jax import factorize as S
 from snmf_jax.testing import low_rank_data
+from snmf_jax.factorize import _row_sources
 
 KW = dict(sparsity=0.25, patience=None, progress=False)
 # One data shape and chunking throughout, so the jitted chunk programs compile once.
@@ -37,7 +38,7 @@ def _same(a, b, tol=1e-5):
 def test_streaming_matches_in_memory(init, tmp_path):
     x = _data()
     ref = sj.fit(x, 4, init=init, max_iter=25, **KW)
-    got = S.fit_streaming(S.ArraySource(x, ROWS), 4, init=init, max_iter=25,
+    got = S.fit_streaming(_row_sources.ArraySource(x, ROWS), 4, init=init, max_iter=25,
                           checkpoint_dir=tmp_path, **KW)  # 96 does not divide 700
     _same(ref, got)
     assert got.settings["codes_iter"] == got.best_iter
@@ -51,7 +52,7 @@ def test_codes_init_and_last_iterate_codes(tmp_path):
     x = _data(seed=1)
     c0 = np.random.default_rng(2).random((N, 4)).astype(np.float32) + 0.1
     ref = sj.fit(x, 4, codes_init=c0, max_iter=12, **KW)
-    got = S.fit_streaming(S.ArraySource(x, ROWS), 4, codes_init=c0, max_iter=12,
+    got = S.fit_streaming(_row_sources.ArraySource(x, ROWS), 4, codes_init=c0, max_iter=12,
                           checkpoint_dir=tmp_path, keep_best_codes=False, **KW)
     np.testing.assert_allclose(got.losses, ref.losses, rtol=1e-5)
     assert got.settings["codes_iter"] == 12
@@ -62,7 +63,7 @@ class _Flaky:
     """A source whose reads fail after `fail_after` chunks (an interruption)."""
 
     def __init__(self, x, chunk_rows, fail_after):
-        self.inner = S.ArraySource(x, chunk_rows)
+        self.inner = _row_sources.ArraySource(x, chunk_rows)
         self.n_rows, self.d = self.inner.n_rows, self.inner.d
         self.num_chunks, self.chunk_bounds = self.inner.num_chunks, self.inner.chunk_bounds
         self.reads, self.fail_after = 0, fail_after
@@ -76,7 +77,7 @@ class _Flaky:
 
 def test_interrupted_mid_iteration_resumes_to_the_same_answer(tmp_path):
     x = _data(seed=3)
-    full = S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=10, **KW)
+    full = S.fit_streaming(_row_sources.ArraySource(x, ROWS), 4, max_iter=10, **KW)
     # 8 chunks: the data identity hashes 8, the init reads 8, then fail inside
     # iteration 4 (the state is committed after every iteration).
     flaky = _Flaky(x, ROWS, fail_after=8 + 8 + 3 * 8 + 4)
@@ -85,7 +86,7 @@ def test_interrupted_mid_iteration_resumes_to_the_same_answer(tmp_path):
                         **KW)
     versions = sorted(p.name for p in (tmp_path / "codes").iterdir())
     assert "step-000003" in versions  # the last committed iteration is intact
-    resumed = S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=10,
+    resumed = S.fit_streaming(_row_sources.ArraySource(x, ROWS), 4, max_iter=10,
                               checkpoint_dir=tmp_path, checkpoint_every=1, **KW)
     np.testing.assert_array_equal(resumed.losses, full.losses)
     np.testing.assert_array_equal(resumed.codes, full.codes)
@@ -94,12 +95,12 @@ def test_interrupted_mid_iteration_resumes_to_the_same_answer(tmp_path):
 
 def test_resume_extends_a_finished_run(tmp_path):
     x = _data(seed=4)
-    full = S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=8, **KW)
-    S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=5, checkpoint_dir=tmp_path, **KW)
-    more = S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=8, checkpoint_dir=tmp_path, **KW)
+    full = S.fit_streaming(_row_sources.ArraySource(x, ROWS), 4, max_iter=8, **KW)
+    S.fit_streaming(_row_sources.ArraySource(x, ROWS), 4, max_iter=5, checkpoint_dir=tmp_path, **KW)
+    more = S.fit_streaming(_row_sources.ArraySource(x, ROWS), 4, max_iter=8, checkpoint_dir=tmp_path, **KW)
     np.testing.assert_array_equal(more.losses, full.losses)
     with pytest.raises(ValueError, match="different data"):
-        S.fit_streaming(S.ArraySource(x[::-1].copy(), ROWS), 4, max_iter=8,
+        S.fit_streaming(_row_sources.ArraySource(x[::-1].copy(), ROWS), 4, max_iter=8,
                         checkpoint_dir=tmp_path, **KW)
 
 
@@ -107,13 +108,13 @@ def test_errors_name_the_problem(tmp_path):
     x = _data()
     x[250, 3] = np.inf
     with pytest.raises(ValueError, match=r"chunk 2: 1 row\(s\), first at global row\(s\) \[250\]"):
-        S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=2, **KW)
+        S.fit_streaming(_row_sources.ArraySource(x, ROWS), 4, max_iter=2, **KW)
     with pytest.raises(ValueError, match="needs checkpoint_dir"):
-        S.fit_streaming(S.ArraySource(x, ROWS), 4, return_codes=False, **KW)
+        S.fit_streaming(_row_sources.ArraySource(x, ROWS), 4, return_codes=False, **KW)
     with pytest.raises(TypeError, match="RowSource"):
         S.fit_streaming(object(), 4, **KW)
     with pytest.raises(ValueError, match="rank must be in"):
-        S.fit_streaming(S.ArraySource(x, ROWS), 40, **KW)
+        S.fit_streaming(_row_sources.ArraySource(x, ROWS), 40, **KW)
 
 
 def test_safetensors_file_source(tmp_path):
@@ -157,8 +158,8 @@ def vm():
 
 path, chunk_rows, d, headroom = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 # Warm-up on two chunks of the same shape: imports, XLA compiles, thread pools.
-S.fit_streaming(S.ArraySource(np.random.default_rng(1).random((2 * chunk_rows, d),
-                dtype=np.float32), chunk_rows), 4, max_iter=2, progress=False)
+S.fit_streaming(S.as_source(np.random.default_rng(1).random((2 * chunk_rows, d),
+                dtype=np.float32), chunk_rows=chunk_rows), 4, max_iter=2, progress=False)
 base = vm()
 limit = base + headroom
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -234,12 +235,12 @@ def test_checkpoint_for_another_layer_or_other_rows_is_refused(tmp_path):
 
 def test_checkpoint_every_and_chunk_size_resume_to_the_same_answer(tmp_path):
     x = _data(seed=9)
-    full = S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=9, **KW)
+    full = S.fit_streaming(_row_sources.ArraySource(x, ROWS), 4, max_iter=9, **KW)
     kw = dict(checkpoint_dir=tmp_path, checkpoint_every=4, chunk_size=3, **KW)
-    S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=6, **kw)
+    S.fit_streaming(_row_sources.ArraySource(x, ROWS), 4, max_iter=6, **kw)
     # Committed at 4 and at the end (6); the live and best versions are kept.
     assert {p.name for p in (tmp_path / "codes").iterdir()} <= {"step-000004", "step-000006"}
-    more = S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=9, **kw)
+    more = S.fit_streaming(_row_sources.ArraySource(x, ROWS), 4, max_iter=9, **kw)
     np.testing.assert_array_equal(more.losses, full.losses)
     np.testing.assert_array_equal(more.codes, full.codes)
     np.testing.assert_array_equal(more.features, full.features)
@@ -247,7 +248,7 @@ def test_checkpoint_every_and_chunk_size_resume_to_the_same_answer(tmp_path):
 
 def test_codes_chunks_are_verified(tmp_path):
     x = _data(seed=10)
-    got = S.fit_streaming(S.ArraySource(x, ROWS), 4, max_iter=3, checkpoint_dir=tmp_path, **KW)
+    got = S.fit_streaming(_row_sources.ArraySource(x, ROWS), 4, max_iter=3, checkpoint_dir=tmp_path, **KW)
     store = S.CodesStore(got.metadata["codes_store"])
     f = store.path / "chunk-000002.safetensors"
     data = bytearray(f.read_bytes())

@@ -6,19 +6,22 @@
         X = store.chunk(i)                                          # (rows, d)
 """
 
-from snmf_jax._io import write_safetensors
-from snmf_jax.activations._activations import Activations
-from snmf_jax.activations._dataset import concept_children, load_concepts
-from snmf_jax.activations._export import export_activations, length_buckets, tokenize_with_offsets
-from snmf_jax.activations._readers import (read_concept_json, read_dataset, read_jsonl,
-                                           read_text)
-from snmf_jax.activations._store import ActivationStore, Provenance
+# pylint: disable=g-importing-member
+
+# Text in: datasets and the bundled concept sentences.
+from snmf_jax.activations._dataset import load_concepts
+from snmf_jax.activations._readers import load_dataset
 from snmf_jax.activations._text import TextDataset, from_texts
+
+# Activations out: in memory, or a chunked store on disk.
+from snmf_jax.activations._activations import Activations
+from snmf_jax.activations._export import export_activations
+from snmf_jax.activations._store import ActivationStore
 from snmf_jax.activations._writer import StoreWriter
 
 __all__ = [
-    "ActivationStore", "Activations", "Provenance", "StoreWriter", "TextDataset",
-    "concept_children", "export_activations", "from_texts", "length_buckets", "load_concepts",
-    "read_concept_json", "read_dataset", "read_jsonl", "read_text", "tokenize_with_offsets",
-    "write_safetensors",
+    # Text in
+    "TextDataset", "from_texts", "load_dataset", "load_concepts",
+    # Activations out
+    "export_activations", "Activations", "ActivationStore", "StoreWriter",
 ]

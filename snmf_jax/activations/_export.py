@@ -43,7 +43,7 @@ import numpy as np
 from snmf_jax import _checks, _digest, _progress
 from snmf_jax.activations._plan import (_Plan, _plan, length_buckets,  # noqa: F401
                                         tokenize_with_offsets)
-from snmf_jax.activations._readers import read_dataset
+from snmf_jax.activations._readers import load_dataset
 from snmf_jax.activations._store import Activations, ActivationStore, STORE_DTYPES
 from snmf_jax.activations._writer import StoreWriter
 from snmf_jax.models import SITES, as_arrays, auto_mesh, embed, run_blocks, shard_params
@@ -118,7 +118,7 @@ def export_activations(model, data: Any, layers: int | Sequence[int], *,
 
     Args:
       model: a `snmf_jax.models.Model` (config, params, tokenizer, name).
-      data: anything `read_dataset` takes: a `TextDataset`, a list of
+      data: anything `load_dataset` takes: a `TextDataset`, a list of
         strings, a path (.json concept file, .jsonl, text) or "concepts".
       layers: a layer index, or a list of them (0-based).
       site: "mlp_hidden" (the SNMF input: input of the down projection),
@@ -179,7 +179,7 @@ def export_activations(model, data: Any, layers: int | Sequence[int], *,
     if tokenizer is None:
         raise ValueError(
             "the model has no tokenizer; pass tokenizer= or load the model with one")
-    dataset = read_dataset(data)
+    dataset = load_dataset(data)
     if len(dataset) == 0:
         raise ValueError("the dataset is empty: nothing to export")
 

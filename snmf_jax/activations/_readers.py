@@ -11,7 +11,7 @@ Readers:
 - `read_text`: plain text, one document per line or per paragraph (blank-line
   separated).
 - `from_texts`: a Python list of strings (and optional labels).
-- `read_dataset`: dispatches on the argument (a dataset, a list, a path or the
+- `load_dataset`: dispatches on the argument (a dataset, a list, a path or the
   name ``"concepts"`` of the package's own dataset).
 """
 
@@ -210,7 +210,7 @@ def read_text(path: str | os.PathLike, *, split: str = "lines") -> TextDataset:
     return from_texts(docs, metadata={"source": str(path), "format": f"text-{split}"})
 
 
-def read_dataset(source: Any, *, text_field: str | None = None,
+def load_dataset(source: Any, *, text_field: str | None = None,
                  label_field: str | None = None, split: str = "lines") -> TextDataset:
     """Turns anything dataset-like into a `TextDataset`.
 

@@ -8,20 +8,30 @@
     sae = load_sae("path/to/a/saelens/folder")
 """
 
-from snmf_jax.baselines._architectures import Architecture, register_architecture
+# pylint: disable=g-importing-member
+
+# DiffMean: a difference of class means per concept.
 from snmf_jax.baselines._diffmean import diffmean, diffmean_directions, diffmean_texts
-from snmf_jax.baselines._metrics import SAEMetrics, sae_metrics
-from snmf_jax.baselines._sae import (ARCHITECTURES, SAEConfig, SparseAutoencoder, decode,
-                                     encode, encode_pre, init_params)
+
+# Sparse autoencoders: the architectures, the pure encode/decode, the NNX module.
+from snmf_jax.baselines._architectures import Architecture, register_architecture
+from snmf_jax.baselines._sae import SAEConfig, SparseAutoencoder, decode, encode, init_params
+
+# Training and quality.
+from snmf_jax.baselines._metrics import sae_metrics
+from snmf_jax.baselines._train import TrainConfig, train_sae
+
+# SAELens' folder layout.
 from snmf_jax.baselines._saelens import load_sae, save_sae
-from snmf_jax.baselines._stream import iter_minibatches
-from snmf_jax.baselines._train import (TrainConfig, TrainResult, make_optimizer,
-                                       make_train_step, train_sae)
 
 __all__ = [
-    "diffmean", "diffmean_directions", "diffmean_texts", "SAEMetrics", "sae_metrics",
-    "ARCHITECTURES", "Architecture", "register_architecture",
-    "SAEConfig", "SparseAutoencoder", "decode", "encode", "encode_pre", "init_params",
-    "load_sae", "save_sae", "iter_minibatches", "TrainConfig", "TrainResult",
-    "make_optimizer", "make_train_step", "train_sae",
+    # DiffMean
+    "diffmean", "diffmean_directions", "diffmean_texts",
+    # Sparse autoencoders
+    "SAEConfig", "SparseAutoencoder", "init_params", "encode", "decode", "Architecture",
+    "register_architecture",
+    # Training and quality
+    "TrainConfig", "train_sae", "sae_metrics",
+    # SAELens' layout
+    "save_sae", "load_sae",
 ]

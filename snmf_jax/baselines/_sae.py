@@ -96,8 +96,10 @@ def decode(params: Params, z: jax.Array) -> jax.Array:
     return z @ params["W_dec"] + params["b_dec"]
 
 
-def init_params(key: jax.Array, config: SAEConfig) -> dict[str, jax.Array]:
+def init_params(config: SAEConfig, key: jax.Array) -> dict[str, jax.Array]:
     """Fresh weights: unit-norm decoder rows, encoder = decoder transpose, zero biases.
+
+    Arguments in the order of `snmf_jax.models.init_params(config, key)`.
 
     The decoder is drawn as torch's kaiming_uniform (SAELens) and its rows
     normalised; tying the encoder to its transpose at the start keeps early
@@ -153,7 +155,7 @@ class SparseAutoencoder(nnx.Module):
         self.config = config
         if params is None:
             rngs = rngs if rngs is not None else nnx.Rngs(0)
-            params = init_params(rngs.params(), config)
+            params = init_params(config, rngs.params())
         else:
             check_params(params, config)
         dtype = jnp.dtype(config.dtype)

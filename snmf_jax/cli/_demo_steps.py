@@ -6,7 +6,7 @@ exists):
 
 - export: the activation store's own resume check (model weights digest,
   dataset fingerprint, layer, site, batching; a complete store is reused);
-- fit: the saved SNMFResult's recorded settings (`FitOptions.settings`),
+- fit: the saved SNMFResult's recorded settings (`FitConfig.settings`),
   restarts, and the identity of the store's rows (`source_identity`);
 - steer: `steered.json` records the features' content hash, the KL target,
   prompts, generation length and the picked features.
@@ -54,11 +54,13 @@ def fit_step(store, layer: int, options, restarts: int, out: Path, metadata: dic
              progress: bool = True):
     """The best of `restarts` fits (seeds seed..seed+restarts-1), reused when
     the saved result records the same settings, restarts and data."""
-    from snmf_jax.factorize import SNMFResult, as_source, fit, source_identity
+    from snmf_jax.factorize import SNMFResult, as_source, fit
+    # The fits' own row identity (what a checkpoint resumes under); not API.
+    from snmf_jax.factorize._checkpoint import source_identity
     path = out / "features"
     ident = source_identity(as_source(store, layer=layer))
     X = None
-    # max_iter is not a trajectory setting (FitOptions.settings) but decides the result.
+    # max_iter is not a trajectory setting (FitConfig.settings) but decides the result.
     want = {"restarts": int(restarts), "max_iter": int(options.max_iter), "data": ident}
     if (path / "snmf.json").is_file():
         try:
@@ -156,8 +158,7 @@ def steer_step(model, result, layer: int, picks: Sequence[int], labels: Sequence
     dirs = steer.feature_directions(model, result.features, layer=layer, indices=list(picks))
     cal = steer.calibrate(model, dirs, targets=(kl,), prompt=prompts[0], progress=progress)
     alphas = cal.sign * cal.alphas[:, 0]
-    from snmf_jax.steer._steer import check_steered_logits
-    check_steered_logits(model, list(prompts), cal.patch(dirs, kl))
+    steer.check_steered_logits(model, list(prompts), cal.patch(dirs, kl))
     base = steer.generate(model, list(prompts), max_new_tokens=max_new_tokens)
     gen = steer.generate(model, list(prompts), cal.patch(dirs, kl),
                          max_new_tokens=max_new_tokens)

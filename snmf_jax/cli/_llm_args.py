@@ -29,9 +29,7 @@ def check_llm_args(args: argparse.Namespace, use: str) -> None:
 
 def llm_judge(args: argparse.Namespace, stack: contextlib.ExitStack):
     """An `LLMJudge` on the flags' server (a --llm-gguf server lives as long as `stack`)."""
-    from snmf_jax.evaluate._llm_client import LLMClient, LLMConfig
-    from snmf_jax.evaluate._llm_judge import LLMJudge
-    from snmf_jax.evaluate._local_server import serve_gguf
+    from snmf_jax.evaluate import LLMClient, LLMConfig, LLMJudge, serve_gguf
     url, name = args.llm_url, args.llm_model
     if args.llm_gguf:
         url = stack.enter_context(serve_gguf(args.llm_gguf))

@@ -25,7 +25,7 @@ from snmf_jax.steer import DEFAULT_PROMPT
 
 
 @dataclasses.dataclass(frozen=True)
-class DemoOptions:
+class DemoConfig:
     """Settings of `snmf-jax demo` (the flags are generated from these fields).
 
     The fit defaults (layer, rank, sparsity, init, restarts) were chosen by
@@ -72,7 +72,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "demo", help="export -> fit -> interpret -> steer -> judge on a real model",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _cli_options.add_dataclass_arguments(p, DemoOptions)
+    _cli_options.add_dataclass_arguments(p, DemoConfig)
     p.set_defaults(func=run)
     return p
 
@@ -121,16 +121,16 @@ def _is_demo(out: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    opts = _cli_options.from_args(DemoOptions, args)
+    opts = _cli_options.from_args(DemoConfig, args)
     _check_args(opts)
-    from snmf_jax.factorize import FitOptions
+    from snmf_jax.factorize import FitConfig
     # Every fit option checked before the model loads.
-    fit_opts = FitOptions(rank=opts.rank, sparsity=opts.sparsity, init=opts.init,
+    fit_opts = FitConfig(rank=opts.rank, sparsity=opts.sparsity, init=opts.init,
                           seed=opts.seed, max_iter=opts.max_iter)
     return demo(opts, fit_opts)
 
 
-def demo(opts: DemoOptions, fit_opts) -> int:
+def demo(opts: DemoConfig, fit_opts) -> int:
     from snmf_jax.cli import _demo_steps as steps
     from snmf_jax import activations, interpret, models, report
 
@@ -194,7 +194,7 @@ def demo(opts: DemoOptions, fit_opts) -> int:
         title=f"SNMF features · {model.name} layer {layer}",
         meta={"model": model.name, "layer": layer, "site": "mlp_hidden",
               "dataset": "concepts", "rank": result.rank})
-    page = report.write_html(rep, out / "index.html")
+    page = report.save_html(rep, out / "index.html")
     report.save_plots(report.overview_figures(result.codes, result.features, result.losses),
                       out / "plots")
 

@@ -124,7 +124,8 @@ def diagnose() -> dict:
     """Everything `snmf-jax doctor` reports, as plain JSON-able data."""
     from snmf_jax import __version__
     from snmf_jax.models import cache_dir
-    from snmf_jax.report import find_chromium
+    # The browser tests' own Chromium lookup (test tooling, kept out of the public report API).
+    from snmf_jax.report._chromium import find_chromium
 
     judge_where = _where(_JUDGE[1])
     cache = cache_dir()

@@ -15,17 +15,18 @@ import sys
 
 from snmf_jax.cli._llm_args import add_llm_args, check_llm_args, llm_judge
 from snmf_jax.cli._options import field_default
-from snmf_jax.evaluate._compare import METHODS, CompareConfig
-from snmf_jax.evaluate._per_feature import PER_FEATURE_FIT, PER_FEATURE_STEERING, PerFeatureConfig
-from snmf_jax.evaluate._steering import SteeringConfig
+from snmf_jax.evaluate import PER_FEATURE_FIT, CompareConfig, PerFeatureConfig, SteeringConfig
 from snmf_jax.steer import SAMPLERS
+
+# Every method: CompareConfig's default (the dataclass keeps it as the class attribute).
+METHODS = CompareConfig.methods
 
 # Each protocol's (rank, sparsity, max_iter, patience, minus_alpha), read from
 # the library: the per-feature fit and steering, CompareConfig and
 # SteeringConfig (the matching comparison fits without patience).
 _PF = PER_FEATURE_FIT
 _DEFAULTS = {"per-feature": (_PF["rank"], _PF["sparsity"], _PF["max_iter"], _PF["patience"],
-                             PER_FEATURE_STEERING.minus_alpha),
+                             field_default(PerFeatureConfig, "steering").minus_alpha),
              "matching": (field_default(CompareConfig, "rank"),
                           field_default(CompareConfig, "sparsity"),
                           field_default(CompareConfig, "max_iter"), None,
@@ -107,7 +108,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def _steering_config(args, targets):
-    from snmf_jax.evaluate._steering import SteeringConfig
+    from snmf_jax.evaluate import SteeringConfig
     signs = {"+": (1,), "-": (-1,), "+-": (1, -1)}[args.signs]
     return SteeringConfig(targets=tuple(targets), signs=signs, n_samples=args.samples,
                           max_new_tokens=args.max_new_tokens, sampler=args.sampler,
@@ -115,9 +116,7 @@ def _steering_config(args, targets):
 
 
 def _configs(args):
-    from snmf_jax.evaluate._compare import CompareConfig
-    from snmf_jax.evaluate._per_feature import PER_FEATURE_TARGETS, PerFeatureConfig
-    from snmf_jax.evaluate._steering import PAPER_TARGETS
+    from snmf_jax.evaluate import PAPER_TARGETS, PER_FEATURE_TARGETS, PerFeatureConfig
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     rank, sparsity, max_iter, patience, minus = _DEFAULTS[args.protocol]
     args.rank = rank if args.rank is None else args.rank
@@ -189,9 +188,8 @@ def _check_flags(args) -> None:
 
 
 def _dataset(args):
-    from snmf_jax.activations import read_dataset
-    from snmf_jax.activations._text import TextDataset
-    data = read_dataset(args.dataset)
+    from snmf_jax.activations import TextDataset, load_dataset
+    data = load_dataset(args.dataset)
     if data.labels is None:
         raise ValueError(f"--dataset {args.dataset!r} has no labels; evaluate needs labelled "
                          "concept sentences")
@@ -215,14 +213,12 @@ def _feature_judge(args, model, stack):
 def run_per_feature(args, methods, config) -> int:
     import time
 
-    from snmf_jax.activations import export_activations, read_dataset
-    from snmf_jax.evaluate._banks import sae_bank, snmf_bank
-    from snmf_jax.evaluate._per_feature import per_feature_generations, score_per_feature
-    from snmf_jax.evaluate._per_feature_outputs import write_per_feature
-    from snmf_jax.evaluate._per_feature_stats import per_feature_summary
+    from snmf_jax.activations import export_activations, load_dataset
+    from snmf_jax.evaluate import (per_feature_generations, per_feature_summary, sae_bank,
+                                   score_per_feature, snmf_bank, save_per_feature)
     from snmf_jax.factorize import fit
     from snmf_jax.models import load_model
-    data = read_dataset(args.dataset)
+    data = load_dataset(args.dataset)
     model = load_model(args.model)
     if args.layer >= model.config.n_layers:
         raise ValueError(f"--layer must be in [0, {model.config.n_layers}); got {args.layer}")
@@ -257,7 +253,7 @@ def run_per_feature(args, methods, config) -> int:
     info.update(judge=judge_name, seconds=round(time.time() - t0, 1),
                 command="snmf-jax " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     title = f"{model.name or args.model} L{args.layer}: per-feature protocol"
-    write_per_feature(args.out, "per_feature", run, scores, summary, info=info, title=title)
+    save_per_feature(args.out, "per_feature", run, scores, summary, info=info, title=title)
     print(f"wrote {args.out}/per_feature.md, per_feature.json, per_feature.png")
     return 0
 
@@ -270,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
     data = _dataset(args)
     from snmf_jax.models import load_model
     model = load_model(args.model, progress=not args.no_progress)
-    from snmf_jax.evaluate._compare import compare_methods
+    from snmf_jax.evaluate import compare_methods
     with contextlib.ExitStack() as stack:
         judge = None
         if args.judge == "llm" and steering is not None:
@@ -278,10 +274,10 @@ def run(args: argparse.Namespace) -> int:
             judge = LLMSteeringJudge(llm_judge(args, stack))
         comp = compare_methods(model, data, layer=args.layer, config=compare, steering=steering,
                                judge=judge, progress=not args.no_progress)
-    from snmf_jax.evaluate._outputs import write_comparisons
+    from snmf_jax.evaluate import save_comparisons
     label = f"{model.name or args.model} L{args.layer}"
     command = "snmf-jax " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    write_comparisons(args.out, {label: comp}, command=command)
+    save_comparisons(args.out, {label: comp}, command=command)
     print(f"wrote {args.out}/results.md, results.json" + ("" if steering is None
                                                           else ", steering.png"))
     return 0

@@ -69,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
     """Executes `snmf-jax export`."""
     import dataclasses
 
-    from snmf_jax.activations._export import export_activations
-    from snmf_jax.activations._readers import read_dataset
+    from snmf_jax.activations import export_activations, load_dataset
     from snmf_jax.models import load_model
 
     from pathlib import Path
@@ -98,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         inputs={"--dataset": args.dataset if args.dataset != "concepts" else None,
                 "--model": args.model if Path(args.model).exists() else None},
         overwrite=args.overwrite)
-    dataset = read_dataset(args.dataset, text_field=args.text_field,
+    dataset = load_dataset(args.dataset, text_field=args.text_field,
                            label_field=args.label_field, split=args.split)
     if args.limit is not None:
         n = min(args.limit, len(dataset))

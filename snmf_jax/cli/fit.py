@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from snmf_jax.cli._options import add_dataclass_arguments, field_default, from_args
-from snmf_jax.factorize import _online, _options
+from snmf_jax.factorize import FitConfig, OnlineConfig
 
 log = logging.getLogger("snmf_jax")
 
@@ -30,7 +30,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("input", help="activation store directory or .safetensors file")
     p.add_argument("--out", required=True, help="output folder for the result")
-    add_dataclass_arguments(p, _options.FitOptions)  # one flag per field, same defaults
+    add_dataclass_arguments(p, FitConfig)  # one flag per field, same defaults
     p.add_argument("--layer", type=int, default=None, help="layer of a multi-layer store")
     p.add_argument("--key", default="X", help="tensor name in a .safetensors input")
     p.add_argument("--checkpoint-dir", default=None,
@@ -55,7 +55,7 @@ def register(subparsers) -> None:
                         "--init picks the features of the first batches (default kmeans), "
                         "--checkpoint-every counts batches, --max-iter/--patience/--tol "
                         "do not apply")
-    online = lambda name: field_default(_online.OnlineOptions, name)
+    online = lambda name: field_default(OnlineConfig, name)
     o.add_argument("--passes", type=int, default=online("passes"), help="passes over the rows")
     o.add_argument("--batch-size", type=int, default=online("batch_size"),
                    help="rows per mini-batch")
@@ -75,13 +75,13 @@ def register(subparsers) -> None:
 
 
 def _source(args):
-    from snmf_jax.factorize import _row_sources  # pylint: disable=g-import-not-at-top
+    from snmf_jax.factorize import SafetensorsSource, as_source  # pylint: disable=g-import-not-at-top
     path = Path(args.input)
     if not path.exists():
         raise FileNotFoundError(f"input {str(path)!r} does not exist")
     if path.is_file():
-        return _row_sources.SafetensorsSource(path, args.key, args.chunk_rows)
-    return _row_sources.as_source(path, layer=args.layer)
+        return SafetensorsSource(path, args.key, args.chunk_rows)
+    return as_source(path, layer=args.layer)
 
 
 def _load_all(src) -> np.ndarray:
@@ -89,9 +89,9 @@ def _load_all(src) -> np.ndarray:
 
 
 def _online_options(args):
-    return _online.OnlineOptions(
+    return OnlineConfig(
         rank=args.rank, sparsity=args.sparsity, batch_size=args.batch_size, passes=args.passes,
-        init=args.init or field_default(_online.OnlineOptions, "init"), seed=args.seed,
+        init=args.init or field_default(OnlineConfig, "init"), seed=args.seed,
         forget=args.forget,
         code_iters=args.code_iters, reg=args.reg, mu_eps=args.mu_eps,
         checkpoint_every=args.checkpoint_every)
@@ -105,11 +105,11 @@ def run(args) -> int:
                              "(--online with --coordinator or --local-devices shards each batch)")
     elif args.codes:
         raise ValueError("--codes applies to --online (the other fits always write codes)")
-    args.init = args.init or field_default(_options.FitOptions, "init")
-    opts = from_args(_options.FitOptions, args)  # every option checked before any work
+    args.init = args.init or field_default(FitConfig, "init")
+    opts = from_args(FitConfig, args)  # every option checked before any work
     from snmf_jax import _checks, _outputs  # pylint: disable=g-import-not-at-top
-    from snmf_jax.factorize._result import FILES  # pylint: disable=g-import-not-at-top
-    _outputs.check_outputs([_outputs.Output("--out", args.out, FILES)],
+    from snmf_jax.factorize import SNMFResult  # pylint: disable=g-import-not-at-top
+    _outputs.check_outputs([_outputs.Output("--out", args.out, SNMFResult.FILES)],
                            inputs={"INPUT": args.input}, overwrite=args.overwrite)
     _checks.integer("--chunk-rows", args.chunk_rows, lo=1)
     if args.layer is not None:
@@ -125,15 +125,17 @@ def run(args) -> int:
         if args.streaming:
             raise ValueError("--streaming runs in one process; drop "
                              "--coordinator or --streaming")
-        from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
-        _distributed.initialize(args.coordinator, args.num_processes, args.process_id,
-                                local_device_count=args.local_devices)
+        from snmf_jax.factorize import initialize_distributed  # pylint: disable=g-import-not-at-top
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id,
+                               local_device_count=args.local_devices)
     elif args.local_devices is not None:
         import jax  # pylint: disable=g-import-not-at-top
         jax.config.update("jax_num_cpu_devices", args.local_devices)
 
     import jax  # pylint: disable=g-import-not-at-top
-    from snmf_jax.factorize import _codes_store, _driver  # pylint: disable=g-import-not-at-top
+    from snmf_jax import factorize  # pylint: disable=g-import-not-at-top
+    # barrier: the CLI's multi-process sync between the per-process code writes; not API.
+    from snmf_jax.factorize._distributed import barrier  # pylint: disable=g-import-not-at-top
 
     out = Path(args.out)
     src = _source(args)
@@ -145,34 +147,31 @@ def run(args) -> int:
               metadata=metadata)
     t0 = time.perf_counter()
     if args.online:
-        from snmf_jax.factorize import _distributed, _online  # pylint: disable=g-import-not-at-top
-        mesh = _distributed.global_mesh() if (multi or args.local_devices) else None
-        result = _online.fit_online(
+        mesh = factorize.global_mesh() if (multi or args.local_devices) else None
+        result = factorize.fit_online(
             src, mesh=mesh, checkpoint_dir=args.checkpoint_dir,
             codes=(out / "codes") if args.codes and jax.process_index() == 0 else False,
             **{**kw, "options": online})
     elif args.streaming:
-        result = _driver.fit_streaming(
+        result = factorize.fit_streaming(
             src, checkpoint_dir=args.checkpoint_dir or out / "stream", **kw)
     elif multi:
-        from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
-        rows, start = _distributed.load_process_rows(src)
-        result = _driver.fit_sharded(rows, mesh=_distributed.global_mesh(),
+        rows, start = factorize.load_process_rows(src)
+        result = factorize.fit_sharded(rows, mesh=factorize.global_mesh(),
                                       checkpoint_dir=args.checkpoint_dir, **kw)
         # Codes stay with their process: one chunk per process in OUT/codes.
         codes_dir = out / "codes"
-        _codes_store.CodesStore.write_chunk(codes_dir, jax.process_index(), result.codes)
-        _distributed.barrier("snmf-jax fit: codes written")
+        factorize.CodesStore.write_chunk(codes_dir, jax.process_index(), result.codes)
+        barrier("snmf-jax fit: codes written")
         if jax.process_index() == 0:
-            _codes_store.CodesStore.finish(codes_dir, opts.rank, store=metadata.get("store"))
+            factorize.CodesStore.finish(codes_dir, opts.rank, store=metadata.get("store"))
         result = dataclasses.replace(result, codes=None, metadata={
             **result.metadata, "codes_store": "codes"})
     else:
         mesh = None
         if args.shard:
-            from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
-            mesh = _distributed.global_mesh()
-        result = _driver.fit(_load_all(src), mesh=mesh, checkpoint_dir=args.checkpoint_dir, **kw)
+            mesh = factorize.global_mesh()
+        result = factorize.fit(_load_all(src), mesh=mesh, checkpoint_dir=args.checkpoint_dir, **kw)
     seconds = time.perf_counter() - t0
     if jax.process_index() == 0:
         result.save(out)
@@ -186,7 +185,6 @@ def run(args) -> int:
                        "seconds": round(seconds, 3)}
         print(json.dumps(summary))
     if multi:
-        from snmf_jax.factorize import _distributed  # pylint: disable=g-import-not-at-top
-        _distributed.barrier("snmf-jax fit: done")
+        barrier("snmf-jax fit: done")
     return 0
 

@@ -62,15 +62,14 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     import numpy as np  # pylint: disable=g-import-not-at-top
-    from snmf_jax.activations._store import ActivationStore  # pylint: disable=g-import-not-at-top
-    from snmf_jax.factorize._hierarchy import fit_hierarchical  # pylint: disable=g-import-not-at-top
-    from snmf_jax.factorize._result import SNMFResult  # pylint: disable=g-import-not-at-top
-    from snmf_jax.interpret import _tree  # pylint: disable=g-import-not-at-top
+    from snmf_jax.activations import ActivationStore  # pylint: disable=g-import-not-at-top
+    from snmf_jax.factorize import (HierarchicalResult, SNMFResult,  # pylint: disable=g-import-not-at-top
+                                    fit_hierarchical)
+    from snmf_jax import interpret  # pylint: disable=g-import-not-at-top
 
     from snmf_jax import _checks  # pylint: disable=g-import-not-at-top
 
     from snmf_jax import _outputs  # pylint: disable=g-import-not-at-top
-    from snmf_jax.factorize._hierarchy_result import FILES  # pylint: disable=g-import-not-at-top
 
     # The tree settings are used after the fit; check them before it.
     _checks.real("--threshold", args.threshold, lo=0, hi=1)
@@ -85,14 +84,13 @@ def run(args) -> int:
     _checks.integer("--seed", args.seed, lo=-2 ** 63, hi=2 ** 63 - 1)
     if args.layer is not None:
         _checks.integer("--layer", args.layer, lo=0)
-    outs = [_outputs.Output("--out", args.out, (*FILES, "tree.json"))]
+    outs = [_outputs.Output("--out", args.out, (*HierarchicalResult.FILES, "tree.json"))]
     _outputs.check_outputs(outs, overwrite=True)  # writable (existence: below)
     src = Path(args.source)
     if not src.exists():
         raise FileNotFoundError(f"source {str(src)!r} does not exist")
     if not (src / "snmf.safetensors").is_file():  # a store: its manifest, named if bad
-        from snmf_jax.activations._store import read_manifest  # pylint: disable=g-import-not-at-top
-        read_manifest(src)
+        ActivationStore(src, allow_incomplete=True)  # reads and checks only the manifest
     _outputs.check_outputs(outs, inputs={"SOURCE": args.source, "--store": args.store},
                            overwrite=args.overwrite)
     out = Path(args.out)
@@ -129,11 +127,11 @@ def run(args) -> int:
                                              "layer": ident.get("layer"),
                                              "site": ident.get("site")})
     h.save(out)
-    tokens = _tree.token_strings(store) if store is not None else None
-    tree = _tree.concept_tree(h, tokens, threshold=args.threshold,
+    tokens = interpret.token_strings(store) if store is not None else None
+    tree = interpret.concept_tree(h, tokens, threshold=args.threshold,
                               max_children=args.max_children)
-    _tree.save_tree(tree, out / "tree.json")
-    print(_tree.format_tree(tree))
+    interpret.save_tree(tree, out / "tree.json")
+    print(interpret.format_tree(tree))
     ft = h.metadata.get("finetune")
     if ft:
         print(f"\nproduct loss / ||X||^2: greedy {ft['product_loss_before']:.5f} -> "

@@ -176,14 +176,14 @@ def run(args: argparse.Namespace) -> int:
     if args.describe:
         with contextlib.ExitStack() as stack:
             describe_features(rep, llm_judge(args, stack))
-    out = report.write_html(rep, args.out)
+    out = report.save_html(rep, args.out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {len(rep['features'])} features)")
     if args.plots:
         paths = report.save_plots(report.overview_figures(result.codes, result.features,
                                                           result.losses), args.plots)
         print(f"wrote {len(paths)} plot files to {args.plots}")
     if args.neuronpedia:
-        paths = report.write_neuronpedia(
+        paths = report.save_neuronpedia(
             rep, args.neuronpedia, result.features, result.codes, store, model=model,
             layer=layer, model_id=name if model is not None else (
                 (result.metadata or {}).get("model") or store.model_name or None),

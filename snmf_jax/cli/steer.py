@@ -90,9 +90,8 @@ def _load_model(name: str, progress: bool = True):
 
 def run(args: argparse.Namespace) -> int:
     from snmf_jax.factorize import SNMFResult
-    from snmf_jax.steer._calibrate import calibrate_both
-    from snmf_jax.steer._directions import feature_directions
-    from snmf_jax.steer._generate import generate
+    from snmf_jax.steer import calibrate_both, feature_directions, generate
+    # check_sampling: the sampler's own validator, run on the flags before the model loads.
     from snmf_jax.steer._sampling import check_sampling
     from snmf_jax import _checks
 
@@ -133,11 +132,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name}alpha = {a:.4g}  KL = {float(cal.kl[0, 0]):.4g}{note}")
     # One batch: unsteered, +alpha, -alpha.
     vec = np.repeat(dirs.vectors, 3, axis=0)  # (3, dim)
-    from snmf_jax.steer._patches import make_patch
+    from snmf_jax.steer import make_patch
     patch = make_patch(layer, dirs.site, vec, scale=np.array([0.0, a_pos, -a_neg], np.float32))
     prompts = args.prompt or [args.calibration_prompt]
     # An α whose logits overflow would decode as pad tokens: refuse it instead.
-    from snmf_jax.steer._steer import check_steered_logits
+    from snmf_jax.steer import check_steered_logits
     check_steered_logits(model, prompts, patch, chat=args.chat)
     gen = generate(model, prompts, patch, where=args.where, max_new_tokens=args.max_new_tokens,
                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,

@@ -21,7 +21,7 @@ import numpy as np
 
 from snmf_jax import _numerics
 from snmf_jax.activations import Activations
-from snmf_jax.baselines._diffmean import diffmean
+from snmf_jax.baselines import diffmean
 from snmf_jax.evaluate._calibrate import roc_auc
 
 

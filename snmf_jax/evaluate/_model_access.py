@@ -23,7 +23,7 @@ OFFICIAL_SAMPLING = sampler_settings("top-k")
 
 def model_site_activations(model, data, *, layer: int, site: str, batch_size: int = 16):
     """`Activations` of `data` at one layer and site (in memory)."""
-    from snmf_jax.activations._export import export_activations
+    from snmf_jax.activations import export_activations
     return export_activations(model, data, layer, site=site, batch_size=batch_size,
                               progress=False)
 

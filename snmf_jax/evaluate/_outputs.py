@@ -72,7 +72,7 @@ def plot_steering(rows, path: str | os.PathLike, *, title: str = "",
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write_comparisons(out: str | os.PathLike, comparisons: Mapping[str, object], *,
+def save_comparisons(out: str | os.PathLike, comparisons: Mapping[str, object], *,
                       command: str = "", notes: str = "", texts: bool = True) -> dict:
     """Writes results.json, results.md and steering.png for labelled comparisons.
 

@@ -173,7 +173,7 @@ def plot_per_feature(summary: dict, targets, path: str | os.PathLike, *, title: 
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def write_per_feature(out: str | os.PathLike, name: str, run: PerFeatureRun, scores,
+def save_per_feature(out: str | os.PathLike, name: str, run: PerFeatureRun, scores,
                       summary: dict, *, info: dict, title: str) -> dict:
     """Writes <out>/<name>.json (trimmed record), <name>.md and <name>.png."""
     out = Path(out)

@@ -21,7 +21,7 @@ from snmf_jax.factorize import _options, _row_sources
 
 
 def begin(fn: str, rank, options, option_kwargs: dict, metadata, checkpoint_dir
-          ) -> _options.FitOptions:
+          ) -> _options.FitConfig:
     """The checks every fit driver starts with.
 
     Args:
@@ -31,7 +31,7 @@ def begin(fn: str, rank, options, option_kwargs: dict, metadata, checkpoint_dir
       checkpoint_dir: the checkpoint folder, or None.
 
     Returns:
-      The validated FitOptions.
+      The validated FitConfig.
     """
     opts = _options.resolve(fn, rank, options, option_kwargs)
     _checks.json_able("metadata", metadata)

@@ -14,7 +14,7 @@ module that does it (none calls back up here):
            callbacks, checkpoints;
 5. result  `_result.assemble`.
 
-The solver (`_solver`) is below all of them; `_options` (FitOptions) and
+The solver (`_solver`) is below all of them; `_options` (FitConfig) and
 `_checkpoint` (files) are used by each step as needed.
 """
 
@@ -34,11 +34,11 @@ from snmf_jax.factorize._result import SNMFResult
 def fit(x, rank: int | None = None, *, codes_init=None,
         checkpoint_dir: str | os.PathLike | None = None, progress: bool = True,
         callback: Callable[[int, float], Any] | None = None, mesh=None,
-        metadata: dict | None = None, options: _options.FitOptions | None = None,
+        metadata: dict | None = None, options: _options.FitConfig | None = None,
         **option_kwargs) -> SNMFResult:
     """Factorizes X (n_tokens, d) ≈ C Φ with C >= 0 and sparse Φ.
 
-    The fit options are the fields of `FitOptions`, given as keywords
+    The fit options are the fields of `FitConfig`, given as keywords
     (`sj.fit(X, 100, sparsity=0.01, max_iter=500)`) or as `options=`:
     sparsity, init ("random", "svd", "kmeans"), seed, max_iter, patience
     (None: run max_iter), tol, tol_mode ("relative", "absolute"), reg,
@@ -57,8 +57,8 @@ def fit(x, rank: int | None = None, *, codes_init=None,
       callback: callback(step, loss), once per iteration (see `_loop`).
       mesh: a jax.sharding.Mesh to shard tokens over (see fit_sharded).
       metadata: JSON-able provenance stored with the result.
-      options: a FitOptions instead of rank and option keywords.
-      **option_kwargs: FitOptions fields.
+      options: a FitConfig instead of rank and option keywords.
+      **option_kwargs: FitConfig fields.
 
     Returns:
       An SNMFResult holding the best iterate.
@@ -88,7 +88,7 @@ def fit_sharded(x, rank: int | None = None, *, mesh: Mesh | None = None, codes_i
                 checkpoint_dir=None, progress: bool = True,
                 callback: Callable[[int, float], Any] | None = None,
                 metadata: dict | None = None,
-                options: _options.FitOptions | None = None, **option_kwargs) -> SNMFResult:
+                options: _options.FitConfig | None = None, **option_kwargs) -> SNMFResult:
     """`fit` with the tokens sharded over the devices of a mesh.
 
     Same options, stopping rule, callbacks and result as `snmf_jax.fit`,
@@ -136,7 +136,7 @@ def fit_streaming(source, rank: int | None = None, *, codes_init=None,
                   keep_best_codes: bool = True, return_codes: bool = True,
                   layer: int | None = None, dtype=np.float32, progress: bool = True,
                   callback: Callable[[int, float], Any] | None = None,
-                  metadata: dict | None = None, options: _options.FitOptions | None = None,
+                  metadata: dict | None = None, options: _options.FitConfig | None = None,
                   **option_kwargs) -> SNMFResult:
     """Fits SNMF to a chunked source larger than memory, one pass per iteration.
 
@@ -144,7 +144,7 @@ def fit_streaming(source, rank: int | None = None, *, codes_init=None,
     and CᵀX (K×d), and the code update of a token needs only its own row of
     X, so an iteration streams the chunks once (`_rows_disk.iterate`): the
     in-memory iteration with its sums split by chunk. Same options
-    (`FitOptions`: sparsity, init, seed, max_iter, patience, tol, tol_mode,
+    (`FitConfig`: sparsity, init, seed, max_iter, patience, tol, tol_mode,
     reg, mu_eps, checkpoint_every, chunk_size), stopping rule, callbacks and
     result as `snmf_jax.fit`; the losses equal the in-memory fit's to
     float32 rounding. The svd and kmeans inits run the blocked plans (6 and
@@ -170,8 +170,8 @@ def fit_streaming(source, rank: int | None = None, *, codes_init=None,
       progress: progress bars (iterations, and chunks within a pass).
       callback: callback(step, loss), once per iteration (see `_loop`).
       metadata: JSON-able provenance stored with the result.
-      options: a FitOptions instead of rank and option keywords.
-      **option_kwargs: FitOptions fields.
+      options: a FitConfig instead of rank and option keywords.
+      **option_kwargs: FitConfig fields.
 
     Returns:
       An SNMFResult.

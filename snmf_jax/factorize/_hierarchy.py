@@ -32,7 +32,7 @@ import numpy as np
 from snmf_jax import _checks, _digest, _io, _resume
 from snmf_jax.factorize import _checkpoint
 from snmf_jax.factorize._driver import fit
-from snmf_jax.factorize._options import FitOptions
+from snmf_jax.factorize._options import FitConfig
 from snmf_jax.factorize._hierarchy_result import HierarchicalResult
 from snmf_jax.factorize._result import SNMFResult
 from snmf_jax.factorize._row_sources import as_source
@@ -50,7 +50,7 @@ def _is_store(x) -> bool:
 
 def _store(x):
     if isinstance(x, (str, os.PathLike)):
-        from snmf_jax.activations._store import ActivationStore  # pylint: disable=g-import-not-at-top
+        from snmf_jax.activations import ActivationStore  # pylint: disable=g-import-not-at-top
         return ActivationStore(x)
     return x
 
@@ -200,8 +200,8 @@ def fit_hierarchical(x, ranks: Sequence[int], *, sparsity: float | Sequence[floa
     if not _checks.is_int(finetune_steps) or finetune_steps < 0:
         raise ValueError(f"finetune_steps must be an int >= 0; got {finetune_steps!r}")
     _checks.real("finetune_lr", finetune_lr, lo=0, lo_open=True)
-    # The per-level fit options, checked by the one FitOptions validator before level 0.
-    FitOptions(rank=ranks[0], sparsity=sparsities[0], init=init, seed=seed,
+    # The per-level fit options, checked by the one FitConfig validator before level 0.
+    FitConfig(rank=ranks[0], sparsity=sparsities[0], init=init, seed=seed,
                max_iter=max_iter, patience=patience, tol=tol)
     if level0 is not None:
         if level0.codes is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -46,6 +46,8 @@ class HierarchicalResult:
     finetune_losses: np.ndarray | None
     settings: dict[str, Any]
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The files `save` writes in its folder (the CLI's overwrite checks name them).
+    FILES: ClassVar[tuple[str, ...]] = FILES
 
     def __post_init__(self):
         if len(self.links) != len(self.features) - 1:

@@ -132,7 +132,7 @@ def drive(run: Callable[[FitState, int], tuple[FitState, Array, Array]],
       run: run(fs, n) runs up to n iterations, returning (fs, losses buffer,
         iterations run).
       fs: the starting state; losses: the losses so far (non-empty on resume).
-      opts: the FitOptions (max_iter, chunk_size, checkpoint_every).
+      opts: the FitConfig (max_iter, chunk_size, checkpoint_every).
       checkpointer: an object with save(fs, losses), or None.
       progress: show a progress bar.
       callback: callback(step, loss) once per iteration (module docstring).

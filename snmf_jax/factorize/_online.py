@@ -43,7 +43,7 @@ INITS = tuple(sorted(_inits.INITS))  # the one table; sorted as the messages lis
 
 
 @dataclasses.dataclass(frozen=True)
-class OnlineOptions:
+class OnlineConfig:
     """Settings of an online fit (validated on construction).
 
     Attributes:
@@ -149,11 +149,11 @@ def fit_online(source, rank: int | None = None, *, layer: int | None = None,
                codes: bool | str | os.PathLike = False,
                checkpoint_dir: str | os.PathLike | None = None, mesh: Mesh | None = None,
                progress: bool = True, callback: Callable[[int, float], Any] | None = None,
-               metadata: dict | None = None, options: OnlineOptions | None = None,
+               metadata: dict | None = None, options: OnlineConfig | None = None,
                **option_kwargs) -> SNMFResult:
     """Fits SNMF from mini-batches: a few passes, memory independent of the rows.
 
-    Options (`OnlineOptions` fields, as keywords or `options=`): sparsity,
+    Options (`OnlineConfig` fields, as keywords or `options=`): sparsity,
     batch_size, passes, init ("kmeans", "random", "svd"), init_rows, seed,
     forget, code_iters, eval_iters, shuffle, reg, mu_eps, checkpoint_every.
 
@@ -185,8 +185,8 @@ def fit_online(source, rank: int | None = None, *, layer: int | None = None,
         all passes); an exception it raises stops the fit, and the last
         checkpoint stays resumable.
       metadata: JSON-able provenance stored with the result.
-      options: an OnlineOptions instead of rank and option keywords.
-      **option_kwargs: OnlineOptions fields.
+      options: an OnlineConfig instead of rank and option keywords.
+      **option_kwargs: OnlineConfig fields.
 
     Returns:
       An SNMFResult: features (K, d); codes as asked; losses (per batch, the
@@ -195,7 +195,7 @@ def fit_online(source, rank: int | None = None, *, layer: int | None = None,
       first pass); metadata["online"] with rows seen, per-pass losses and
       the held-out history.
     """
-    opts = _options.resolve("fit_online", rank, options, option_kwargs, OnlineOptions)
+    opts = _options.resolve("fit_online", rank, options, option_kwargs, OnlineConfig)
     _checks.json_able("metadata", metadata)
     _check.check_directory(checkpoint_dir)
     if held_out_every is not None:

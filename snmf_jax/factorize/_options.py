@@ -1,4 +1,4 @@
-"""`FitOptions`: the one set of settings every fit and the CLI share.
+"""`FitConfig`: the one set of settings every fit and the CLI share.
 
 A frozen dataclass validated once, in `__post_init__` (plus `check_shape`
 against the data). The `snmf-jax fit` flags are derived from its fields
@@ -29,7 +29,7 @@ def _opt(default, help: str, **cli) -> Any:  # pylint: disable=redefined-builtin
 
 
 @dataclasses.dataclass(frozen=True)
-class FitOptions:
+class FitConfig:
     """Settings of an SNMF fit (validated on construction).
 
     Attributes:
@@ -122,7 +122,7 @@ class FitOptions:
                 "dtype": str(np.dtype(dtype)), "n_tokens": int(n), "d": int(d)}
 
 
-def resolve(fn: str, rank, options, kwargs: dict, cls=FitOptions):
+def resolve(fn: str, rank, options, kwargs: dict, cls=FitConfig):
     """The options of a fit call: `options=`, or rank and option keywords.
 
     Args:
@@ -130,8 +130,8 @@ def resolve(fn: str, rank, options, kwargs: dict, cls=FitOptions):
       rank: the positional rank, or None with options=.
       options: an instance of `cls`, or None.
       kwargs: the remaining keywords: fields of `cls` only.
-      cls: the frozen options dataclass (FitOptions; the online fit's
-        OnlineOptions).
+      cls: the frozen options dataclass (FitConfig; the online fit's
+        OnlineConfig).
 
     Returns:
       The validated options.

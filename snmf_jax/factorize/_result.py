@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -41,6 +41,8 @@ class SNMFResult:
     converged: bool
     settings: dict[str, Any]
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The files `save` writes in its folder (the CLI's overwrite checks name them).
+    FILES: ClassVar[tuple[str, ...]] = FILES
 
     @property
     def rank(self) -> int:
@@ -119,7 +121,7 @@ def assemble(fs, losses: list[float], settings: dict, max_iter: int, metadata: d
     Args:
       fs: the final FitState (its best iterate is returned).
       losses: every iteration's loss.
-      settings: the fit's settings (`FitOptions.settings`).
+      settings: the fit's settings (`FitConfig.settings`).
       max_iter: the budget asked for (recorded; a resumed fit may raise it).
       metadata: the user's provenance.
       codes: the best codes, on the host (None: not returned).

@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from snmf_jax import _chunks, _io
-from snmf_jax.activations._store import ActivationStore
+from snmf_jax.activations import ActivationStore
 
 
 @runtime_checkable

@@ -186,7 +186,7 @@ def place(x, mesh: Mesh | None, opts, codes_init) -> Placed:
     Args:
       x: this process's (n_p, d) rows, or a global jax.Array.
       mesh: the Mesh (None: the mesh of x's NamedSharding).
-      opts: the FitOptions.
+      opts: the FitConfig.
       codes_init: this process's initial codes, or None.
 
     Returns:

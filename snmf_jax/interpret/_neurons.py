@@ -196,7 +196,7 @@ def composition_effects(model, features, composition: GroupComposition, *, layer
     if prompt is None:
         logits = vocab_logits(model, v, layer=layer)  # (2M, V)
     else:
-        from snmf_jax.steer._patches import make_patch
+        from snmf_jax.steer import make_patch
         ids = (model.tokenizer.encode(prompt) if isinstance(prompt, str)
                else [int(t) for t in prompt])
         site = "mlp_hidden"

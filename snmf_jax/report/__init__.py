@@ -2,23 +2,29 @@
 
     rep = report.feature_report(result.features, result.codes, acts, model=model,
                                 layer=6, losses=result.losses)
-    report.write_html(rep, "report.html")            # open by double-click
-    report.write_neuronpedia(rep, "np/", result.features, result.codes, acts,
+    report.save_html(rep, "report.html")            # open by double-click
+    report.save_neuronpedia(rep, "np/", result.features, result.codes, acts,
                              model=model)  # SAEDashboard's batch-<n>.json for Neuronpedia
 """
 
-from snmf_jax.report._chromium import dump_dom, find_chromium, screenshot
+# pylint: disable=g-importing-member
+# The Chromium helpers (report/_chromium.py) are test and benchmark tooling: private.
+
+# The report: features, their contexts, plots, as one JSON-able mapping.
 from snmf_jax.report._data import feature_report, overview_figures
-from snmf_jax.report._html import compact, render_html, write_html
-from snmf_jax.report._neuronpedia import (check_export_folder, neuronpedia_batches,
-                                          write_neuronpedia)
-from snmf_jax.report._plots import (figure_uri, plot_code_distribution, plot_losses,
-                                    plot_overlap, save_plots)
+from snmf_jax.report._plots import save_plots
+
+# The self-contained HTML browser.
+from snmf_jax.report._html import render_html, save_html
+
+# The Neuronpedia (SAEDashboard) export.
+from snmf_jax.report._neuronpedia import check_export_folder, save_neuronpedia
 
 __all__ = [
-    "dump_dom", "find_chromium", "screenshot",
-    "feature_report", "overview_figures",
-    "compact", "render_html", "write_html",
-    "check_export_folder", "neuronpedia_batches", "write_neuronpedia",
-    "figure_uri", "plot_code_distribution", "plot_losses", "plot_overlap", "save_plots",
+    # The report
+    "feature_report", "overview_figures", "save_plots",
+    # HTML
+    "render_html", "save_html",
+    # Neuronpedia
+    "save_neuronpedia", "check_export_folder",
 ]

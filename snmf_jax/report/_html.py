@@ -174,7 +174,7 @@ def render_html(report: Mapping) -> str:
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
-def write_html(report: Mapping, path: str | os.PathLike) -> Path:
+def save_html(report: Mapping, path: str | os.PathLike) -> Path:
     """Writes the browser for `report` (from `feature_report`) to `path`, atomically."""
     path = Path(path)
     atomic_write_bytes(path, render_html(report).encode("utf-8"))

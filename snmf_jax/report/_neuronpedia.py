@@ -167,7 +167,7 @@ def check_export_folder(folder: str | os.PathLike) -> Path:
     return folder
 
 
-def write_neuronpedia(report: Mapping, folder: str | os.PathLike, features, codes, data,
+def save_neuronpedia(report: Mapping, folder: str | os.PathLike, features, codes, data,
                       **kwargs: Any) -> list[Path]:
     """Writes `neuronpedia_batches(...)` as `folder/batch-<n>.json`, atomically.
 

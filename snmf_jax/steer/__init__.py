@@ -9,34 +9,41 @@
     steered.forward(tokens).logits
 
 One spelling: `snmf_jax.steer` is the package, `snmf_jax.steer.steer(model,
-patch)` the function that builds a `SteeredModel`. A patch's strength is
+patch)` the function that builds a `SteeredModel`. A patch is a
+`snmf_jax.models.Patch` ({(layer, site): `models.SitePatch`}), built here. A patch's strength is
 changed with `with_scale` (or `SteeredModel.with_scale`); the jitted patched
 forward is `patched_forward`.
 """
 
-from snmf_jax.models._patch import Patch, SitePatch
-from snmf_jax.steer._calibrate import (DEFAULT_PROMPT, DEFAULT_TARGETS, Calibration,
-                                       batched_kl, calibrate, calibrate_both, calibrate_signs)
-from snmf_jax.steer._directions import (Directions, feature_directions, has_post_mlp_norm,
-                                        hidden_preimage)
+# pylint: disable=g-importing-member
+
+# Patches: {(layer, site): SitePatch} built from directions and strengths.
+from snmf_jax.steer._patches import combine, make_patch, with_scale
+
+# Directions of features at a site.
+from snmf_jax.steer._directions import Directions, feature_directions
+
+# The steered model and its jitted patched forward.
 from snmf_jax.steer._forward import patched_forward
-from snmf_jax.steer._generate import Generation, generate, generate_tokens, left_pad
-from snmf_jax.steer._patches import (POSITION_MODES, broadcast_patch, check_patch, combine,
-                                     make_patch, position_mask, repeat_rows, site_patch,
-                                     stack_patches, vmap_axes, with_positions, with_scale)
-from snmf_jax.steer._sampling import (SAMPLERS, filter_logits, sample_logits, sampler_settings,
-                                      top_k_filter, top_p_filter)
-from snmf_jax.steer._steer import SteeredModel, steer
+from snmf_jax.steer._steer import SteeredModel, check_steered_logits, steer
+
+# Strengths calibrated to a KL budget.
+from snmf_jax.steer._calibrate import (DEFAULT_PROMPT, Calibration, calibrate, calibrate_both,
+                                       calibrate_signs)
+
+# Generation with a patch.
+from snmf_jax.steer._generate import Generation, generate
+from snmf_jax.steer._sampling import SAMPLERS, sample_logits, sampler_settings
 
 __all__ = [
-    "Patch", "SitePatch", "POSITION_MODES",
-    "site_patch", "make_patch", "combine", "check_patch", "with_scale",
-    "stack_patches", "broadcast_patch", "repeat_rows", "vmap_axes", "position_mask",
-    "with_positions",
-    "Directions", "feature_directions", "hidden_preimage", "has_post_mlp_norm",
-    "SteeredModel", "steer", "patched_forward",
-    "Calibration", "calibrate", "calibrate_both", "calibrate_signs", "batched_kl",
-    "DEFAULT_TARGETS", "DEFAULT_PROMPT",
-    "Generation", "generate", "generate_tokens", "top_k_filter", "top_p_filter",
-    "filter_logits", "sample_logits", "left_pad", "SAMPLERS", "sampler_settings",
+    # Patches
+    "make_patch", "combine", "with_scale",
+    # Directions
+    "Directions", "feature_directions",
+    # The steered model
+    "steer", "SteeredModel", "patched_forward", "check_steered_logits",
+    # Calibration
+    "calibrate", "calibrate_both", "calibrate_signs", "Calibration", "DEFAULT_PROMPT",
+    # Generation
+    "generate", "Generation", "sample_logits", "sampler_settings", "SAMPLERS",
 ]

@@ -12,8 +12,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from snmf_jax.models._cache import KVCache
-from snmf_jax.models._transformer import ForwardOutput, forward
+from snmf_jax.models import ForwardOutput, KVCache, forward
 from snmf_jax.steer._patches import position_mask, with_positions
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from jax import Array, lax
 
 from snmf_jax import _checks
-from snmf_jax.models._cache import init_cache
+from snmf_jax.models import init_cache
 from snmf_jax.steer._patches import check_patch, check_where, repeat_rows
 from snmf_jax.steer._forward import patched_forward
 from snmf_jax.steer._sampling import check_sampling, sample_logits

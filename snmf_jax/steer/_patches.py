@@ -24,8 +24,7 @@ import numpy as np
 from jax import Array
 
 from snmf_jax import _checks
-from snmf_jax.models._config import SITES, ModelConfig
-from snmf_jax.models._patch import Patch, SitePatch
+from snmf_jax.models import SITES, ModelConfig, Patch, SitePatch
 
 PositionMode = Literal["all", "prompt", "generated"]
 POSITION_MODES = ("all", "prompt", "generated")

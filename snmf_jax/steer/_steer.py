@@ -10,9 +10,7 @@ import numpy as np
 
 from snmf_jax import _checks
 
-from snmf_jax.models._cache import KVCache
-from snmf_jax.models._patch import Patch
-from snmf_jax.models._transformer import ForwardOutput, check_values
+from snmf_jax.models import ForwardOutput, KVCache, Patch, check_values
 from snmf_jax.steer._forward import patched_forward
 from snmf_jax.steer._generate import encode_prompts, generate, left_pad
 from snmf_jax.steer._patches import check_patch, check_where, repeat_rows, with_scale
