@@ -66,6 +66,12 @@ def field_default(cls, name: str):
     return f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
 
 
+def field_choices(cls, name: str) -> tuple:
+    """The choices of dataclass `cls`'s field `name` (its "choices" metadata)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return tuple(f.metadata["choices"])
+
+
 def signature_default(fn, name: str):
     """The default of `fn`'s keyword `name` (flags reuse library defaults)."""
     return inspect.signature(fn).parameters[name].default

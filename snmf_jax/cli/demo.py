@@ -20,7 +20,7 @@ from pathlib import Path
 
 from snmf_jax._text import printable
 from snmf_jax.cli import _options as _cli_options
-from snmf_jax.factorize._options import INITS
+from snmf_jax.factorize import FitConfig
 from snmf_jax.steer import DEFAULT_PROMPT
 
 
@@ -40,7 +40,7 @@ class DemoConfig:
     sparsity: float = dataclasses.field(default=0.01,
                                         metadata={"help": "keep-fraction of neurons"})
     init: str = dataclasses.field(default="kmeans", metadata={
-        "help": "initial codes", "choices": INITS})
+        "help": "initial codes", "choices": _cli_options.field_choices(FitConfig, "init")})
     restarts: int = dataclasses.field(default=1,
                                       metadata={"help": "fits (seeds); the lowest loss wins"})
     max_iter: int = dataclasses.field(default=300, metadata={"help": "iterations per fit"})

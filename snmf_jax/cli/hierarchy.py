@@ -7,13 +7,13 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from snmf_jax.cli._options import signature_default
+from snmf_jax.cli._options import field_choices, signature_default
 
 
 def register(subparsers) -> None:
     """Adds the `hierarchy` subcommand (defaults: the library's)."""
     from snmf_jax.factorize import fit_hierarchical  # pylint: disable=g-import-not-at-top
-    from snmf_jax.factorize._options import INITS  # pylint: disable=g-import-not-at-top
+    from snmf_jax.factorize import FitConfig  # pylint: disable=g-import-not-at-top
     from snmf_jax.interpret import concept_tree  # pylint: disable=g-import-not-at-top
     fit_default = lambda name: signature_default(fit_hierarchical, name)
     tree_default = lambda name: signature_default(concept_tree, name)
@@ -38,7 +38,8 @@ def register(subparsers) -> None:
                    help="activation store for token labels (and fine-tuning) when SOURCE "
                         "is a result")
     p.add_argument("--layer", type=int, default=None, help="layer of a multi-layer store")
-    p.add_argument("--init", choices=INITS, default=fit_default("init"),
+    p.add_argument("--init", choices=field_choices(FitConfig, "init"),
+                   default=fit_default("init"),
                    help="initial codes of level 0")
     p.add_argument("--seed", type=int, default=fit_default("seed"), help="seed of level 0")
     p.add_argument("--restarts", type=int, default=fit_default("restarts"),
