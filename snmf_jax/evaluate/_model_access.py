@@ -33,8 +33,11 @@ def lm_logprob_fn(model, *, batch_size: int = 16, max_tokens: int = 128
     """A function texts -> (n,) mean next-token log-probability per text under `model`.
 
     Each text is scored after the model's BOS (when it has one), truncated to
-    `max_tokens`; rows are right-padded to a power-of-two length (few compiled
-    shapes), which a causal model never sees from the real positions.
+    `max_tokens`; rows are right-padded to a multiple of 16 tokens (few compiled
+    shapes; a causal model never sees the padding from the real positions). The
+    log-normaliser and the targets' logits are taken in one jitted step, so the
+    (batch, length, vocabulary) log-softmax is never materialised: with Gemma's
+    262k-token vocabulary that array alone is ~1 GB per batch.
     """
     import jax
     import jax.numpy as jnp
@@ -42,12 +45,19 @@ def lm_logprob_fn(model, *, batch_size: int = 16, max_tokens: int = 128
     tok = model.tokenizer
     pad = 0 if tok.pad_id is None else int(tok.pad_id)
 
+    @jax.jit
+    def token_logprobs(logits, tokens, mask):
+        logits = logits[:, :-1].astype(jnp.float32)
+        tgt = jnp.take_along_axis(logits, tokens[:, 1:, None], -1)[..., 0]
+        lp = tgt - jax.nn.logsumexp(logits, -1)
+        return jnp.sum(lp * mask[:, 1:], 1)
+
     def score(texts: Sequence[str]) -> np.ndarray:
         ids = [tok.encode(t, add_bos=True)[:max_tokens] for t in texts]
         out = np.full(len(ids), np.nan)
         for s in range(0, len(ids), batch_size):
             rows = ids[s:s + batch_size]
-            t = max(8, 1 << (max(len(r) for r in rows) - 1).bit_length())
+            t = max(16, -(-max(len(r) for r in rows) // 16) * 16)
             tokens = np.full((batch_size, t), pad, np.int32)
             mask = np.zeros((batch_size, t), np.int32)
             for j, r in enumerate(rows):
@@ -55,10 +65,7 @@ def lm_logprob_fn(model, *, batch_size: int = 16, max_tokens: int = 128
                 mask[j, :len(r)] = 1
             mask[len(rows):, 0] = 1
             logits = model.forward(tokens, attention_mask=jnp.asarray(mask)).logits
-            lp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), -1)
-            tgt = jnp.take_along_axis(lp, jnp.asarray(tokens[:, 1:, None]), -1)[..., 0]
-            m = mask[:, 1:]
-            tot = np.asarray(jnp.sum(tgt * m, 1))
+            tot = np.asarray(token_logprobs(logits, jnp.asarray(tokens), jnp.asarray(mask)))
             for j, r in enumerate(rows):
                 out[s + j] = tot[j] / max(len(r) - 1, 1) if len(r) > 1 else 0.0
         return out
