@@ -29,9 +29,9 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 import jax, numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 from snmf_jax import factorize as F
-from snmf_jax.factorize import _layout
+from snmf_jax.factorize import _rows_mesh
 mesh = Mesh(np.array(jax.devices()), ("tokens",))
-rows = _layout.token_sharding(mesh)
+rows = _rows_mesh.token_sharding(mesh)
 out = []
 for n, d, k in json.loads(sys.argv[1]):
     # One iteration of the public solver, shard_map'ed over the token axis as

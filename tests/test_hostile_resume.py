@@ -27,7 +27,7 @@ import numpy as np
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from snmf_jax import _io
 from snmf_jax import factorize as F
-from snmf_jax.factorize import _sources
+from snmf_jax.factorize import _row_sources as _sources
 
 kind, out, ck = sys.argv[1], sys.argv[2], sys.argv[3]
 kill_read = int(os.environ.get("KILL_READ", "0"))

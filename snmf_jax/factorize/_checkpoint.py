@@ -78,10 +78,10 @@ def write_state(path: Path, fmt: str, arrays: dict[str, np.ndarray], settings: d
 
     The one layout of the batch fits' and the online fit's checkpoints.
     """
-    meta = {"format": fmt, "settings": json.dumps(settings, sort_keys=True),
-            "data": json.dumps(data_id, sort_keys=True), **(extra or {}),
-            "arrays_sha256": _digest.arrays_digest(arrays)}
-    _io.save_arrays(path, arrays, meta)
+    _io.save_verified(path, arrays, {"format": fmt,
+                                     "settings": json.dumps(settings, sort_keys=True),
+                                     "data": json.dumps(data_id, sort_keys=True),
+                                     **(extra or {})})
 
 
 def read_state(path: Path, fmt: str, what: str, settings: dict, data_id: dict, *,
@@ -98,23 +98,22 @@ def read_state(path: Path, fmt: str, what: str, settings: dict, data_id: dict, *
     Returns:
       (header, arrays verified against the header's digest).
     """
-    meta = _io.read_metadata(path)
-    if meta.get("format") != fmt:
-        raise ValueError(f"{path} is not an snmf_jax {what} (format {meta.get('format')!r})")
-    saved_id = _io.parse_json(meta.get("data", "null"), f"{path} (header)")
-    if not isinstance(saved_id, dict):
-        raise ValueError(f"checkpoint {path} was written for different data "
-                         "(by an older version, without a data identity); delete it")
-    _resume.refuse_resume(f"checkpoint {path}", saved_id, data_id, kind="data",
-                          remedy=_REMEDY)
-    saved = _io.parse_json(meta.get("settings", "null"), f"{path} (header)")
-    if not isinstance(saved, dict):
-        raise ValueError(f"{path}: no settings in its header; delete it")
-    # Every setting either side records must match (a key only one side has
-    # is a difference too), but for `ignore` (a budget that may grow).
-    _resume.refuse_resume(f"checkpoint {path}", saved, settings, kind="settings",
-                          remedy=_REMEDY, ignore=ignore)
-    return meta, _io.verified_arrays(path, meta.get("arrays_sha256"))
+    def check(meta: dict) -> None:  # before any array is read
+        saved_id = _io.parse_json(meta.get("data", "null"), f"{path} (header)")
+        if not isinstance(saved_id, dict):
+            raise ValueError(f"checkpoint {path} was written for different data "
+                             "(by an older version, without a data identity); delete it")
+        _resume.refuse_resume(f"checkpoint {path}", saved_id, data_id, kind="data",
+                              remedy=_REMEDY)
+        saved = _io.parse_json(meta.get("settings", "null"), f"{path} (header)")
+        if not isinstance(saved, dict):
+            raise ValueError(f"{path}: no settings in its header; delete it")
+        # Every setting either side records must match (a key only one side has
+        # is a difference too), but for `ignore` (a budget that may grow).
+        _resume.refuse_resume(f"checkpoint {path}", saved, settings, kind="settings",
+                              remedy=_REMEDY, ignore=ignore)
+
+    return _io.load_verified(path, fmt, f"snmf_jax {what}", check=check)
 
 
 def open_checkpoint(checkpoint_dir, settings: dict, x, codes_init=None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from snmf_jax import _checks
-from snmf_jax import _digest, _io
+from snmf_jax import _io
 from snmf_jax._checks import finite_arrays as check_finite_arrays
 
 FORMAT = "snmf_jax.result/1"
@@ -77,8 +76,7 @@ class SNMFResult:
         if self.codes is not None:
             arrays["codes"] = self.codes
         check_finite_arrays(arrays, "the result")
-        info = {**self._info(), "arrays_sha256": _digest.arrays_digest(arrays)}
-        _io.save_arrays(path / _ARRAYS, arrays, {"snmf_jax": json.dumps(info)})
+        info = _io.save_verified(path / _ARRAYS, arrays, self._info(), key="snmf_jax")
         _io.write_json(path / _INFO, info)
         return path
 
@@ -97,14 +95,9 @@ class SNMFResult:
         if not file.is_file():
             raise FileNotFoundError(
                 f"no SNMF result at {path}: expected {file} (written by SNMFResult.save)")
-        meta = _io.read_metadata(file)
-        if "snmf_jax" not in meta:
-            raise ValueError(f"{file} is a safetensors file but not an snmf_jax result")
-        info = _io.parse_json(meta["snmf_jax"], f"{file} (header)")
-        if not isinstance(info, dict) or info.get("format") != FORMAT:
-            got = info.get("format") if isinstance(info, dict) else info
-            raise ValueError(f"{file}: unsupported format {got!r}; expected {FORMAT!r}")
-        arrays = _io.verified_arrays(file, info.get("arrays_sha256"))
+        info, arrays = _io.load_verified(file, FORMAT, "snmf_jax result", key="snmf_jax")
+        if not isinstance(info, dict):
+            raise ValueError(f"{file}: unsupported header {info!r}")
         check_finite_arrays(arrays, file)
         check_header(info, arrays, file)
         return cls(features=arrays["features"], codes=arrays.get("codes"),
