@@ -85,6 +85,7 @@ def test_compare_config_errors():
         CompareConfig(rank=0)
 
 
+@pytest.mark.slow
 def test_compare_methods_uses_a_given_snmf_bank_and_counts_distinct_matches(tiny_llama_invertible):
     """A bank fitted elsewhere (e.g. on the SAE's corpus) is matched as it is, and
     `distinct` counts how many of its features the concepts ended up with."""
