@@ -154,6 +154,17 @@ def write_toy_store(path, n_docs=10, per_doc=6, d=8):
     return n, d
 
 
+def write_array_store(path, x, chunk_rows):
+    """A one-layer (layer 0) store of the rows of x in chunks of chunk_rows, with no
+    token metadata: the streaming and online fits' store source. Returns the store."""
+    from snmf_jax.activations import StoreWriter
+    w = StoreWriter(path, layers=(0,), d=x.shape[1], chunk_rows=chunk_rows,
+                    n_rows=x.shape[0], settings={"test": True})
+    for i in range(0, x.shape[0], chunk_rows):
+        w.append({0: x[i:i + chunk_rows]}, {})
+    return w.finish()
+
+
 def write_toy_result(path, n, d, K=4):
     """A saved layer-2 SNMFResult of K random features over d neurons and n rows of codes."""
     from snmf_jax.factorize import SNMFResult

@@ -11,7 +11,7 @@ from snmf_jax.factorize import (CodesStore, OnlineConfig, _online_step, _solver,
 from snmf_jax.factorize._planted import planted_hierarchy
 from snmf_jax.testing import low_rank_data
 
-from conftest import launch_fit_processes, run_on_simulated_devices
+from conftest import launch_fit_processes, run_on_simulated_devices, write_array_store
 
 KW = dict(sparsity=0.1, progress=False)
 
@@ -32,14 +32,6 @@ def _identical(a, b):
     np.testing.assert_array_equal(a.features, b.features)
     np.testing.assert_array_equal(a.losses, b.losses)
     assert a.metadata["online"] == b.metadata["online"]
-
-
-def _write_store(path, x, chunk_rows):
-    w = sj.activations.StoreWriter(path, layers=(0,), d=x.shape[1], chunk_rows=chunk_rows,
-                                   n_rows=x.shape[0], settings={"test": True})
-    for i in range(0, x.shape[0], chunk_rows):
-        w.append({0: x[i:i + chunk_rows]}, {})
-    return w.finish()
 
 
 # ---------------------------------------------------------------------------
@@ -81,7 +73,7 @@ def test_encode_beats_the_batch_fits_own_codes_and_codes_zero_rows_zero():
 
 def test_encode_streams_a_store_into_a_codes_store(tmp_path):
     x = _data(300)
-    store = _write_store(tmp_path / "acts", x, 128)
+    store = write_array_store(tmp_path / "acts", x, 128)
     phi = np.random.default_rng(2).standard_normal((4, 32)).astype(np.float32)
     mem = encode(x, phi, batch_size=128)
     cs = encode(store, phi, batch_size=64, out=tmp_path / "codes")
@@ -137,7 +129,7 @@ def test_deterministic_and_codes_on_request():
 def test_sources_array_store_and_blocks_agree(tmp_path):
     x = _data(512)
     ref = fit_online(x, 4, batch_size=64, passes=2, shuffle=False, **KW)
-    _write_store(tmp_path / "acts", x, 128)
+    write_array_store(tmp_path / "acts", x, 128)
     st = fit_online(tmp_path / "acts", 4, batch_size=64, passes=2, shuffle=False, **KW)
     blocks = [x[i:i + 100] for i in range(0, 512, 100)]  # re-cut into batches of 64
     it = fit_online(blocks, 4, batch_size=64, passes=2, **KW)
@@ -162,7 +154,7 @@ def _stop_at(batch):
 def test_interrupted_run_resumes_to_the_same_answer(tmp_path, kind):
     x = _data(512, seed=4)
     src = {"array": lambda: x,
-           "store": lambda: _write_store(tmp_path / "acts", x, 128),
+           "store": lambda: write_array_store(tmp_path / "acts", x, 128),
            "blocks": lambda: [x[i:i + 100] for i in range(0, 512, 100)]}[kind]()
     kw = dict(batch_size=64, passes=3, checkpoint_every=5, held_out=x[:64], **KW)
     ref = fit_online(src, 4, **kw)
@@ -269,7 +261,7 @@ def test_cli_fit_online_writes_features_and_codes(tmp_path, capsys):
     import json
     from snmf_jax.cli import main
     x = _data(300)
-    _write_store(tmp_path / "acts", x, 128)
+    write_array_store(tmp_path / "acts", x, 128)
     out = tmp_path / "out"
     assert main(["fit", str(tmp_path / "acts"), "--rank", "4", "--sparsity", "0.1", "--online",
                  "--passes", "2", "--batch-size", "64", "--codes", "--no-progress",
@@ -298,7 +290,7 @@ def test_two_processes_match_one(tmp_path):
     checkpoints, it matches a single-process fit."""
     import json
     x = _data(400, seed=8)
-    _write_store(tmp_path / "acts", x, 128)
+    write_array_store(tmp_path / "acts", x, 128)
     common = [str(tmp_path / "acts"), "--rank", "4", "--sparsity", "0.1", "--online",
               "--batch-size", "60", "--local-devices", "2", "--no-progress",
               "--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "4",

@@ -11,8 +11,10 @@ import pytest
 
 import snmf_jax as sj
 from snmf_jax import factorize as S
-from snmf_jax.testing import low_rank_data
 from snmf_jax.factorize import _row_sources
+from snmf_jax.testing import low_rank_data
+
+from conftest import write_array_store
 
 KW = dict(sparsity=0.25, patience=None, progress=False)
 # One data shape and chunking throughout, so the jitted chunk programs compile once.
@@ -128,17 +130,9 @@ def test_safetensors_file_source(tmp_path):
         S.SafetensorsSource(tmp_path / "x.safetensors", key="Y")
 
 
-def _write_store(path, x, chunk_rows):
-    w = sj.activations.StoreWriter(path, layers=(0,), d=x.shape[1], chunk_rows=chunk_rows,
-                              n_rows=x.shape[0], settings={"test": True})
-    for i in range(0, x.shape[0], chunk_rows):
-        w.append({0: x[i:i + chunk_rows]}, {})
-    return w.finish()
-
-
 def test_activation_store_source(tmp_path):
     x = _data(seed=5)
-    store = _write_store(tmp_path / "acts", x, ROWS)
+    store = write_array_store(tmp_path / "acts", x, ROWS)
     assert isinstance(store, S.RowSource)
     ref = sj.fit(x, 4, max_iter=10, **KW)
     got = S.fit_streaming(tmp_path / "acts", 4, max_iter=10, **KW)  # a path works too
@@ -190,7 +184,7 @@ def test_streaming_under_a_memory_cap_smaller_than_the_store(tmp_path):
     n, d, chunk_rows = 65536, 1024, 2048
     x = _data(n=n, d=d, seed=6)
     store_bytes = x.nbytes
-    _write_store(tmp_path / "acts", x, chunk_rows)
+    write_array_store(tmp_path / "acts", x, chunk_rows)
     headroom = 128 << 20
     assert headroom <= 0.5 * store_bytes
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "MALLOC_ARENA_MAX": "2"}

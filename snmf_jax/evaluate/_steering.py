@@ -24,7 +24,7 @@ from typing import Mapping, Protocol, Sequence
 import numpy as np
 
 from snmf_jax.evaluate import _model_access as access
-from snmf_jax.evaluate import _judge, _llm_judge
+from snmf_jax.evaluate import _judge
 from snmf_jax.evaluate._offline_judge import harmonic_mean
 from snmf_jax.steer import DEFAULT_PROMPT
 # Reach-in, on purpose: the paper's seven KL targets are defined once, as calibrate's
@@ -145,9 +145,8 @@ class Judge(Protocol):
     def fluency(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
-# The judges are defined once, in _judge.py (offline) and _llm_judge.py (LLM).
+# The offline judge is defined once, in _judge.py (the LLM one in _llm_judge.py).
 OfflineJudge = _judge.OfflineJudge
-LLMSteeringJudge = _llm_judge.LLMSteeringJudge
 
 
 def steering_generations(model, spec: SteeringSpec, config: SteeringConfig = SteeringConfig(),

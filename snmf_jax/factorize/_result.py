@@ -96,8 +96,6 @@ class SNMFResult:
             raise FileNotFoundError(
                 f"no SNMF result at {path}: expected {file} (written by SNMFResult.save)")
         info, arrays = _io.load_verified(file, FORMAT, "snmf_jax result", key="snmf_jax")
-        if not isinstance(info, dict):
-            raise ValueError(f"{file}: unsupported header {info!r}")
         check_finite_arrays(arrays, file)
         check_header(info, arrays, file)
         return cls(features=arrays["features"], codes=arrays.get("codes"),
